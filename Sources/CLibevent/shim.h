@@ -1,0 +1,18 @@
+/* These three first: without them clang reports "fd_set ... is not present in definition"
+   when two C modules are imported into one Swift file. */
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/listener.h>
+#include <event2/http.h>
+#include <event2/util.h>
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
+
+/* prctl is variadic; names the calling thread so `top -H` shows loops apart. */
+static inline void tp_set_thread_name(const char *name) { prctl(PR_SET_NAME, name, 0, 0, 0); }

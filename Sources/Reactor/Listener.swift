@@ -1,0 +1,44 @@
+import CLibevent
+import Glibc
+
+/// A listening TCP socket on one loop. With `reusePort`, every loop binds its own socket to the same
+/// address and the kernel spreads new connections across them.
+public final class Listener {
+    private var listener: OpaquePointer?
+    private let onAccept: (Int32) -> Void
+
+    public init(loop: EventLoop, address: SocketAddress, reusePort: Bool, backlog: Int32 = 511,
+                onAccept: @escaping (_ fd: Int32) -> Void) throws {
+        self.onAccept = onAccept
+        var flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC
+        if reusePort { flags |= LEV_OPT_REUSEABLE_PORT }
+        // IPv6 sockets accept only IPv6, as Redis's do: "bind * -::*" means two sockets.
+        if address.storage.ss_family == sa_family_t(AF_INET6) { flags |= LEV_OPT_BIND_IPV6ONLY }
+        listener = address.withSockaddr { sa, len in
+            evconnlistener_new_bind(loop.base, listenerTrampoline, Unmanaged.passUnretained(self).toOpaque(),
+                                    UInt32(flags), backlog, sa, Int32(len))
+        }
+        if listener == nil {
+            throw ReactorError("cannot listen on \(address): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// Stops accepting and closes the socket.
+    public func close() {
+        if let l = listener { evconnlistener_free(l) }
+        listener = nil
+    }
+
+    /// Pauses accepting (e.g. at maxclients) without closing the socket.
+    public func pause() { if let l = listener { evconnlistener_disable(l) } }
+    public func resume() { if let l = listener { evconnlistener_enable(l) } }
+
+    deinit { close() }
+
+    fileprivate func accepted(_ fd: Int32) { onAccept(fd) }
+}
+
+private func listenerTrampoline(_ l: OpaquePointer?, _ fd: Int32, _ sa: UnsafeMutablePointer<sockaddr>?,
+                                _ len: Int32, _ arg: UnsafeMutableRawPointer?) {
+    Unmanaged<Listener>.fromOpaque(arg!).takeUnretainedValue().accepted(fd)
+}
