@@ -12,6 +12,7 @@ let package = Package(
     name: "tierproxy",
     products: [
         .executable(name: "tierproxy", targets: ["RespServer"]),
+        .executable(name: "tierbench", targets: ["TierBench"]),
         .library(name: "Tiers", targets: ["Tiers"]),
     ],
     targets: [
@@ -38,6 +39,8 @@ let package = Package(
         .executableTarget(name: "RespServer",
                           dependencies: ["RESP", "Reactor", "Tiers", "CHiredis"],
                           swiftSettings: settings),
+        // Throughput of each tier backend at N requests in flight (bench/, not a test).
+        .executableTarget(name: "TierBench", dependencies: ["Tiers", "Reactor"], swiftSettings: settings),
 
         .testTarget(name: "RESPTests", dependencies: ["RESP", "CHiredis"], swiftSettings: settings),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor"], swiftSettings: settings),
