@@ -333,14 +333,19 @@ MARKER = b"end-of-exchange-marker"
 MARKER_REPLY = b"$%d\r\n%s\r\n" % (len(MARKER), MARKER)
 
 
-def exchange(port: int, payload: bytes, marker: bool = True, timeout: float = 10.0) -> tuple[list[bytes], bool]:
-    """Send `payload` (optionally followed by an ECHO marker) and collect replies until the
-    connection closes or the marker's ECHO reply arrives. Returns (raw replies, closed)."""
+def exchange(port: int, payload: bytes, marker: bool = True, timeout: float = 10.0,
+             count: Optional[int] = None) -> tuple[list[bytes], bool]:
+    """Send `payload` and collect raw replies until the connection closes, or until the reply
+    to an ECHO marker sent after the payload arrives (marker=True), or until `count` replies
+    arrived (count=N, no marker). Returns (raw replies without the marker's, closed).
+    Unparsable bytes before a close are returned as a last element."""
+    if count is not None:
+        marker = False
     with RawConn(port, timeout=timeout) as c:
         c.send(payload + (encode_command("ECHO", MARKER) if marker else b""))
         replies: list[bytes] = []
         deadline = Deadline(timeout)
-        while True:
+        while count is None or len(replies) < count:
             try:
                 r = c.read_reply(deadline.remaining())
             except Closed:
@@ -348,11 +353,12 @@ def exchange(port: int, payload: bytes, marker: bool = True, timeout: float = 10
                 if tail_bytes:
                     replies.append(tail_bytes)
                 return replies, True
-            replies.append(r.raw)
             if marker and r.raw == MARKER_REPLY:
                 return replies, False
+            replies.append(r.raw)
             if len(replies) > 1000:
                 raise AssertionError("too many replies")
+        return replies, False
 
 
 # --------------------------------------------------------------------------------------------
