@@ -485,9 +485,13 @@ class Proxy:
 
     def __init__(self, tmp: Path, upstream: Optional[str] = None, flags: Optional[dict] = None,
                  config_file: Optional[Path] = None, env: Optional[dict] = None,
-                 port: Optional[int] = None, extra_args: Iterable[str] = ()):
+                 port: Optional[int] = None, extra_args: Iterable[str] = (),
+                 port_flag: bool = True):
+        """port: where the proxy will listen (a free one if None); port_flag=False leaves
+        `--port` off the command line (the port then comes from the file or the default)."""
         self.dir = Path(tempfile.mkdtemp(prefix="tierproxy-", dir=tmp))
         self.port = port or free_port()
+        self.port_flag = port_flag
         self.upstream = upstream
         self.flags = dict(flags or {})
         self.config_file = config_file
@@ -505,7 +509,7 @@ class Proxy:
         args = [proxy_binary()]
         if self.config_file:
             args.append(str(self.config_file))
-        if self.port is not None and "port" not in self.flags:
+        if self.port_flag and "port" not in self.flags:
             args += ["--port", str(self.port)]
         if "bind" not in self.flags:
             args += ["--bind", HOST]
