@@ -16,3 +16,7 @@
 
 /* prctl is variadic; names the calling thread so `top -H` shows loops apart. */
 static inline void tp_set_thread_name(const char *name) { prctl(PR_SET_NAME, name, 0, 0, 0); }
+
+/* Swift has no atomics without a package; these builtins are all a cross-loop counter needs. */
+static inline long tp_atomic_add(long *p, long delta) { return __atomic_add_fetch(p, delta, __ATOMIC_ACQ_REL); }
+static inline long tp_atomic_load(long *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }

@@ -80,22 +80,36 @@ private func loopWakeTrampoline(_ fd: Int32, _ what: Int16, _ arg: UnsafeMutable
 }
 
 /// A thread that runs one `EventLoop` until it stops. Plain pthreads: Foundation stays out.
+/// Build everything the loop needs (listeners, timers) before starting it, so that setup errors
+/// surface on the caller's thread.
 public final class LoopThread {
     public let loop: EventLoop
     private var thread = pthread_t()
-    private let body: (EventLoop) -> Void
     private let name: String
+    private let body: ((EventLoop) -> Void)?
 
-    /// `body` runs on the new thread before the loop starts (register listeners, timers).
+    /// Starts a thread running `loop`.
+    public init(loop: EventLoop, name: String) {
+        self.loop = loop
+        self.name = String(name.prefix(15))
+        self.body = nil
+        start()
+    }
+
+    /// Starts a thread with a new loop; `body` runs on that thread before the loop starts.
     public init(name: String, body: @escaping (EventLoop) -> Void) {
         self.loop = EventLoop()
-        self.body = body
         self.name = String(name.prefix(15))
+        self.body = body
+        start()
+    }
+
+    private func start() {
         let box = Unmanaged.passRetained(self).toOpaque()
         pthread_create(&thread, nil, { arg in
             let me = Unmanaged<LoopThread>.fromOpaque(arg!).takeRetainedValue()
             tp_set_thread_name(me.name)
-            me.body(me.loop)
+            me.body?(me.loop)
             me.loop.run()
             return nil
         }, box)

@@ -1,1 +1,68 @@
-print("tierproxy")
+import Glibc
+
+let tierproxyVersion = "0.1.0"
+
+/// Entry point: `tierproxy [CONFIG-FILE] [--config FILE] [--directive value ...]`.
+func runMain() -> Int32 {
+    let arguments = Array(CommandLine.arguments.dropFirst())
+    do {
+        let loader = try ConfigLoader(arguments: arguments)
+        switch loader.action {
+        case .help:
+            print(helpText())
+            return 0
+        case .version:
+            print("tierproxy v=\(tierproxyVersion)")
+            return 0
+        case .printConfig:
+            print(ConfigLoader.template(), terminator: "")
+            return 0
+        default:
+            break
+        }
+        var env = [String: String]()
+        var p = environ
+        while let entry = p.pointee {
+            let s = String(cString: entry)
+            if let eq = s.firstIndex(of: "=") { env[String(s[..<eq])] = String(s[s.index(after: eq)...]) }
+            p += 1
+        }
+        let config = try loader.load(environment: env)
+        if loader.action == .checkConfig {
+            print("Configuration OK (\(loader.configFile ?? "defaults")): port \(config.port), upstream \(config.upstream)")
+            return 0
+        }
+        try Log.configure(level: config.loglevel, format: config.logFormat, path: config.logfile)
+        try Server(config: config).run()
+        return 0
+    } catch let e as ConfigError {
+        fputs("\n*** FATAL CONFIG FILE ERROR ***\n\(e.description)\n", stderr)
+        return 1
+    } catch {
+        fputs("tierproxy: \(error)\n", stderr)
+        return 1
+    }
+}
+
+func helpText() -> String {
+    var s = """
+    Usage: tierproxy [/path/to/tierproxy.conf] [--config FILE] [--<directive> <value> ...]
+           tierproxy --check-config [FILE] [options]   validate and exit
+           tierproxy --print-config                    print the documented default conf file
+           tierproxy --version | --help
+
+    Every directive can be given as a flag (--port 6381) or an env var (TIERPROXY_PORT=6381).
+    Precedence: flags > env > file > defaults. Also read: REDIS_URL, REDIS_HOST, REDIS_PORT,
+    REDIS_PASSWORD, REDIS_SSL.
+
+    Directives:
+
+    """
+    for d in configTable {
+        s += "  --\(d.name) (default: \(d.defaultArgs.split(separator: "\n").joined(separator: " | ")))\n"
+        for line in d.doc { s += "      \(line)\n" }
+    }
+    return s
+}
+
+exit(runMain())

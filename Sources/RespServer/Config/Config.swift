@@ -1,0 +1,46 @@
+/// Output-buffer limits for one client class, as in redis.conf's `client-output-buffer-limit`.
+struct OutputLimit: Equatable {
+    var hard = 0          // bytes; 0 = no limit
+    var soft = 0          // bytes; 0 = no limit
+    var softSeconds = 0   // how long over `soft` before closing
+}
+
+enum LogFormat: String { case redis, json }
+enum LogLevel: Int, Comparable {
+    case debug = 0, verbose, notice, warning
+    static func < (a: LogLevel, b: LogLevel) -> Bool { a.rawValue < b.rawValue }
+}
+
+/// Every setting tierproxy runs with. Filled from `ConfigTable`'s defaults, then the file, env and flags.
+struct Config {
+    var bind: [String] = []
+    var port = 6380
+    var tcpBacklog = 511
+    var threads = 0
+    var upstream = UpstreamURL()
+    var upstreamConnectTimeoutMillis = 2000
+    var maxclients = 10000
+    var timeoutSeconds = 0
+    var clientQueryBufferLimit = 1 << 30
+    var protoMaxBulkLen = 512 << 20
+    var outputLimitNormal = OutputLimit()
+    var outputLimitPubsub = OutputLimit(hard: 32 << 20, soft: 8 << 20, softSeconds: 60)
+    var outputLimitReplica = OutputLimit(hard: 256 << 20, soft: 64 << 20, softSeconds: 60)
+    var proxyBufferHighWater = 1 << 20
+    var shutdownTimeoutSeconds = 10
+    var loglevel = LogLevel.notice
+    var logfile = ""
+    var logFormat = LogFormat.redis
+    var pidfile = ""
+    var dataDir = "./data"
+
+    /// Number of event loops: `threads`, or one per core when 0.
+    var effectiveThreads: Int {
+        if threads > 0 { return threads }
+        return max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

@@ -1,0 +1,107 @@
+/// One configuration directive: its name, default, documentation, and how it sets `Config`.
+/// The conf parser, env vars (`TIERPROXY_<NAME>`), flags (`--name`), `--help` and
+/// `conf/tierproxy.conf` all come from this one table.
+struct Directive {
+    let name: String
+    let defaultArgs: String
+    let doc: [String]
+    let apply: (inout Config, [String]) throws -> Void
+}
+
+private func one(_ args: [String], _ name: String) throws -> String {
+    guard args.count == 1 else { throw ConfigError("'\(name)' takes exactly one argument") }
+    return args[0]
+}
+
+private func outputLimit(_ c: inout Config, _ args: [String]) throws {
+    guard args.count == 4 else {
+        throw ConfigError("'client-output-buffer-limit' takes: <class> <hard> <soft> <soft-seconds>")
+    }
+    let limit = OutputLimit(hard: try Units.memory(args[1]), soft: try Units.memory(args[2]),
+                            softSeconds: try Units.int(args[3], 0...Int(Int32.max)))
+    switch args[0].lowercased() {
+    case "normal": c.outputLimitNormal = limit
+    case "pubsub": c.outputLimitPubsub = limit
+    case "replica", "slave": c.outputLimitReplica = limit
+    default: throw ConfigError("invalid client class '\(args[0])' (normal, pubsub, replica)")
+    }
+}
+
+let configTable: [Directive] = [
+    Directive(name: "bind", defaultArgs: "127.0.0.1 -::1", doc: [
+        "Addresses to listen on, as in redis.conf. A leading '-' means: skip it if the address is unavailable.",
+        "Use 'bind 0.0.0.0' (or '* -::*') to accept connections from other hosts, e.g. in docker-compose.",
+    ]) { c, a in
+        guard !a.isEmpty else { throw ConfigError("'bind' needs at least one address") }
+        c.bind = a
+    },
+    Directive(name: "port", defaultArgs: "6380", doc: ["TCP port clients connect to."]) { c, a in
+        c.port = try Units.int(try one(a, "port"), 0...65535)
+    },
+    Directive(name: "tcp-backlog", defaultArgs: "511", doc: ["listen() backlog of each listening socket."]) { c, a in
+        c.tcpBacklog = try Units.int(try one(a, "tcp-backlog"), 1...65535)
+    },
+    Directive(name: "threads", defaultArgs: "0", doc: [
+        "Event loops, each on its own thread with its own SO_REUSEPORT socket; 0 = one per core.",
+        "A client and everything it causes stay on one loop.",
+    ]) { c, a in c.threads = try Units.int(try one(a, "threads"), 0...256) },
+    Directive(name: "upstream", defaultArgs: "redis://127.0.0.1:6379", doc: [
+        "The hot tier: redis://[user:password@]host:port[/db]. Each client connection gets its own",
+        "upstream connection, authenticated with these credentials and switched to this db first.",
+        "rediss:// (TLS, e.g. Azure Cache for Redis on 6380) is reserved for the next release.",
+        "Env: REDIS_URL, or REDIS_HOST / REDIS_PORT / REDIS_PASSWORD / REDIS_SSL.",
+    ]) { c, a in c.upstream = try UpstreamURL(parsing: try one(a, "upstream")) },
+    Directive(name: "upstream-connect-timeout", defaultArgs: "2000", doc: [
+        "Milliseconds to wait for the upstream connection; a client waiting longer gets an error reply.",
+    ]) { c, a in c.upstreamConnectTimeoutMillis = try Units.int(try one(a, "upstream-connect-timeout"), 1...3_600_000) },
+    Directive(name: "maxclients", defaultArgs: "10000", doc: [
+        "Most client connections at once; one more gets '-ERR max number of clients reached'.",
+    ]) { c, a in c.maxclients = try Units.int(try one(a, "maxclients"), 1...1_000_000) },
+    Directive(name: "timeout", defaultArgs: "0", doc: ["Close a client idle for this many seconds (0 = never)."]) { c, a in
+        c.timeoutSeconds = try Units.int(try one(a, "timeout"), 0...Int(Int32.max))
+    },
+    Directive(name: "client-query-buffer-limit", defaultArgs: "1gb", doc: [
+        "A client whose unparsed input grows past this is closed, as Redis does.",
+    ]) { c, a in c.clientQueryBufferLimit = try Units.memory(try one(a, "client-query-buffer-limit")) },
+    Directive(name: "proto-max-bulk-len", defaultArgs: "512mb", doc: [
+        "Largest bulk string a request may carry; longer gets 'Protocol error: invalid bulk length'.",
+    ]) { c, a in c.protoMaxBulkLen = try Units.memory(try one(a, "proto-max-bulk-len")) },
+    Directive(name: "client-output-buffer-limit", defaultArgs: "normal 0 0 0\npubsub 32mb 8mb 60\nreplica 256mb 64mb 60", doc: [
+        "client-output-buffer-limit <class> <hard> <soft> <soft-seconds>, classes normal, pubsub, replica.",
+        "Replies waiting for a slow client beyond these limits close it. The proxy also stops reading",
+        "from Redis while a client is behind, so Redis applies its own limits to the upstream side.",
+    ], apply: outputLimit),
+    Directive(name: "proxy-buffer-high-water", defaultArgs: "1mb", doc: [
+        "Backpressure: stop reading a client (or its upstream) while this much waits to be written",
+        "to the other side; resume when it has drained.",
+    ]) { c, a in c.proxyBufferHighWater = max(4096, try Units.memory(try one(a, "proxy-buffer-high-water"))) },
+    Directive(name: "shutdown-timeout", defaultArgs: "10", doc: [
+        "Seconds SIGTERM/SIGINT waits for replies already requested before closing clients and exiting.",
+    ]) { c, a in c.shutdownTimeoutSeconds = try Units.int(try one(a, "shutdown-timeout"), 0...3600) },
+    Directive(name: "loglevel", defaultArgs: "notice", doc: ["debug, verbose, notice or warning."]) { c, a in
+        switch try one(a, "loglevel").lowercased() {
+        case "debug": c.loglevel = .debug
+        case "verbose": c.loglevel = .verbose
+        case "notice": c.loglevel = .notice
+        case "warning": c.loglevel = .warning
+        default: throw ConfigError("loglevel must be debug, verbose, notice or warning")
+        }
+    },
+    Directive(name: "logfile", defaultArgs: "\"\"", doc: ["Log file path; empty = standard output."]) { c, a in
+        c.logfile = try one(a, "logfile")
+    },
+    Directive(name: "log-format", defaultArgs: "redis", doc: ["redis (Redis-like lines) or json (one object per line)."]) { c, a in
+        guard let f = LogFormat(rawValue: try one(a, "log-format").lowercased()) else {
+            throw ConfigError("log-format must be redis or json")
+        }
+        c.logFormat = f
+    },
+    Directive(name: "pidfile", defaultArgs: "\"\"", doc: ["Write the process id here at start (empty = don't)."]) { c, a in
+        c.pidfile = try one(a, "pidfile")
+    },
+    Directive(name: "dir", defaultArgs: "./data", doc: [
+        "Data directory for the embedded tiers (warm SQLite, cold directory) when no cloud tier is set.",
+    ]) { c, a in c.dataDir = try one(a, "dir") },
+]
+
+let configDirectives: [String: Directive] = Dictionary(uniqueKeysWithValues: configTable.map { ($0.name, $0) })

@@ -1,0 +1,72 @@
+/// Where the hot tier is: `redis://[user:pass@]host:port[/db]` (`rediss://` = TLS).
+struct UpstreamURL: CustomStringConvertible {
+    var tls = false
+    var host = "127.0.0.1"
+    var port = 6379
+    var user: String?
+    var password: String?
+    var db = 0
+
+    init() {}
+
+    init(parsing text: String) throws {
+        var rest = Substring(text)
+        if rest.hasPrefix("redis://") { rest = rest.dropFirst(8) }
+        else if rest.hasPrefix("rediss://") { rest = rest.dropFirst(9); tls = true }
+        else { throw ConfigError("upstream must start with redis:// or rediss://: '\(text)'") }
+        if let at = rest.lastIndex(of: "@") {
+            let cred = rest[..<at]
+            rest = rest[rest.index(after: at)...]
+            if let colon = cred.firstIndex(of: ":") {
+                let u = String(cred[..<colon])
+                user = u.isEmpty ? nil : percentDecoded(u)
+                password = percentDecoded(String(cred[cred.index(after: colon)...]))
+            } else if !cred.isEmpty {
+                password = percentDecoded(String(cred))   // redis://secret@host: a password alone
+            }
+        }
+        if let slash = rest.firstIndex(of: "/") {
+            let path = rest[rest.index(after: slash)...]
+            rest = rest[..<slash]
+            if !path.isEmpty {
+                guard let d = Int(path), d >= 0 else { throw ConfigError("upstream database must be a number: '\(path)'") }
+                db = d
+            }
+        }
+        if rest.hasPrefix("[") , let close = rest.firstIndex(of: "]") {   // [::1]:6379
+            host = String(rest[rest.index(after: rest.startIndex)..<close])
+            rest = rest[rest.index(after: close)...]
+            if rest.hasPrefix(":") { port = try Units.int(String(rest.dropFirst()), 1...65535) }
+        } else if let colon = rest.lastIndex(of: ":") {
+            host = String(rest[..<colon])
+            port = try Units.int(String(rest[rest.index(after: colon)...]), 1...65535)
+        } else if !rest.isEmpty {
+            host = String(rest)
+        }
+        if host.isEmpty { host = "127.0.0.1" }
+    }
+
+    /// The URL with the password hidden, for logs.
+    var description: String {
+        var s = tls ? "rediss://" : "redis://"
+        if user != nil || password != nil { s += "\(user ?? "")\(password == nil ? "" : ":***")@" }
+        s += host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+        if db != 0 { s += "/\(db)" }
+        return s
+    }
+}
+
+private func percentDecoded(_ s: String) -> String {
+    var out = [UInt8]()
+    var bytes = Array(s.utf8)[...]
+    while let b = bytes.popFirst() {
+        if b == UInt8(ascii: "%"), bytes.count >= 2,
+           let v = UInt8(String(decoding: bytes.prefix(2), as: UTF8.self), radix: 16) {
+            out.append(v)
+            bytes = bytes.dropFirst(2)
+        } else {
+            out.append(b)
+        }
+    }
+    return String(decoding: out, as: UTF8.self)
+}

@@ -1,0 +1,79 @@
+import CHiredis
+import RESP
+
+/// What Redis says about one command in its `COMMAND` reply.
+struct CommandInfo {
+    let name: String
+    /// Positive: exact argument count (incl. the name); negative: at least -arity.
+    let arity: Int
+    let flags: Set<String>
+    /// Key positions (1-based into argv): first, last (negative counts from the end), step.
+    let firstKey: Int
+    let lastKey: Int
+    let step: Int
+    var isWrite: Bool { flags.contains("write") }
+    var isReadonly: Bool { flags.contains("readonly") }
+
+    /// Indexes into argv that hold keys, for a request with `argc` arguments.
+    func keyIndexes(argc: Int) -> [Int] {
+        guard firstKey > 0, step > 0 else { return [] }
+        let last = lastKey >= 0 ? lastKey : argc + lastKey
+        guard firstKey <= last, last < argc else { return [] }
+        return Array(stride(from: firstKey, through: last, by: step))
+    }
+}
+
+/// Every command the upstream knows, learned from its `COMMAND` reply, so that any command's keys
+/// and flags are understood without a hand-kept list. Subcommands are named "container|sub".
+struct CommandTable {
+    private(set) var commands: [CommandName: CommandInfo] = [:]
+    private(set) var subcommands: [String: CommandInfo] = [:]
+
+    var count: Int { commands.count }
+
+    func info(_ name: CommandName) -> CommandInfo? { commands[name] }
+    func info(subcommand: String) -> CommandInfo? { subcommands[subcommand.lowercased()] }
+
+    /// Parses a RESP2 `COMMAND` reply with hiredis's reader. Nil if it is not one.
+    init?(commandReply bytes: [UInt8]) {
+        guard let reader = redisReaderCreate() else { return nil }
+        defer { redisReaderFree(reader) }
+        let fed = bytes.withUnsafeBufferPointer { b in
+            b.baseAddress!.withMemoryRebound(to: CChar.self, capacity: b.count) { redisReaderFeed(reader, $0, b.count) }
+        }
+        var raw: UnsafeMutableRawPointer?
+        guard fed == REDIS_OK, redisReaderGetReply(reader, &raw) == REDIS_OK, let r = raw else { return nil }
+        defer { freeReplyObject(r) }
+        let reply = r.assumingMemoryBound(to: redisReply.self).pointee
+        guard reply.type == REDIS_REPLY_ARRAY else { return nil }
+        for i in 0..<Int(reply.elements) {
+            guard let entry = reply.element[i], let info = CommandTable.parse(entry.pointee) else { continue }
+            commands[CommandName(info.name)] = info
+            // Redis 7: element 9 lists subcommands in the same shape.
+            if entry.pointee.elements >= 10, let subs = entry.pointee.element[9], subs.pointee.type == REDIS_REPLY_ARRAY {
+                for j in 0..<Int(subs.pointee.elements) {
+                    if let s = subs.pointee.element[j], let sub = CommandTable.parse(s.pointee) {
+                        subcommands[sub.name] = sub
+                    }
+                }
+            }
+        }
+        if commands.isEmpty { return nil }
+    }
+
+    init() {}
+
+    private static func parse(_ e: redisReply) -> CommandInfo? {
+        guard e.type == REDIS_REPLY_ARRAY, e.elements >= 6,
+              let n = e.element[0], n.pointee.type == REDIS_REPLY_STRING || n.pointee.type == REDIS_REPLY_STATUS else { return nil }
+        let name = String(cString: n.pointee.str).lowercased()
+        func int(_ i: Int) -> Int { Int(e.element[i]!.pointee.integer) }
+        var flags = Set<String>()
+        if let f = e.element[2], f.pointee.type == REDIS_REPLY_ARRAY {
+            for k in 0..<Int(f.pointee.elements) {
+                if let s = f.pointee.element[k], s.pointee.str != nil { flags.insert(String(cString: s.pointee.str)) }
+            }
+        }
+        return CommandInfo(name: name, arity: int(1), flags: flags, firstKey: int(3), lastKey: int(4), step: int(5))
+    }
+}

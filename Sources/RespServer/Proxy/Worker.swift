@@ -1,0 +1,99 @@
+import RESP
+import Reactor
+import Glibc
+
+/// Everything one event loop owns: its listening sockets, its client sessions, the command table
+/// and the scratch arrays the parser fills (one set per loop, reused by every session).
+final class Worker {
+    let loop: EventLoop
+    let config: Config
+    let index: Int
+    let upstreamAddress: SocketAddress?
+    let handshakeBytes: (bytes: [UInt8], replies: Int)
+    private let clientCount: AtomicCounter
+    private var listeners: [Listener] = []
+    private var sessions: [ObjectIdentifier: ClientSession] = [:]
+    private var loader: CommandTableLoader?
+    private(set) var commandTable = CommandTable()
+    private var shuttingDown = false
+    private var onStopped: (() -> Void)?
+
+    var frames: [RequestFrame] = []
+    var spans: [ArgSpan] = []
+    var replies: [ReplyInfo] = []
+
+    var sessionCount: Int { sessions.count }
+
+    init(index: Int, config: Config, upstreamAddress: SocketAddress?, clientCount: AtomicCounter) {
+        self.loop = EventLoop()
+        self.index = index
+        self.config = config
+        self.upstreamAddress = upstreamAddress
+        self.clientCount = clientCount
+        self.handshakeBytes = UpstreamCommands.handshake(for: config.upstream)
+        frames.reserveCapacity(256)
+        spans.reserveCapacity(1024)
+        replies.reserveCapacity(256)
+    }
+
+    /// Opens a listening socket on `address` (SO_REUSEPORT: every loop has its own).
+    func listen(on address: SocketAddress) throws {
+        listeners.append(try Listener(loop: loop, address: address, reusePort: true,
+                                      backlog: Int32(config.tcpBacklog)) { [unowned self] fd in self.accept(fd) })
+    }
+
+    /// Runs on the loop's thread once it starts.
+    func start() {
+        loader = CommandTableLoader(worker: self)
+    }
+
+    private func accept(_ fd: Int32) {
+        if shuttingDown { Glibc.close(fd); return }
+        if clientCount.add(1) > config.maxclients {
+            clientCount.add(-1)
+            let message = "-ERR max number of clients reached\r\n"
+            _ = message.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+            Glibc.close(fd)
+            Log.verbose("Refused a client: max number of clients reached")
+            return
+        }
+        let session = ClientSession(worker: self, fd: fd)
+        if !session.isClosed { sessions[ObjectIdentifier(session)] = session }
+    }
+
+    func sessionClosed(_ session: ClientSession) {
+        sessions.removeValue(forKey: ObjectIdentifier(session))
+        clientCount.add(-1)   // once per session: its close() runs once
+        if shuttingDown && sessions.isEmpty { stopLoop() }
+    }
+
+    func commandTableLoaded(_ table: CommandTable) {
+        commandTable = table
+        loader = nil
+        if index == 0 { Log.verbose("Learned \(table.count) commands from the upstream's COMMAND reply") }
+    }
+
+    /// Stops accepting; each session closes once the replies it already asked for are written.
+    func beginShutdown(then stopped: @escaping () -> Void) {
+        shuttingDown = true
+        onStopped = stopped
+        listeners.forEach { $0.close() }
+        listeners.removeAll()
+        loader?.cancel()
+        loader = nil
+        if sessions.isEmpty { stopLoop(); return }
+        for session in Array(sessions.values) { session.beginShutdown() }
+    }
+
+    /// Closes every session now (shutdown deadline passed).
+    func forceClose() {
+        for session in Array(sessions.values) { session.close() }
+        stopLoop()
+    }
+
+    private func stopLoop() {
+        loop.stop()
+        onStopped?()
+        onStopped = nil
+    }
+}

@@ -1,0 +1,99 @@
+import Reactor
+import Glibc
+
+/// Starts one worker per thread, listens on every bind address in each, and runs the main thread's
+/// loop for signals. SIGTERM/SIGINT: stop accepting, let sessions flush what they owe, exit 0 within
+/// `shutdown-timeout`.
+final class Server {
+    let config: Config
+    private var workers: [Worker] = []
+    private var threads: [LoopThread] = []
+    private let mainLoop = EventLoop()
+    private var signalWatchers: [SignalWatcher] = []
+    private var stoppedWorkers = AtomicCounter()
+    private var deadline: Timer?
+    private var stopping = false
+
+    init(config: Config) { self.config = config }
+
+    func run() throws {
+        signal(SIGPIPE, SIG_IGN)
+        let upstream: SocketAddress?
+        do {
+            upstream = try SocketAddress.resolve(host: config.upstream.host, port: config.upstream.port).first
+        } catch {
+            Log.warning("\(error); clients will get errors until it resolves (restart to retry)")
+            upstream = nil
+        }
+        let addresses = try bindAddresses()
+        let clientCount = AtomicCounter()
+        for i in 0..<config.effectiveThreads {
+            let w = Worker(index: i, config: config, upstreamAddress: upstream, clientCount: clientCount)
+            for (address, optional) in addresses {
+                do { try w.listen(on: address) } catch {
+                    if optional { if i == 0 { Log.verbose("Skipping optional bind \(address): \(error)") } ; continue }
+                    throw error
+                }
+            }
+            workers.append(w)
+        }
+        writePidfile()
+        Log.notice("tierproxy \(tierproxyVersion) started, pid=\(getpid()), \(workers.count) threads, port \(config.port), upstream \(config.upstream)")
+        for w in workers {
+            w.loop.execute { w.start() }
+            threads.append(LoopThread(loop: w.loop, name: "loop-\(w.index)"))
+        }
+        Log.notice("Ready to accept connections tcp")
+        for sig in [SIGTERM, SIGINT] {
+            signalWatchers.append(SignalWatcher(loop: mainLoop, signal: sig) { [unowned self] in self.shutdown(sig) })
+        }
+        mainLoop.run()
+        threads.forEach { $0.join() }
+        if !config.pidfile.isEmpty { unlink(config.pidfile) }
+        Log.notice("tierproxy is now ready to exit, bye bye...")
+    }
+
+    /// `bind` addresses resolved; a leading "-" marks one that may be missing (like Redis's "-::1").
+    private func bindAddresses() throws -> [(SocketAddress, Bool)] {
+        var out: [(SocketAddress, Bool)] = []
+        for entry in config.bind {
+            let optional = entry.hasPrefix("-")
+            var host = optional ? String(entry.dropFirst()) : entry
+            if host == "*" { host = "0.0.0.0" } else if host == "::*" { host = "::" }
+            do {
+                for a in try SocketAddress.resolve(host: host, port: config.port, passive: true) { out.append((a, optional)) }
+            } catch {
+                if !optional { throw ConfigError("cannot bind \(entry): \(error)") }
+            }
+        }
+        if out.isEmpty { throw ConfigError("no address to listen on") }
+        return out
+    }
+
+    private func shutdown(_ sig: Int32) {
+        if stopping { return }
+        stopping = true
+        Log.notice("Received \(sig == SIGINT ? "SIGINT" : "SIGTERM") scheduling shutdown...")
+        let total = workers.count
+        for w in workers {
+            w.loop.execute { [unowned self] in
+                w.beginShutdown {
+                    if self.stoppedWorkers.add(1) == total { self.mainLoop.execute { self.mainLoop.stop() } }
+                }
+            }
+        }
+        deadline = Timer(loop: mainLoop, millis: config.shutdownTimeoutSeconds * 1000) { [unowned self] in
+            Log.warning("Shutdown timeout reached; closing remaining clients")
+            for w in self.workers { w.loop.execute { w.forceClose() } }
+        }
+    }
+
+    private func writePidfile() {
+        guard !config.pidfile.isEmpty else { return }
+        let fd = open(config.pidfile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { Log.warning("Failed to write PID file: \(String(cString: strerror(errno)))"); return }
+        let text = "\(getpid())\n"
+        _ = text.withCString { write(fd, $0, strlen($0)) }
+        close(fd)
+    }
+}

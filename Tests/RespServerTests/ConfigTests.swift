@@ -1,0 +1,89 @@
+import Testing
+@testable import RespServer
+import Glibc
+
+@Suite struct ConfigTests {
+    @Test func splitsConfLinesLikeRedis() throws {
+        #expect(try ConfigLoader.split("bind 127.0.0.1 -::1") == ["bind", "127.0.0.1", "-::1"])
+        #expect(try ConfigLoader.split("logfile \"/tmp/a b.log\"") == ["logfile", "/tmp/a b.log"])
+        #expect(try ConfigLoader.split("x \"a\\x41\\n\" 'it\\'s'") == ["x", "aA\n", "it's"])
+        #expect(throws: ConfigError.self) { try ConfigLoader.split("x \"open") }
+    }
+
+    @Test func memoryUnitsFollowRedisConf() throws {
+        #expect(try Units.memory("1gb") == 1 << 30)
+        #expect(try Units.memory("512MB") == 512 << 20)
+        #expect(try Units.memory("100k") == 100_000)
+        #expect(try Units.memory("42") == 42)
+        #expect(throws: ConfigError.self) { try Units.memory("12parsecs") }
+    }
+
+    @Test func upstreamURLs() throws {
+        let u = try UpstreamURL(parsing: "redis://app:p%40ss@cache.example:6390/3")
+        #expect(u.host == "cache.example" && u.port == 6390 && u.db == 3)
+        #expect(u.user == "app" && u.password == "p@ss" && !u.tls)
+        #expect(u.description == "redis://app:***@cache.example:6390/3")
+        let v = try UpstreamURL(parsing: "rediss://:secret@[::1]:6380")
+        #expect(v.tls && v.host == "::1" && v.port == 6380 && v.user == nil && v.password == "secret")
+        #expect(throws: ConfigError.self) { try UpstreamURL(parsing: "http://x") }
+    }
+
+    @Test func flagsBeatEnvBeatFile() throws {
+        let path = "/tmp/tierproxy-config-test-\(getpid()).conf"
+        let text = "port 7001\nmaxclients 5\nupstream redis://10.0.0.1:7000\nclient-output-buffer-limit pubsub 1mb 512kb 5\n"
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        _ = text.withCString { write(fd, $0, strlen($0)) }
+        close(fd)
+        defer { unlink(path) }
+
+        let fileOnly = try ConfigLoader(arguments: [path]).load(environment: [:])
+        #expect(fileOnly.port == 7001 && fileOnly.maxclients == 5 && fileOnly.upstream.port == 7000)
+        #expect(fileOnly.outputLimitPubsub == OutputLimit(hard: 1 << 20, soft: 512 << 10, softSeconds: 5))
+
+        let env = ["TIERPROXY_PORT": "7002", "REDIS_HOST": "127.0.0.9", "REDIS_PORT": "7009"]
+        let withEnv = try ConfigLoader(arguments: [path]).load(environment: env)
+        #expect(withEnv.port == 7002 && withEnv.upstream.host == "127.0.0.9" && withEnv.upstream.port == 7009)
+
+        let withFlags = try ConfigLoader(arguments: ["--config", path, "--port", "7003", "--bind", "127.0.0.1", "::1"])
+            .load(environment: env)
+        #expect(withFlags.port == 7003 && withFlags.bind == ["127.0.0.1", "::1"] && withFlags.maxclients == 5)
+    }
+
+    @Test func badDirectivesAreReportedWithTheirLine() throws {
+        let path = "/tmp/tierproxy-config-bad-\(getpid()).conf"
+        let text = "port 7001\n\nmaxclients many\n"
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        _ = text.withCString { write(fd, $0, strlen($0)) }
+        close(fd)
+        defer { unlink(path) }
+        do {
+            _ = try ConfigLoader(arguments: [path]).load(environment: [:])
+            Issue.record("a bad value was accepted")
+        } catch let e as ConfigError {
+            #expect(e.description.contains(":3:"))
+            #expect(e.description.contains("maxclients"))
+        }
+        #expect(throws: ConfigError.self) { try ConfigLoader(arguments: ["--no-such-thing", "1"]) }
+    }
+
+    /// The committed conf file is the generated template, so it documents every directive.
+    @Test func shippedConfFileMatchesTheTable() throws {
+        let here = #filePath
+        let root = here.components(separatedBy: "/Tests/")[0]
+        let shipped = readWholeFile(root + "/conf/tierproxy.conf")
+        #expect(shipped == ConfigLoader.template(), "regenerate: tierproxy --print-config > conf/tierproxy.conf")
+        // And it loads back to the defaults.
+        let fromFile = try ConfigLoader(arguments: [root + "/conf/tierproxy.conf"]).load(environment: [:])
+        let defaults = try ConfigLoader(arguments: []).load(environment: [:])
+        #expect(fromFile.port == defaults.port && fromFile.bind == defaults.bind
+                && fromFile.outputLimitPubsub == defaults.outputLimitPubsub)
+    }
+}
+
+private extension String {
+    func components(separatedBy sep: String) -> [String] {
+        var out = [String](); var rest = self[...]
+        while let r = rest.firstRange(of: sep) { out.append(String(rest[..<r.lowerBound])); rest = rest[r.upperBound...] }
+        out.append(String(rest)); return out
+    }
+}
