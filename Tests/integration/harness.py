@@ -441,9 +441,36 @@ class RedisServer:
     def normal_clients(self) -> list[dict]:
         return self.admin().client_list(_type="normal")
 
+    def tracker(self) -> "UpstreamTracker":
+        return UpstreamTracker(self.admin())
+
     def cleanup(self) -> None:
         self.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class UpstreamTracker:
+    """The connections Redis accepted after a mark, found by client id (ids only grow).
+    Counting all clients would be fooled by the proxy's own short-lived connections
+    (it fetches COMMAND on a connection of its own), so tests follow ids instead."""
+
+    def __init__(self, admin: redis.Redis):
+        self.admin = admin
+        self.mark()
+
+    def mark(self) -> None:
+        self.max_id = max(int(c["id"]) for c in self.admin.client_list())
+
+    def new(self) -> list[dict]:
+        """Normal clients connected since the mark (not the admin connection listing them)."""
+        return [c for c in self.admin.client_list(_type="normal")
+                if int(c["id"]) > self.max_id and c.get("cmd") != "client|list"]
+
+    def new_ids(self) -> set[int]:
+        return {int(c["id"]) for c in self.new()}
+
+    def alive(self, ids: set[int]) -> set[int]:
+        return ids & {int(c["id"]) for c in self.admin.client_list(_type="normal")}
 
 
 # --------------------------------------------------------------------------------------------

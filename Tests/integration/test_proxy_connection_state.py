@@ -163,16 +163,14 @@ def test_reset(proxy, redis_server):
 
 
 def test_quit_closes_client_and_upstream(proxy, redis_server):
-    admin = redis_server.admin()
-    base = len(admin.client_list(_type="normal"))
+    track = redis_server.tracker()
     c = proxy.raw()
     assert c.cmd("PING").raw == b"+PONG\r\n"
+    ids = track.new_ids()
     if not DIRECT:
-        wait_for(lambda: len(admin.client_list(_type="normal")) == base + 1, 5,
-                 desc="the client's upstream connection to appear in CLIENT LIST")
+        assert len(ids) == 1, f"expected one upstream connection for one client, got {track.new()}"
     c.send(C("QUIT"))
     assert c.read_reply(5).raw == b"+OK\r\n"
     assert c.is_closed(5), "connection still open after QUIT"
     c.close()
-    wait_for(lambda: len(admin.client_list(_type="normal")) == base, 5,
-             desc="upstream connection to close after QUIT")
+    wait_for(lambda: not track.alive(ids), 5, desc="upstream connection to close after QUIT")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 import pytest
 
-from harness import Closed, Deadline, RawConn, encode_command as C, fd_count, free_port, rss_kb, wait_for
+from harness import HOST, Closed, Deadline, RawConn, encode_command as C, fd_count, free_port, rss_kb, wait_for
 
 pytestmark = pytest.mark.proxy_process
 
@@ -58,6 +59,38 @@ def test_upstream_down_at_start_then_up(make_redis, make_proxy):
              ignore=(Closed, OSError, TimeoutError))
 
 
+def test_upstream_blackholed_error_within_connect_timeout(make_proxy):
+    """An upstream that never completes the TCP handshake (its accept queue is full): the
+    client's -ERR must come from the proxy's upstream-connect-timeout, not a hang."""
+    lsock = socket.socket()
+    lsock.bind((HOST, 0))
+    lsock.listen(0)
+    port = lsock.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(8):  # bounded: fill the accept queue until a connect no longer completes
+            s = socket.socket()
+            s.settimeout(0.3)
+            try:
+                s.connect((HOST, port))
+            except (socket.timeout, TimeoutError):
+                s.close()
+                break
+            fillers.append(s)
+        else:
+            pytest.fail("could not fill the listener's accept queue")
+        prx = make_proxy(f"redis://{HOST}:{port}", wait="port",
+                         flags={"upstream-connect-timeout": CONNECT_TIMEOUT_MS})
+        t0 = time.monotonic()
+        error_then_close(prx.port, CONNECT_TIMEOUT_MS / 1000 + 2)
+        assert time.monotonic() - t0 >= CONNECT_TIMEOUT_MS / 1000 * 0.8, \
+            "the error came before the connect timeout: was the upstream really unresponsive?"
+    finally:
+        for s in fillers:
+            s.close()
+        lsock.close()
+
+
 def test_upstream_killed_mid_session_then_restarted(make_redis, make_proxy):
     srv = make_redis()
     prx = make_proxy(srv.url, flags={"upstream-connect-timeout": CONNECT_TIMEOUT_MS})
@@ -86,28 +119,33 @@ def test_no_leak_across_1000_reconnect_cycles(make_redis, make_proxy):
     prx = make_proxy(srv.url, flags={"upstream-connect-timeout": CONNECT_TIMEOUT_MS})
     admin = srv.admin()
 
+    track = srv.tracker()
+
     def cycle():
+        track.mark()
         c = RawConn(prx.port, timeout=5)
         try:
             assert c.cmd("PING").raw == b"+PONG\r\n"
-            admin.client_kill_filter(_type="normal", skipme=True)
+            ids = track.new_ids()
+            assert ids, "no upstream connection seen for the client"
+            for i in ids:
+                admin.client_kill_filter(_id=i)
             c.send(C("PING"))
             error_or_close(c, 5)
         finally:
             c.close()
 
-    base_clients = len(admin.client_list(_type="normal"))
     for _ in range(100):  # warm-up: allocator pools, lazily created structures
         cycle()
-    wait_for(lambda: len(admin.client_list(_type="normal")) == base_clients, 10,
-             desc="upstream connections to drain after warm-up")
+    start = srv.tracker()
+    conns0 = int(admin.info("stats")["total_connections_received"])
     fds0, rss0 = fd_count(prx.pid), rss_kb(prx.pid)
     deadline = Deadline(120)
     for i in range(1000):
         assert not deadline.expired(), f"1000 cycles took more than 120s (at {i})"
         cycle()
-    wait_for(lambda: len(admin.client_list(_type="normal")) == base_clients, 10,
-             desc="upstream connections to drain")
+    wait_for(lambda: not start.new(), 10, desc="no upstream connection left from the cycles")
+    assert int(admin.info("stats")["total_connections_received"]) - conns0 >= 1000
     wait_for(lambda: fd_count(prx.pid) <= fds0, 10,
              desc=f"fd count to return to {fds0} (now {fd_count(prx.pid)})")
     rss1 = rss_kb(prx.pid)
