@@ -482,7 +482,7 @@ def proxy_binary() -> str:
     if env:
         if not os.access(env, os.X_OK):
             raise AssertionError(f"TIERPROXY_BIN={env} is not an executable file")
-        return env
+        return os.path.abspath(env)
     for cand in (REPO / ".build/release/tierproxy", REPO / ".build/debug/tierproxy"):
         if os.access(cand, os.X_OK):
             return str(cand)
