@@ -547,23 +547,34 @@ class Proxy:
         return args + self.extra_args
 
     def start(self, wait: str = "ping", timeout: float = 20.0) -> "Proxy":
-        """wait: 'ping' (PING through the proxy answers +PONG), 'port' (accepts), or 'none'."""
-        self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
-                                     stdout=open(self.out, "ab"), stderr=subprocess.STDOUT,
-                                     env=proxy_env(self.env), cwd=self.dir, start_new_session=True)
-        if wait == "none":
-            return self
-        check = self._pong if wait == "ping" else (lambda: port_accepts(self.port))
-        try:
-            wait_for(lambda: self.proc.poll() is not None or check(), timeout,
-                     desc=f"tierproxy on port {self.port} ({wait}); argv {shlex.join(self.argv())}")
-        except AssertionError as e:
-            self.kill()
-            raise AssertionError(f"{e}\n--- tierproxy output ---\n{tail(self.out)}") from None
-        if self.proc.poll() is not None:
+        """wait: 'ping' (PING through the proxy answers +PONG), 'port' (accepts), or 'none'.
+        If the chosen port was taken meanwhile (another process won the race), retry on a
+        new one."""
+        for attempt in range(3):
+            offset = self.out.stat().st_size if self.out.exists() else 0
+            self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
+                                         stdout=open(self.out, "ab"), stderr=subprocess.STDOUT,
+                                         env=proxy_env(self.env), cwd=self.dir,
+                                         start_new_session=True)
+            if wait == "none":
+                return self
+            check = self._pong if wait == "ping" else (lambda: port_accepts(self.port))
+            try:
+                wait_for(lambda: self.proc.poll() is not None or check(), timeout,
+                         desc=f"tierproxy on port {self.port} ({wait}); "
+                              f"argv {shlex.join(self.argv())}")
+            except AssertionError as e:
+                self.kill()
+                raise AssertionError(f"{e}\n--- tierproxy output ---\n{tail(self.out)}") from None
+            if self.proc.poll() is None:
+                return self
+            new_output = self.out.read_bytes()[offset:].decode(errors="replace").lower()
+            if self.port_flag and "in use" in new_output and attempt < 2:
+                self.port = free_port()
+                continue
             raise AssertionError(f"tierproxy exited with {self.proc.returncode} during start; "
                                  f"argv {shlex.join(self.argv())}\n--- output ---\n{tail(self.out)}")
-        return self
+        raise AssertionError("unreachable")
 
     def _pong(self) -> bool:
         try:

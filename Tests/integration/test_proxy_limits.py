@@ -61,7 +61,11 @@ def small_bulk(tmp_root):
 def test_malformed_input_same_as_redis(small_bulk, payload, marker):
     srv, prx = small_bulk
     want = exchange(srv.port, payload, marker=marker, timeout=5)
-    got = exchange(prx.port, payload, marker=marker, timeout=5)
+    try:
+        got = exchange(prx.port, payload, marker=marker, timeout=5)
+    except TimeoutError as e:
+        raise AssertionError(f"proxy neither replied nor closed within 5 s ({e}); "
+                             f"redis (replies, closed)={want!r}") from None
     assert got == want, f"proxy (replies, closed)={got!r}\nredis (replies, closed)={want!r}"
     assert prx.alive()
 
