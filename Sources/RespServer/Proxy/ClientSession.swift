@@ -128,7 +128,7 @@ final class ClientSession: ConnectionDelegate {
         guard forward > 0, let up = upstream else { return }
         client.input.move(forward, to: up.output)
         forward = 0
-        if up.output.count > worker.config.proxyBufferHighWater {
+        if !up.flush() && up.output.count > worker.config.proxyBufferHighWater {
             // Redis is behind: stop reading this client until the upstream socket drains.
             client.isReading = false
             up.drainedAt = worker.config.proxyBufferHighWater / 2
@@ -203,6 +203,7 @@ final class ClientSession: ConnectionDelegate {
         midReply = lastEnd != base
         input.moveAll(to: client.output)
         if sequenced { owed -= counted }
+        client.flush()
 
         if let message = protocolErrorAfterOwed, owed == 0 {
             protocolErrorAfterOwed = nil
@@ -313,7 +314,7 @@ final class ClientSession: ConnectionDelegate {
 
     private func closeAfterFlush() {
         guard !isClosed else { return }
-        if client.output.isEmpty { close(); return }
+        if client.flush() { close(); return }
         closeWhenFlushed = true
         client.isReading = false
         client.drainedAt = 0
