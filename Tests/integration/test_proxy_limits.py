@@ -1,0 +1,178 @@
+"""Malformed input (differential against Redis), maxclients, query-buffer limit, slow readers,
+clients that vanish mid-pipeline."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import pytest
+
+from conftest import DIRECT, DirectTarget
+from harness import (Closed, Proxy, RawConn, RedisServer, encode_command as C, exchange, fd_count,
+                     rss_kb, wait_for)
+
+BIG = b"1" * 70_000  # longer than Redis's 64 KiB inline / count-line limit
+
+# (id, payload, marker): marker=False where the payload must stay incomplete (no newline).
+MALFORMED = [
+    ("bad-type-in-multibulk", b"*1\r\nx\r\n", True),
+    ("int-type-in-multibulk", b"*2\r\n$4\r\nECHO\r\n:1\r\n", True),
+    ("nested-array", b"*1\r\n*1\r\n", True),
+    ("negative-multibulk-ignored", b"*-5\r\n", True),
+    ("zero-multibulk-ignored", b"*0\r\n", True),
+    ("empty-inline-line", b"\r\n\r\n", True),
+    ("non-numeric-multibulk", b"*abc\r\n", True),
+    ("plus-sign-multibulk", b"*+1\r\n$4\r\nPING\r\n", True),
+    ("space-in-multibulk", b"*1 \r\n$4\r\nPING\r\n", True),
+    ("lf-only-count", b"*1\n$4\r\nPING\r\n", True),
+    ("huge-multibulk", b"*3000000000\r\n", True),
+    ("non-numeric-bulk", b"*1\r\n$abc\r\n", True),
+    ("negative-bulk", b"*1\r\n$-1\r\n", True),
+    ("space-in-bulk-len", b"*1\r\n$4 \r\nPING\r\n", True),
+    ("bulk-over-proto-max-bulk-len", b"*2\r\n$3\r\nSET\r\n$2000000\r\n", True),
+    ("bulk-not-followed-by-crlf", b"*1\r\n$4\r\nPINGxx\r\n", True),
+    ("too-big-mbulk-count", b"*" + BIG, False),
+    ("too-big-bulk-count", b"*1\r\n$" + BIG, False),
+    ("unbalanced-double-quote", b'SET "a b\r\n', True),
+    ("quote-then-char", b'ECHO "a"b\r\n', True),
+    ("unbalanced-single-quote", b"SET 'a b\r\n", True),
+    ("too-big-inline", b"PING " + b"x" * 70_000, False),
+    ("dollar-inline", b"$4\r\nPING\r\n", True),
+    ("good-then-bad", C("SET", "k", "v") + C("GET", "k") + b"*1\r\n$x\r\n", True),
+]
+
+
+@pytest.fixture(scope="module")
+def small_bulk(tmp_root):
+    """Redis and the proxy with the same small proto-max-bulk-len."""
+    srv = RedisServer(tmp_root, args=["--proto-max-bulk-len", "1mb"]).start()
+    if DIRECT:
+        yield srv, DirectTarget(srv)
+    else:
+        prx = Proxy(tmp_root, upstream=srv.url, flags={"proto-max-bulk-len": "1mb"}).start()
+        yield srv, prx
+        prx.cleanup()
+    srv.cleanup()
+
+
+@pytest.mark.parametrize("payload,marker", [(p, m) for _, p, m in MALFORMED],
+                         ids=[i for i, _, _ in MALFORMED])
+def test_malformed_input_same_as_redis(small_bulk, payload, marker):
+    srv, prx = small_bulk
+    want = exchange(srv.port, payload, marker=marker, timeout=5)
+    got = exchange(prx.port, payload, marker=marker, timeout=5)
+    assert got == want, f"proxy (replies, closed)={got!r}\nredis (replies, closed)={want!r}"
+    assert prx.alive()
+
+
+def test_bulk_at_proto_max_bulk_len_is_fine(small_bulk):
+    srv, prx = small_bulk
+    value = b"v" * (1024 * 1024)
+    r = prx.client()
+    assert r.set("max", value) is True
+    assert r.strlen("max") == len(value)
+
+
+@pytest.mark.proxy_process
+def test_maxclients(make_proxy, redis_server):
+    prx = make_proxy(redis_server.url, flags={"maxclients": 3})
+    conns = [prx.raw() for _ in range(3)]
+    try:
+        for c in conns:
+            assert c.cmd("PING").raw == b"+PONG\r\n"
+        with prx.raw() as extra:
+            assert extra.read_until_close(5) == b"-ERR max number of clients reached\r\n"
+        conns.pop().close()
+
+        def fourth_ok():
+            with prx.raw(timeout=2) as c:
+                return c.cmd("PING").raw == b"+PONG\r\n"
+        wait_for(fourth_ok, 5, desc="a slot to free up after one client closed",
+                 ignore=(Closed, OSError, TimeoutError))
+    finally:
+        for c in conns:
+            c.close()
+
+
+def test_query_buffer_limit_closes_connection(target):
+    # Redis keeps its default limit (1gb) so that only the proxy can be the one enforcing 1mb;
+    # in direct mode Redis itself gets the 1mb limit.
+    srv, prx = target(redis_args=("--client-query-buffer-limit", "1mb") if DIRECT else (),
+                      proxy_flags={"client-query-buffer-limit": "1mb"})
+    with prx.raw() as c:
+        c.cmd("SET", "small", b"x" * (256 * 1024))  # under the limit: fine
+        c.send(b"*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n$8000000\r\n")
+        sent = 0
+        try:
+            for _ in range(80):  # up to 8 MB, bounded
+                c.send(b"x" * 100_000)
+                sent += 100_000
+        except OSError:
+            pass  # closed while we were still sending: that is the point
+        assert c.is_closed(10), "connection not closed after exceeding client-query-buffer-limit"
+    assert srv.admin().exists("big") == 0
+    assert prx.client().get("small") is not None
+
+
+@pytest.mark.proxy_process
+def test_slow_pubsub_reader_disconnected_rss_bounded(target):
+    srv, prx = target(proxy_flags={"client-output-buffer-limit": "pubsub 2mb 1mb 5"})
+    admin = srv.admin()
+    sub = RawConn(prx.port, rcvbuf=16 * 1024)
+    try:
+        assert sub.cmd("SUBSCRIBE", "flood").py() == [b"subscribe", b"flood", 1]
+        rss0 = rss_kb(prx.pid)
+        msg = b"m" * 64 * 1024
+        published = 0
+        peak = rss0
+        subscribed = True
+        for _ in range(80):  # at most 80 x 64 x 64 KiB = 320 MiB
+            p = admin.pipeline(transaction=False)
+            for _ in range(64):
+                p.publish("flood", msg)
+            p.execute()
+            published += 64 * len(msg)
+            peak = max(peak, rss_kb(prx.pid))
+            if admin.pubsub_numsub("flood")[0][1] == 0:
+                subscribed = False
+                break
+        assert not subscribed, (f"subscriber still subscribed after {published >> 20} MiB "
+                                f"published; proxy RSS {rss0} -> {peak} kB")
+        assert peak - rss0 < 100 * 1024, f"proxy RSS grew {rss0} -> {peak} kB"
+        assert sub.is_closed(10), "slow subscriber's connection was not closed"
+    finally:
+        sub.close()
+    assert prx.client().ping()
+
+
+def test_disconnect_mid_pipeline_closes_upstream(proxy, redis_server):
+    admin = redis_server.admin()
+    base = len(admin.client_list(_type="normal"))
+    c = proxy.raw()
+    assert c.cmd("PING").raw == b"+PONG\r\n"
+    wait_for(lambda: len(admin.client_list(_type="normal")) == base + 1, 5,
+             desc="upstream connection to appear")
+    c.send(b"".join(C("SET", f"mp:{i}", "x" * 100) for i in range(20_000)))
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
+    c.close()
+    wait_for(lambda: len(admin.client_list(_type="normal")) == base, 10,
+             desc="the proxy's upstream connection to close after its client vanished")
+    assert proxy.client().ping()
+
+
+@pytest.mark.proxy_process
+def test_many_client_disconnects_no_fd_leak(proxy, redis_server):
+    admin = redis_server.admin()
+    base_clients = len(admin.client_list(_type="normal"))
+    fds0 = fd_count(proxy.pid)
+    for i in range(50):
+        c = proxy.raw()
+        c.send(b"".join(C("INCR", "ctr") for _ in range(200)))
+        if i % 2:
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()
+    wait_for(lambda: len(admin.client_list(_type="normal")) == base_clients, 10,
+             desc="all upstream connections closed")
+    wait_for(lambda: fd_count(proxy.pid) <= fds0, 10,
+             desc=f"proxy fd count back to {fds0} (now {fd_count(proxy.pid)})")
