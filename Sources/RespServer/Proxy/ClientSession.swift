@@ -94,7 +94,8 @@ final class ClientSession: ConnectionDelegate {
         }
         dispatch(worker.frames)
 
-        if case .protocolError(let message) = status {
+        if case .protocolError(let reason) = status {
+            let message = "ERR " + reason
             // Redis answers what came before the bad bytes, then the error, then closes.
             client.isReading = false
             input.drain(input.count)
@@ -109,12 +110,23 @@ final class ClientSession: ConnectionDelegate {
     /// Forwards complete requests in order, noticing the commands that change how replies flow.
     private func dispatch(_ frames: [RequestFrame]) {
         let input = client.input
+        if failure != nil {
+            // The upstream is gone: each request gets the error, then the client is closed.
+            var consumed = 0
+            var answered = 0
+            for frame in frames {
+                consumed += frame.length
+                if !frame.isEmpty { answered += 1 }
+            }
+            input.drain(consumed)
+            if answered > 0 { answerWithFailure(count: answered) }
+            return
+        }
         var forward = 0          // bytes at the front of `input` ready to move upstream
         for frame in frames {
-            if frame.isEmpty || failure != nil {
+            if frame.isEmpty {
                 flushForward(&forward)
                 input.drain(frame.length)
-                if !frame.isEmpty { answerWithFailure() }
                 continue
             }
             notice(frame, at: forward)
@@ -278,12 +290,12 @@ final class ClientSession: ConnectionDelegate {
         if isClosed { return }
         Log.verbose("Client failed: \(reason)")
         if midReply { close(); return }
-        if sequenced && owed > 0 {
-            for _ in 0..<owed { answerWithFailure() }
-            owed = 0
-        }
-        if !client.output.isEmpty || protocolErrorAfterOwed != nil {
+        let unanswered = sequenced ? owed : 0
+        owed = 0
+        if unanswered > 0 || protocolErrorAfterOwed != nil || !client.output.isEmpty {
+            for _ in 0..<unanswered { writeError(failureMessage) }
             if let m = protocolErrorAfterOwed { writeError(m) }
+            protocolErrorAfterOwed = nil
             closeAfterFlush()
         } else if shuttingDown {
             close()
@@ -296,8 +308,10 @@ final class ClientSession: ConnectionDelegate {
         }
     }
 
-    private func answerWithFailure() {
-        writeError("ERR tierproxy: \(failure ?? "upstream unavailable")")
+    private var failureMessage: String { "ERR tierproxy: \(failure ?? "upstream unavailable")" }
+
+    private func answerWithFailure(count: Int) {
+        for _ in 0..<count { writeError(failureMessage) }
         closeAfterFlush()
     }
 
