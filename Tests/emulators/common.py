@@ -245,12 +245,12 @@ class BaseHandler(BaseHTTPRequestHandler):
     def _handle(self):
         emu = self.server.emulator
         stats: Stats = emu.stats
+        body = self._read_body()
+        req = Request(self, body)
+        if req.path.startswith("/__"):
+            return self._send(emu.control(req))
         stats.begin()
         try:
-            body = self._read_body()
-            req = Request(self, body)
-            if req.path.startswith("/__"):
-                return self._send(emu.control(req))
             op = emu.operation(req)
             stats.op(op)
             if getattr(self.server, "verbose", False):
