@@ -106,7 +106,9 @@ class CosmosEmulator(Emulator):
                  aad_audiences=AAD_AUDIENCES):
         super().__init__(host, port, tls=tls, verbose=verbose)
         self.key = key
-        self.aad_audiences = tuple(aad_audiences) + (self.url,)
+        # the SDK asks for scheme://host/.default (no port), like https://{account}.documents.azure.com/.default
+        self.aad_audiences = tuple(aad_audiences) + (self.url, f"{self.scheme}://{self.host}",
+                                                     f"{self.scheme}://localhost")
         self.lock = threading.RLock()
         self.lsn = 0
         self.reset_state()
