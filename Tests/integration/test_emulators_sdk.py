@@ -216,9 +216,16 @@ def test_cosmos_crud_with_system_properties(emu, container):
         c.delete_item("k1", partition_key="k1")
     with pytest.raises(cosmos_exc.CosmosResourceNotFoundError):
         c.replace_item("k1", {"id": "k1", "pk": "k1", "value": "x"})
+    odd = "key with space, ünïcödé & 'quotes'"
+    c.upsert_item({"id": odd, "pk": odd, "value": "odd"})
+    assert c.read_item(odd, partition_key=odd)["value"] == "odd"
+    c.delete_item(odd, partition_key=odd)
+    with pytest.raises(cosmos_exc.CosmosHttpResponseError) as ei:
+        c.upsert_item({"id": "x" * 1024, "pk": "p"})
+    assert ei.value.status_code == 400
     s = emu.stats("cosmos")
-    assert s["responses"]["DeleteDocument"] == {"204": 1, "404": 1}
-    assert s["responses"]["UpsertDocument"] == {"200": 1}
+    assert s["responses"]["DeleteDocument"] == {"204": 2, "404": 1}
+    assert s["responses"]["UpsertDocument"] == {"200": 1, "201": 1, "400": 1}
 
 
 def test_cosmos_partition_key_and_etag_rules(container):
