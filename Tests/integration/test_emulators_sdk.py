@@ -347,7 +347,10 @@ class EmulatorCredential:
 
 def test_cosmos_aad_token_over_tls(emu_tls):
     cred = EmulatorCredential(emu_tls)
-    client = CosmosClient(emu_tls.cosmos_url, credential=cred, connection_verify=emu_tls.info["ca_cert"])
+    from azure.cosmos.documents import SSLConfiguration
+    # the SDK skips certificate checks for 127.0.0.1 unless an ssl_config is given: verify against our CA
+    client = CosmosClient(emu_tls.cosmos_url, credential=cred, ssl_config=SSLConfiguration(),
+                          connection_verify=emu_tls.info["ca_cert"])
     db = client.create_database_if_not_exists("memory")
     c = db.create_container_if_not_exists("aad", partition_key=PartitionKey(path="/pk"))
     c.upsert_item({"id": "a", "pk": "a", "value": "via-aad"})
