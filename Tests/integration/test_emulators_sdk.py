@@ -604,3 +604,22 @@ def test_tokens_cross_services_and_expire(emu):
     assert _get_json(emu.cosmos_url + "/", dict(chdr, authorization=f"type=aad&ver=1.0&sig={st_tok}"))[0] == 401
     old = emu.control("identity", "GET", "/__token?resource=https://cosmos.azure.com&lifetime_s=-1")["access_token"]
     assert _get_json(emu.cosmos_url + "/", dict(chdr, authorization=f"type=aad&ver=1.0&sig={old}"))[0] == 401
+
+
+def test_launcher_script_ready_file_and_clean_exit(tmp_path):
+    """`python3 Tests/emulators/run.py --ready-file F` (the form non-Python tests use) and SIGTERM."""
+    import subprocess
+    from Tests.emulators.harness import REPO_ROOT
+    ready = tmp_path / "emu.json"
+    p = subprocess.Popen([sys.executable, os.path.join(REPO_ROOT, "Tests", "emulators", "run.py"),
+                          "--identity-port", "-1", "--latency-ms", "5", "--ready-file", str(ready)],
+                         stdout=subprocess.DEVNULL, cwd=str(tmp_path))
+    try:
+        assert poll(ready.exists, deadline_s=15.0), "no ready file"
+        info = json.loads(ready.read_text())
+        assert "identity" not in info and info["blob"].endswith("/devstoreaccount1")
+        with urllib.request.urlopen(info["cosmos"] + "/__faults", timeout=5) as r:
+            assert json.load(r)["latency_ms"] == 5.0
+    finally:
+        p.terminate()
+        assert p.wait(10) == 0
