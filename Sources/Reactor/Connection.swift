@@ -21,18 +21,29 @@ public final class Connection {
     public weak var delegate: ConnectionDelegate?
     /// True once `close()` ran.
     public private(set) var isClosed = false
+    /// Outgoing connections can't be written until the handshake completes.
+    public private(set) var isEstablished: Bool
+    /// A `flush()` left bytes behind, so libevent's write event is finishing the job.
+    private var writeEventOn = false
+    /// Our own read event: one readv per wakeup (bufferevent's read path adds an ioctl to each).
+    private var readEvent: OpaquePointer?
+    /// Bytes to make room for per read.
+    private static let readSize = 16384
 
     /// Wraps an accepted socket.
     public init(loop: EventLoop, fd: Int32) {
         self.loop = loop
+        self.isEstablished = true
         setNoDelay(fd)
         bev = bufferevent_socket_new(loop.base, fd, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue))
         install()
+        startReading()
     }
 
     /// Starts connecting to `address`; writes before the connection completes are queued.
     public init(loop: EventLoop, connectingTo address: SocketAddress) {
         self.loop = loop
+        self.isEstablished = false
         bev = bufferevent_socket_new(loop.base, -1, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue))
         install()
         let rc = address.withSockaddr { sa, len in
@@ -48,10 +59,76 @@ public final class Connection {
         }
     }
 
+    /// Reading and writing are ours, not the bufferevent's: a wakeup costs one readv, and
+    /// `flush()` writes at once, so the usual request costs no epoll change. libevent's write
+    /// event is enabled only while bytes are left over; the bufferevent still owns connecting
+    /// (and will own TLS).
     private func install() {
-        bufferevent_setcb(bev, connectionReadTrampoline, nil, connectionEventTrampoline,
+        bufferevent_setcb(bev, nil, connectionWriteTrampoline, connectionEventTrampoline,
                           Unmanaged.passUnretained(self).toOpaque())
-        bufferevent_enable(bev, Int16(EV_READ | EV_WRITE))
+        // New bufferevents start with EV_WRITE enabled, which would arm EPOLLOUT on every write.
+        // (An outgoing connect still completes: libevent watches for it regardless.)
+        bufferevent_disable(bev, Int16(EV_READ | EV_WRITE))
+    }
+
+    private func startReading() {
+        guard let b = bev else { return }
+        readEvent = event_new(loop.base, bufferevent_getfd(b), Int16(EV_READ | EV_PERSIST), connectionReadTrampoline,
+                              Unmanaged.passUnretained(self).toOpaque())
+        if isReading { event_add(readEvent, nil) }
+    }
+
+    /// One readv straight into the input buffer's free space; no copy, no FIONREAD.
+    fileprivate func readable() {
+        guard let b = bev else { return }
+        let input = bufferevent_get_input(b)
+        var vecs = (iovec(), iovec())   // evbuffer_iovec is iovec on POSIX
+        let n: Int = withUnsafeMutableBytes(of: &vecs) { raw in
+            let v = raw.baseAddress!.assumingMemoryBound(to: iovec.self)
+            // bufferevent freezes the end of its input so only it appends; we read on its behalf.
+            evbuffer_unfreeze(input, 0)
+            defer { evbuffer_freeze(input, 0) }
+            let count = evbuffer_reserve_space(input, Connection.readSize, v, 2)
+            guard count > 0 else { return -1 }
+            let got = readv(bufferevent_getfd(b), v, count)
+            if got <= 0 { return got }
+            var left = got
+            for i in 0..<Int(count) {
+                let take = min(left, v[i].iov_len)
+                v[i].iov_len = take
+                left -= take
+            }
+            evbuffer_commit_space(input, v, got > v[0].iov_len ? 2 : 1)
+            return got
+        }
+        if n > 0 {
+            delegate?.connectionReadable(self)
+        } else if n == 0 {
+            delegate?.connectionClosed(self, error: nil)
+        } else if errno != EAGAIN && errno != EINTR {
+            delegate?.connectionClosed(self, error: String(cString: strerror(errno)))
+        }
+    }
+
+    /// Writes as much of `output` as the socket takes now; the rest goes out when it is writable,
+    /// followed by `connectionDrained` if `notifyWhenDrained` is set. Returns true if all was written.
+    @discardableResult
+    public func flush() -> Bool {
+        guard let b = bev, isEstablished else { return false }
+        let out = bufferevent_get_output(b)
+        if writeEventOn { return evbuffer_get_length(out) == 0 }
+        if evbuffer_get_length(out) > 0 {
+            // bufferevent keeps the start of its output frozen so only it drains it; we write here
+            // on its behalf, exactly as its own write callback does.
+            evbuffer_unfreeze(out, 1)
+            _ = evbuffer_write(out, bufferevent_getfd(b))
+            evbuffer_freeze(out, 1)
+        }
+        if evbuffer_get_length(out) == 0 { return true }
+        // Left over (full socket buffer, or an error libevent's write path will report).
+        writeEventOn = true
+        bufferevent_enable(b, Int16(EV_WRITE))
+        return false
     }
 
     public var input: Buffer { Buffer(bufferevent_get_input(bev)!) }
@@ -61,20 +138,14 @@ public final class Connection {
     /// Pauses or resumes reading from the socket (backpressure).
     public var isReading: Bool = true {
         didSet {
-            guard !isClosed, oldValue != isReading else { return }
-            if isReading { bufferevent_enable(bev, Int16(EV_READ)) } else { bufferevent_disable(bev, Int16(EV_READ)) }
+            guard !isClosed, oldValue != isReading, let e = readEvent else { return }
+            if isReading { event_add(e, nil) } else { event_del(e) }
         }
     }
 
-    /// While set, `connectionDrained` fires whenever the output falls to `drainedAt` bytes.
-    public var notifyWhenDrained = false {
-        didSet {
-            guard !isClosed, oldValue != notifyWhenDrained else { return }
-            bufferevent_setcb(bev, connectionReadTrampoline,
-                              notifyWhenDrained ? connectionWriteTrampoline : nil,
-                              connectionEventTrampoline, Unmanaged.passUnretained(self).toOpaque())
-        }
-    }
+    /// While set, `connectionDrained` fires when leftover output falls to `drainedAt` bytes.
+    /// (A `flush()` that writes everything at once returns true instead of calling back.)
+    public var notifyWhenDrained = false
 
     /// The output level at or below which `connectionDrained` fires.
     public var drainedAt: Int = 0 {
@@ -85,19 +156,30 @@ public final class Connection {
     public func close() {
         guard !isClosed, let b = bev else { return }
         isClosed = true
+        if let e = readEvent { event_free(e) }
+        readEvent = nil
         bufferevent_setcb(b, nil, nil, nil, nil)
         bufferevent_free(b)
         bev = nil
         delegate = nil
     }
 
-    fileprivate func readable() { delegate?.connectionReadable(self) }
-    fileprivate func writable() { delegate?.connectionDrained(self) }
+    fileprivate func writable() {
+        guard let b = bev else { return }
+        if writeEventOn && evbuffer_get_length(bufferevent_get_output(b)) == 0 {
+            writeEventOn = false
+            bufferevent_disable(b, Int16(EV_WRITE))
+        }
+        if notifyWhenDrained { delegate?.connectionDrained(self) }
+    }
 
     fileprivate func event(_ what: Int16) {
         if what & Int16(BEV_EVENT_CONNECTED) != 0 {
             setNoDelay(fd)
+            isEstablished = true
+            startReading()
             delegate?.connectionEstablished(self)
+            if !isClosed { flush() }
             return
         }
         if what & Int16(BEV_EVENT_ERROR) != 0 {
@@ -117,7 +199,7 @@ private func setNoDelay(_ fd: Int32) {
     setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
 }
 
-private func connectionReadTrampoline(_ bev: OpaquePointer?, _ arg: UnsafeMutableRawPointer?) {
+private func connectionReadTrampoline(_ fd: Int32, _ what: Int16, _ arg: UnsafeMutableRawPointer?) {
     Unmanaged<Connection>.fromOpaque(arg!).takeUnretainedValue().readable()
 }
 

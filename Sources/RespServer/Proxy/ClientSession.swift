@@ -94,7 +94,8 @@ final class ClientSession: ConnectionDelegate {
         }
         dispatch(worker.frames)
 
-        if case .protocolError(let message) = status {
+        if case .protocolError(let reason) = status {
+            let message = "ERR " + reason
             // Redis answers what came before the bad bytes, then the error, then closes.
             client.isReading = false
             input.drain(input.count)
@@ -109,12 +110,23 @@ final class ClientSession: ConnectionDelegate {
     /// Forwards complete requests in order, noticing the commands that change how replies flow.
     private func dispatch(_ frames: [RequestFrame]) {
         let input = client.input
+        if failure != nil {
+            // The upstream is gone: each request gets the error, then the client is closed.
+            var consumed = 0
+            var answered = 0
+            for frame in frames {
+                consumed += frame.length
+                if !frame.isEmpty { answered += 1 }
+            }
+            input.drain(consumed)
+            if answered > 0 { answerWithFailure(count: answered) }
+            return
+        }
         var forward = 0          // bytes at the front of `input` ready to move upstream
         for frame in frames {
-            if frame.isEmpty || failure != nil {
+            if frame.isEmpty {
                 flushForward(&forward)
                 input.drain(frame.length)
-                if !frame.isEmpty { answerWithFailure() }
                 continue
             }
             notice(frame, at: forward)
@@ -128,7 +140,7 @@ final class ClientSession: ConnectionDelegate {
         guard forward > 0, let up = upstream else { return }
         client.input.move(forward, to: up.output)
         forward = 0
-        if up.output.count > worker.config.proxyBufferHighWater {
+        if !up.flush() && up.output.count > worker.config.proxyBufferHighWater {
             // Redis is behind: stop reading this client until the upstream socket drains.
             client.isReading = false
             up.drainedAt = worker.config.proxyBufferHighWater / 2
@@ -203,6 +215,7 @@ final class ClientSession: ConnectionDelegate {
         midReply = lastEnd != base
         input.moveAll(to: client.output)
         if sequenced { owed -= counted }
+        client.flush()
 
         if let message = protocolErrorAfterOwed, owed == 0 {
             protocolErrorAfterOwed = nil
@@ -277,12 +290,12 @@ final class ClientSession: ConnectionDelegate {
         if isClosed { return }
         Log.verbose("Client failed: \(reason)")
         if midReply { close(); return }
-        if sequenced && owed > 0 {
-            for _ in 0..<owed { answerWithFailure() }
-            owed = 0
-        }
-        if !client.output.isEmpty || protocolErrorAfterOwed != nil {
+        let unanswered = sequenced ? owed : 0
+        owed = 0
+        if unanswered > 0 || protocolErrorAfterOwed != nil || !client.output.isEmpty {
+            for _ in 0..<unanswered { writeError(failureMessage) }
             if let m = protocolErrorAfterOwed { writeError(m) }
+            protocolErrorAfterOwed = nil
             closeAfterFlush()
         } else if shuttingDown {
             close()
@@ -295,8 +308,10 @@ final class ClientSession: ConnectionDelegate {
         }
     }
 
-    private func answerWithFailure() {
-        writeError("ERR tierproxy: \(failure ?? "upstream unavailable")")
+    private var failureMessage: String { "ERR tierproxy: \(failure ?? "upstream unavailable")" }
+
+    private func answerWithFailure(count: Int) {
+        for _ in 0..<count { writeError(failureMessage) }
         closeAfterFlush()
     }
 
@@ -313,7 +328,7 @@ final class ClientSession: ConnectionDelegate {
 
     private func closeAfterFlush() {
         guard !isClosed else { return }
-        if client.output.isEmpty { close(); return }
+        if client.flush() { close(); return }
         closeWhenFlushed = true
         client.isReading = false
         client.drainedAt = 0
