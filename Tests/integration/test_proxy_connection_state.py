@@ -33,6 +33,18 @@ def test_noauth_and_wrongpass_equal_direct(secured):
     assert want[2].startswith(b"-WRONGPASS")
 
 
+@pytest.mark.parametrize("payload", [
+    C("SET", "k", *["x"] * 18),           # more than 10 args before AUTH
+    C("SET", "k", "x" * 20_000),          # a bulk over 16 KiB before AUTH
+], ids=["unauthenticated-multibulk-length", "unauthenticated-bulk-length"])
+def test_unauthenticated_limits_equal_direct(secured, payload):
+    srv, prx = secured
+    want = exchange(srv.port, payload, marker=False, timeout=5)
+    got = exchange(prx.port, payload, marker=False, timeout=5)
+    assert got == want
+    assert want[1] is True and want[0][0].startswith(b"-ERR Protocol error: unauthenticated")
+
+
 def test_auth_requirepass(secured):
     srv, prx = secured
     with prx.raw() as c:
