@@ -28,7 +28,7 @@ SCRIPTS = {
     "multi-errors": C("EXEC") + C("MULTI") + C("WATCH", "k") + C("MULTI") + C("PING")
     + C("EXEC") + C("MULTI") + C("BLPOP", "nolist", "0") + C("EXEC"),
     # Blocking commands that do not block (data present, or inside MULTI as above).
-    "blpop-immediate": C("RPUSH", "q", "1", "2") + C("BLPOP", "q", "0") + C("BRPOP", "q", "0")
+    "blpop-immediate": C("RPUSH", "q", "1", "2", "3") + C("BLPOP", "q", "0") + C("BRPOP", "q", "0")
     + C("BLMPOP", "1", "1", "q", "LEFT"),
     "eval-multi-reply": C("EVAL", "return {1,{2,{3,'x'}},redis.call('ping')}", "0")
     + C("EVAL", "return redis.error_reply('MY err')", "0")
