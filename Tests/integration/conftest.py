@@ -1,9 +1,15 @@
 """Generic fixtures for integration tests: real redis-server and tierproxy processes.
 
-ITEST_TARGET=direct points the `proxy` fixture at redis-server itself (no tierproxy), to check
-the tests' own logic against the reference; tests marked `proxy_process` (they need the binary:
-flags, signals, limits) are skipped in that mode only. In the normal mode nothing is skipped:
-a missing binary fails with a message saying how to build it.
+Run the proxy suite:   python3 -m pytest -q Tests/integration -k proxy
+Environment:
+  TIERPROXY_BIN=/path/to/tierproxy   the binary (default .build/release, then .build/debug);
+                                     a missing binary fails the tests that need it, loudly.
+  ITEST_TARGET=direct                point the `proxy` fixture at redis-server itself, to check
+                                     the tests' own logic against the reference; tests marked
+                                     `proxy_process` (flags, signals, limits, /proc) are skipped
+                                     in that mode only.
+  REDIS_SERVER_BIN, REDIS_CLI_BIN, REDIS_BENCHMARK_BIN   other Redis binaries.
+Every process listens on 127.0.0.1 on a free port and lives in a temp dir removed afterwards.
 """
 
 from __future__ import annotations
