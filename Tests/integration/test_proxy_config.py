@@ -60,7 +60,7 @@ def test_check_config_good_flags_with_units():
     "client-query-buffer-limit 12zz\n",
     "loglevel shouty\n",
     "log-format xml\n",
-    "upstream notaurl\n",
+    "upstream ftp://127.0.0.1:6379\n",
     'bind 127.0.0.1\nport 6390 6391\n',
 ])
 def test_check_config_bad_file(tmp_path, bad):

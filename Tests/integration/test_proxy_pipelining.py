@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import DIRECT
-from harness import Deadline, RawConn, encode_command as C, exchange, rss_kb
+from harness import Deadline, RawConn, encode_command as C, exchange, rss_kb, wait_for
 
 
 def test_byte_by_byte_writes(proxy):
@@ -126,3 +126,20 @@ def test_slow_reader_big_replies_backpressure(proxy, direct):
         assert peak - rss0 < 128 * 1024, f"proxy RSS grew {rss0} -> {peak} kB for a slow reader"
         replies = c.read_replies(n, timeout=60)
     assert all(r.v == value for r in replies)
+
+
+def test_200_simultaneous_connections(proxy, redis_server):
+    track = redis_server.tracker()
+    conns = [proxy.raw(timeout=20) for _ in range(200)]
+    try:
+        for i, c in enumerate(conns):
+            c.send(C("SET", f"conn:{i}", str(i)) + C("GET", f"conn:{i}") + C("CLIENT", "SETNAME", f"c{i}"))
+        for i, c in enumerate(conns):
+            assert [r.raw for r in c.read_replies(3)] == \
+                [b"+OK\r\n", b"$%d\r\n%d\r\n" % (len(str(i)), i), b"+OK\r\n"]
+        names = {c["name"] for c in track.new()}
+        assert {f"c{i}" for i in range(200)} <= names
+    finally:
+        for c in conns:
+            c.close()
+    wait_for(lambda: not track.new(), 10, desc="all 200 upstream connections to close")
