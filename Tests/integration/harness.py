@@ -462,15 +462,16 @@ class UpstreamTracker:
         self.max_id = max(int(c["id"]) for c in self.admin.client_list())
 
     def new(self) -> list[dict]:
-        """Normal clients connected since the mark (not the admin connection listing them)."""
-        return [c for c in self.admin.client_list(_type="normal")
+        """Clients (normal or pubsub) connected since the mark, not the admin connection
+        listing them."""
+        return [c for c in self.admin.client_list()
                 if int(c["id"]) > self.max_id and c.get("cmd") != "client|list"]
 
     def new_ids(self) -> set[int]:
         return {int(c["id"]) for c in self.new()}
 
     def alive(self, ids: set[int]) -> set[int]:
-        return ids & {int(c["id"]) for c in self.admin.client_list(_type="normal")}
+        return ids & {int(c["id"]) for c in self.admin.client_list()}
 
 
 # --------------------------------------------------------------------------------------------

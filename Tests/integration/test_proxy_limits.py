@@ -120,11 +120,14 @@ def test_query_buffer_limit_closes_connection(target):
 
 
 @pytest.mark.proxy_process
-def test_slow_pubsub_reader_disconnected_rss_bounded(target):
-    """A subscriber that never reads while a publisher floods: the proxy disconnects it
-    (client-output-buffer-limit pubsub: hard 2mb, or over 1mb for 2 s) and its RSS stays
-    bounded. Redis has no pubsub limit here, so only the proxy's limit can act."""
-    srv, prx = target(redis_args=("--client-output-buffer-limit", "pubsub 0 0 0"),
+@pytest.mark.parametrize("redis_limit", ["pubsub 0 0 0", "pubsub 4mb 2mb 1"],
+                         ids=["proxy-limit-only", "redis-limit-too"])
+def test_slow_pubsub_reader_disconnected_rss_bounded(target, redis_limit):
+    """A subscriber that never reads while a publisher floods: it is disconnected and the
+    proxy's RSS stays bounded. proxy-limit-only: Redis has no pubsub limit, so the proxy's own
+    client-output-buffer-limit (hard 2mb, or over 1mb for 2 s) must act. redis-limit-too:
+    Redis drops the proxy's upstream connection first; the proxy must then drop the client."""
+    srv, prx = target(redis_args=("--client-output-buffer-limit", redis_limit),
                       proxy_flags={"client-output-buffer-limit": "pubsub 2mb 1mb 2"})
     admin = srv.admin()
     sub = RawConn(prx.port, rcvbuf=16 * 1024)

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from harness import encode_command as C, exchange
+from harness import encode_command as C, exchange, wait_for
 
 SCRIPTS = {
     # CLIENT REPLY SKIP/OFF: Redis sends nothing for some requests.
@@ -54,3 +54,30 @@ def test_reply_sequence_equal_direct(name, proxy, redis_server):
         raise AssertionError(f"proxy stopped answering ({e}); redis replied {want!r}") from None
     assert mask_ids(got) == mask_ids(want)
     assert not closed_p
+
+
+def test_quit_mid_pipeline_equal_direct(proxy, redis_server):
+    script = C("SET", "a", "1") + C("QUIT") + C("SET", "b", "2")
+    admin = redis_server.admin()
+    admin.flushall()
+    want = exchange(redis_server.port, script, timeout=5)
+    assert want == ([b"+OK\r\n", b"+OK\r\n"], True) and admin.exists("b") == 0
+    admin.flushall()
+    assert exchange(proxy.port, script, timeout=5) == want
+    assert admin.get("a") == b"1" and admin.exists("b") == 0
+
+
+@pytest.mark.parametrize("blocking", [("BLPOP", "nolist", "0"), ("SUBSCRIBE", "chan"),
+                                      ("XREAD", "BLOCK", "0", "STREAMS", "s", "$")],
+                         ids=["blpop", "subscribe", "xread"])
+def test_client_gone_while_blocked_releases_upstream(proxy, redis_server, blocking):
+    track = redis_server.tracker()
+    admin = redis_server.admin()
+    with proxy.raw() as c:
+        c.send(C(*blocking))
+        wait_for(lambda: any(x.get("cmd") == blocking[0].lower() for x in track.new()), 5,
+                 desc="the blocking command to reach Redis")
+        ids = track.new_ids()
+    wait_for(lambda: not track.alive(ids), 10,
+             desc="Redis to see the upstream connection close after the client left")
+    assert admin.pubsub_numsub("chan")[0][1] == 0

@@ -168,3 +168,36 @@ def test_no_leak_across_1000_reconnect_cycles(make_redis, make_proxy):
     wait_for(lambda: fd_count(prx.pid) <= fds_before, 10,
              desc=f"fd count to return to {fds_before} after kill/restart cycles "
                   f"(now {fd_count(prx.pid)})")
+
+
+def redis_busy(port: int) -> bool:
+    """True while Redis does not answer a PING within 100 ms (it is inside DEBUG SLEEP)."""
+    try:
+        with RawConn(port, timeout=0.1) as c:
+            c.cmd("PING", timeout=0.1)
+            return False
+    except (TimeoutError, OSError):
+        return True
+
+
+def test_upstream_killed_with_pipeline_in_flight(make_redis, make_proxy):
+    """Redis dies while it owes replies: the client gets complete replies only (errors for what
+    is owed, no partial reply), then the connection closes; nothing hangs."""
+    srv = make_redis()
+    prx = make_proxy(srv.url, flags={"upstream-connect-timeout": CONNECT_TIMEOUT_MS})
+    with prx.raw(timeout=10) as c:
+        assert c.cmd("PING").raw == b"+PONG\r\n"
+        c.send(C("DEBUG", "SLEEP", "2") + C("INCR", "n") * 100)
+        wait_for(lambda: redis_busy(srv.port), 5, desc="Redis to be inside DEBUG SLEEP")
+        srv.kill()
+        replies = []
+        for _ in range(101):  # bounded: at most one reply per request
+            try:
+                replies.append(c.read_reply(5))
+            except Closed:
+                break
+            except TimeoutError:
+                raise AssertionError(f"hang after {len(replies)} replies") from None
+        assert not c.buf, f"partial reply before close: {bytes(c.buf[:100])!r}"
+        assert all(r.is_error for r in replies), replies[:3]
+        assert c.is_closed(5)
