@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import pytest
 
-from harness import HOST, Proxy, RawConn, RedisServer, tail
+from harness import Proxy, RawConn, RedisServer, tail
 
 DIRECT = os.environ.get("ITEST_TARGET", "") == "direct"
 
