@@ -35,7 +35,7 @@ final class ClientSession: ConnectionDelegate {
     private var midReply = false
     /// The dedicated upstream is gone: every request from now on gets this error.
     private var failure: String?
-    private var protocolErrorAfterOwed: String?
+    private var protocolErrorAfterOwed: [UInt8]?
     private var closeWhenFlushed = false
     private var shuttingDown = false
     private var connectTimer: Timer?
@@ -81,7 +81,8 @@ final class ClientSession: ConnectionDelegate {
 
         if case .protocolError(let reason) = status {
             // Redis answers what came before the bad bytes, then the error, then closes.
-            let message = "ERR " + reason
+            // Redis's exact bytes (an echoed byte in "expected '$', got 'X'" need not be UTF-8).
+            let message = parser.errorReply ?? Array("-ERR \(reason)\r\n".utf8)
             client.isReading = false
             input.drain(input.count)
             if allOwed == 0 || !sequenced || failure != nil {
@@ -383,7 +384,7 @@ final class ClientSession: ConnectionDelegate {
         owed = 0
         if unanswered > 0 || protocolErrorAfterOwed != nil || !client.output.isEmpty {
             for _ in 0..<unanswered { writeError(failureMessage) }
-            if let m = protocolErrorAfterOwed { writeError(m) }
+            if let m = protocolErrorAfterOwed { client.output.append(m) }
             protocolErrorAfterOwed = nil
             closeAfterFlush()
         } else if shuttingDown {
@@ -410,8 +411,8 @@ final class ClientSession: ConnectionDelegate {
         client.output.append("\r\n")
     }
 
-    private func replyErrorAndClose(_ message: String) {
-        writeError(message)
+    private func replyErrorAndClose(_ reply: [UInt8]) {
+        client.output.append(reply)
         closeAfterFlush()
     }
 
