@@ -9,6 +9,8 @@ enum InlineSplitter {
         if let nul = line.firstIndex(of: 0) { n = nul }
         // Reads past the end give 0, exactly like the C code reading the terminator.
         @inline(__always) func at(_ i: Int) -> UInt8 { i < n ? line[i] : 0 }
+        // A closing quote must be followed by a space or by the end of the line.
+        @inline(__always) func closesCleanly(_ quote: Int) -> Bool { at(quote + 1) == 0 || isCSpace(at(quote + 1)) }
 
         var args: [[UInt8]] = []
         var p = 0
@@ -35,7 +37,7 @@ enum InlineSplitter {
                         case let other: current.append(other)
                         }
                     } else if c == UInt8(ascii: "\"") {
-                        if at(p + 1) != 0 && !isCSpace(at(p + 1)) { return nil }
+                        guard closesCleanly(p) else { return nil }
                         done = true
                     } else if c == 0 {
                         return nil
@@ -47,7 +49,7 @@ enum InlineSplitter {
                         p += 1
                         current.append(UInt8(ascii: "'"))
                     } else if c == UInt8(ascii: "'") {
-                        if at(p + 1) != 0 && !isCSpace(at(p + 1)) { return nil }
+                        guard closesCleanly(p) else { return nil }
                         done = true
                     } else if c == 0 {
                         return nil

@@ -29,7 +29,7 @@ public enum RESPWriter {
         appendCRLF(&out)
     }
 
-    /// `$<count>\r\n<bytes>\r\n`
+    /// `$<count>\r\n<bytes>\r\n` (an `UnsafeRawBufferPointer` works too, without a copy first).
     public static func bulk<C: Collection>(_ bytes: C, into out: inout [UInt8]) where C.Element == UInt8 {
         out.append(UInt8(ascii: "$"))
         appendDecimal(bytes.count, &out)
@@ -40,14 +40,6 @@ public enum RESPWriter {
 
     public static func bulk(_ text: String, into out: inout [UInt8]) {
         bulk(Array(text.utf8), into: &out)
-    }
-
-    public static func bulk(_ bytes: UnsafeRawBufferPointer, into out: inout [UInt8]) {
-        out.append(UInt8(ascii: "$"))
-        appendDecimal(bytes.count, &out)
-        appendCRLF(&out)
-        out.append(contentsOf: bytes)
-        appendCRLF(&out)
     }
 
     /// `$-1\r\n`, the RESP2 nil.

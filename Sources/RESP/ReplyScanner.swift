@@ -23,6 +23,11 @@ public struct ReplyInfo: Equatable, Sendable {
 /// Finds the ends of RESP2 and RESP3 replies in a byte stream, one contiguous segment at a
 /// time, without copying or looking into any payload. Memory is constant whatever the nesting:
 /// the scanner only counts the elements still owed to the current top-level reply.
+///
+/// Choices: RESP3 streamed strings and aggregates (`$?`, `*?`, `;`, `.`) are refused (Redis
+/// never sends them); the CRLF after a payload is checked; `:` must be a 64-bit integer's
+/// digits, `#` is `t` or `f`, `_` is empty, lengths are Redis-canonical; `,` and verbatim
+/// contents are not examined. An aggregate of -1 is a null, an attribute of -1 an error.
 public struct ReplyScanner {
     enum Phase: UInt8 {
         case type       // a type byte

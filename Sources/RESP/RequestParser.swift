@@ -4,7 +4,18 @@
 ///
 /// Bulk payloads are skipped by counting, never copied; length lines are parsed a byte at a
 /// time, so only an inline line that straddles segments is copied (at most 64 KiB).
-/// Deliberate differences from Redis are listed in `Sources/RESP/README.md`.
+///
+/// Where this parser does not do what redis-server does, on purpose:
+/// - Unterminated lines: Redis checks its 64 KiB limit after each read (up to 16 KiB), so a
+///   line that arrives in one burst may pass it by up to a read's worth. Here the limit is
+///   applied as if bytes came one at a time (the 65537th byte without a terminator fails),
+///   so the verdict never depends on how the stream was split.
+/// - "unauthenticated multibulk/bulk length" (Redis's limits before AUTH) are not checked:
+///   the parser does not know the client's auth state; upstream Redis sees the same bytes.
+/// - Master/replica-only rules and gopher mode do not apply to a proxy's clients.
+/// - `ParseStatus` carries a Swift String, so the one message that echoes a raw byte
+///   ("expected '$', got 'X'") shows a non-UTF-8 byte as U+FFFD; `errorReply` has Redis's
+///   exact bytes.
 public struct RequestParser {
     /// Redis's PROTO_INLINE_MAX_SIZE: an unterminated line longer than this is an error.
     public static let maxLineLength = 64 * 1024

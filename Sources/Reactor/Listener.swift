@@ -23,6 +23,21 @@ public final class Listener {
         }
     }
 
+    /// The port actually bound (useful when asked for port 0).
+    public var boundPort: Int {
+        guard let l = listener else { return 0 }
+        var storage = sockaddr_storage()
+        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let fd = evconnlistener_get_fd(l)
+        let rc = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+        }
+        guard rc == 0 else { return 0 }
+        return withUnsafePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin_port)) }
+        }
+    }
+
     /// Stops accepting and closes the socket.
     public func close() {
         if let l = listener { evconnlistener_free(l) }

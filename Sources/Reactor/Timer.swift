@@ -86,3 +86,35 @@ public final class SignalWatcher {
 private func signalTrampoline(_ fd: Int32, _ what: Int16, _ arg: UnsafeMutableRawPointer?) {
     Unmanaged<SignalWatcher>.fromOpaque(arg!).takeUnretainedValue().fire()
 }
+
+/// Work to run once at the end of the current loop pass, after every event that is already ready:
+/// e.g. one write carrying the requests of all the clients that were readable in this pass.
+public final class DeferredTask {
+    private var event: OpaquePointer?
+    private let action: () -> Void
+    public private(set) var isScheduled = false
+
+    public init(loop: EventLoop, _ action: @escaping () -> Void) {
+        self.action = action
+        event = event_new(loop.base, -1, 0, deferredTrampoline, Unmanaged.passUnretained(self).toOpaque())
+    }
+
+    /// Schedules the task (once, however often this is called before it runs).
+    public func schedule() {
+        guard !isScheduled, let e = event else { return }
+        isScheduled = true
+        // Activated events join the tail of the active queue, behind this pass's ready sockets.
+        event_active(e, 0, 0)
+    }
+
+    deinit { if let e = event { event_free(e) } }
+
+    fileprivate func fire() {
+        isScheduled = false
+        action()
+    }
+}
+
+private func deferredTrampoline(_ fd: Int32, _ what: Int16, _ arg: UnsafeMutableRawPointer?) {
+    Unmanaged<DeferredTask>.fromOpaque(arg!).takeUnretainedValue().fire()
+}

@@ -33,6 +33,10 @@ struct Config {
     var logFormat = LogFormat.redis
     var pidfile = ""
     var dataDir = "./data"
+    /// Lower tiers as URL-like strings; empty = from env (COSMOS_*, BLOB_*), else the embedded defaults.
+    var warm = ""
+    var cold = ""
+    var compressThreshold = 1 << 20
 
     /// Number of event loops: `threads`, or one per core when 0.
     var effectiveThreads: Int {

@@ -4,7 +4,7 @@ import Glibc
 /// (later sources win), all through the same directive table.
 struct ConfigLoader {
     /// What the command line asked for besides settings.
-    enum Action { case run, checkConfig, help, version, printConfig }
+    enum Action { case run, checkConfig, help, version, printConfig, tiersCheck }
 
     var action = Action.run
     var configFile: String?
@@ -13,6 +13,12 @@ struct ConfigLoader {
     /// Parses argv (without the program name): `[FILE] [--config FILE] [--name args...]...`.
     init(arguments: [String]) throws {
         var i = 0
+        var arguments = arguments
+        // `tierproxy tiers check [options]`: connect to each configured tier and report.
+        if arguments.count >= 2 && arguments[0] == "tiers" && arguments[1] == "check" {
+            action = .tiersCheck
+            arguments.removeFirst(2)
+        }
         var current: [String]? = nil
         func finish() { if let c = current { flagLines.append(c) }; current = nil }
         while i < arguments.count {

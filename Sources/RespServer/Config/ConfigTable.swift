@@ -102,6 +102,19 @@ let configTable: [Directive] = [
     Directive(name: "dir", defaultArgs: "./data", doc: [
         "Data directory for the embedded tiers (warm SQLite, cold directory) when no cloud tier is set.",
     ]) { c, a in c.dataDir = try one(a, "dir") },
+    Directive(name: "warm", defaultArgs: "\"\"", doc: [
+        "The warm tier: cosmos://ACCOUNT-ENDPOINT/DB/CONTAINER, sqlite:PATH, or none.",
+        "Empty: COSMOS_ACCOUNT_URI (or COSMOS_ENDPOINT) with COSMOS_KEY, COSMOS_DATABASE (memory),",
+        "COSMOS_CONTAINER (state) if set, else sqlite:<dir>/warm.db. Secrets may be keyvault://VAULT/SECRET.",
+    ]) { c, a in c.warm = try one(a, "warm") },
+    Directive(name: "cold", defaultArgs: "\"\"", doc: [
+        "The cold tier: blob://ACCOUNT-URL/CONTAINER, dir:PATH, or none.",
+        "Empty: AZURE_STORAGE_CONNECTION_STRING or BLOB_ACCOUNT_URL with BLOB_CONTAINER (memory) if set,",
+        "else dir:<dir>/cold.",
+    ]) { c, a in c.cold = try one(a, "cold") },
+    Directive(name: "compress-threshold", defaultArgs: "1mb", doc: [
+        "Values at least this large are stored gzip-compressed in the cold tier (read back either way).",
+    ]) { c, a in c.compressThreshold = try Units.memory(try one(a, "compress-threshold")) },
 ]
 
 let configDirectives: [String: Directive] = Dictionary(uniqueKeysWithValues: configTable.map { ($0.name, $0) })

@@ -1,32 +1,41 @@
 import RESP
 import Reactor
 
-/// One client connection and the upstream connection that serves it. Requests are parsed only to
-/// find their ends (and the few commands the proxy must notice); request and reply bytes move
-/// between the two sockets' buffers without being copied or re-encoded. Redis answers one
-/// connection in order, so pass-through replies are in order by construction; the count of
-/// replies still owed (`owed`) is what shutdown, errors and (later) tier slots rely on.
+/// One client connection. Requests are parsed only to find their ends and names; their bytes move
+/// to Redis without being copied or re-encoded, and reply bytes move back the same way.
+///
+/// A client starts on its loop's shared upstream connection (`SharedUpstream`), pipelined with
+/// other clients. The first request that touches connection state (AUTH, SELECT, HELLO, MULTI,
+/// SUBSCRIBE, blocking commands, CLIENT …; see `Worker.canShare`) pins the client to an upstream
+/// connection of its own for the rest of its life, so every stateful feature behaves exactly as
+/// on a direct connection. Replies stay in request order: a pinned client's dedicated requests
+/// are sent only after every shared reply it was owed has arrived.
 final class ClientSession: ConnectionDelegate {
     unowned let worker: Worker
     let client: Connection
-    private(set) var upstream: Connection?
+    private(set) var dedicated: Connection?
+    private var pinned = false
 
     private var parser: RequestParser
     private var scanner = ReplyScanner()
-    /// Replies the upstream still owes this client, in sequenced mode.
+    /// Replies owed through the shared connection.
+    private(set) var sharedOwed = 0
+    /// Replies owed through the dedicated connection, in sequenced mode.
     private(set) var owed = 0
-    /// Replies to the proxy's own AUTH/SELECT, swallowed before any reply reaches the client.
+    /// Replies to the proxy's own AUTH/SELECT on the dedicated connection, swallowed.
     private var handshakeOwed = 0
     /// False once the client entered a mode where replies are not one per request
     /// (SUBSCRIBE family, MONITOR, CLIENT REPLY): then bytes stream through uncounted.
     private(set) var sequenced = true
     /// Subscribed clients are in the pubsub output-buffer class.
     private var subscribed = false
-    /// The upstream reply stream ended mid-reply; an error reply appended now would corrupt it.
+    /// Parsing stopped at a request that must wait for shared replies before pinning.
+    private var waitingToPin = false
+    /// The dedicated reply stream ended mid-reply; an error appended now would corrupt it.
     private var midReply = false
-    /// Set when the upstream is gone: every request from now on is answered with this error.
+    /// The dedicated upstream is gone: every request from now on gets this error.
     private var failure: String?
-    private var protocolErrorAfterOwed: String?
+    private var protocolErrorAfterOwed: [UInt8]?
     private var closeWhenFlushed = false
     private var shuttingDown = false
     private var connectTimer: Timer?
@@ -39,43 +48,18 @@ final class ClientSession: ConnectionDelegate {
         self.client = Connection(loop: worker.loop, fd: fd)
         self.parser = RequestParser(maxBulkLength: worker.config.protoMaxBulkLen)
         client.delegate = self
-        openUpstream()
     }
 
-    // MARK: - Upstream life
-
-    private func openUpstream() {
-        let cfg = worker.config
-        guard let address = worker.upstreamAddress else {
-            upstreamFailed("cannot resolve upstream \(cfg.upstream.host)")
-            return
-        }
-        let up = Connection(loop: worker.loop, connectingTo: address)
-        up.delegate = self
-        upstream = up
-        // AUTH and SELECT go first; their replies are swallowed before the client's begin.
-        let handshake = worker.handshakeBytes
-        if !handshake.bytes.isEmpty {
-            up.output.append(handshake.bytes)
-            handshakeOwed = handshake.replies
-        }
-        connectTimer = Timer(loop: worker.loop, millis: cfg.upstreamConnectTimeoutMillis) { [unowned self] in
-            self.upstreamFailed("timed out connecting to upstream \(cfg.upstream.host):\(cfg.upstream.port)")
-        }
-    }
-
-    func connectionEstablished(_ connection: Connection) {
-        connectTimer?.cancel()
-        connectTimer = nil
-    }
+    private var allOwed: Int { sharedOwed + owed }
 
     // MARK: - Requests: client → upstream
 
     func connectionReadable(_ connection: Connection) {
-        if connection === client { clientReadable() } else { upstreamReadable() }
+        if connection === client { clientReadable() } else { dedicatedReadable() }
     }
 
     private func clientReadable() {
+        if waitingToPin || isClosed { return }
         let input = client.input
         let available = input.count
         if available > worker.config.clientQueryBufferLimit {
@@ -92,14 +76,16 @@ final class ClientSession: ConnectionDelegate {
             status = parser.feed(segment, frames: &worker.frames, spans: &worker.spans)
             return status == .ok
         }
-        dispatch(worker.frames)
+        let frames = worker.frames
+        if !dispatch(frames) || isClosed { return }
 
         if case .protocolError(let reason) = status {
-            let message = "ERR " + reason
             // Redis answers what came before the bad bytes, then the error, then closes.
+            // Redis's exact bytes (an echoed byte in "expected '$', got 'X'" need not be UTF-8).
+            let message = parser.errorReply ?? Array("-ERR \(reason)\r\n".utf8)
             client.isReading = false
             input.drain(input.count)
-            if owed == 0 || !sequenced || failure != nil {
+            if allOwed == 0 || !sequenced || failure != nil {
                 replyErrorAndClose(message)
             } else {
                 protocolErrorAfterOwed = message
@@ -107,45 +93,98 @@ final class ClientSession: ConnectionDelegate {
         }
     }
 
-    /// Forwards complete requests in order, noticing the commands that change how replies flow.
-    private func dispatch(_ frames: [RequestFrame]) {
+    /// Sends complete requests on their way, in order. Returns false if it stopped early to pin.
+    private func dispatch(_ frames: [RequestFrame]) -> Bool {
         let input = client.input
         if failure != nil {
-            // The upstream is gone: each request gets the error, then the client is closed.
-            var consumed = 0
-            var answered = 0
+            var consumed = 0, answered = 0
             for frame in frames {
                 consumed += frame.length
                 if !frame.isEmpty { answered += 1 }
             }
             input.drain(consumed)
             if answered > 0 { answerWithFailure(count: answered) }
-            return
+            return true
         }
-        var forward = 0          // bytes at the front of `input` ready to move upstream
+        var forward = 0          // bytes at the front of `input` ready to go
+        var replies = 0          // replies those bytes will bring (shared route)
         for frame in frames {
             if frame.isEmpty {
-                flushForward(&forward)
+                send(&forward, &replies)
                 input.drain(frame.length)
                 continue
+            }
+            if !pinned {
+                if worker.canShare(frame) {
+                    forward += frame.length
+                    replies += 1
+                    continue
+                }
+                send(&forward, &replies)
+                if sharedOwed > 0 {
+                    // Pin only once every shared reply is in; re-parse from this request then.
+                    waitingToPin = true
+                    client.isReading = false
+                    parser.reset()
+                    Log.debug("Client waits for \(sharedOwed) shared replies before pinning (\(frame.name))")
+                    return false
+                }
+                pin()
+                if isClosed { return false }
             }
             notice(frame, at: forward)
             if sequenced { owed += 1 }
             forward += frame.length
         }
-        flushForward(&forward)
+        send(&forward, &replies)
+        return true
     }
 
-    private func flushForward(_ forward: inout Int) {
-        guard forward > 0, let up = upstream else { return }
+    /// Moves `forward` bytes from the client's input to the route they belong to.
+    private func send(_ forward: inout Int, _ replies: inout Int) {
+        guard forward > 0 else { return }
+        defer { forward = 0; replies = 0 }
+        if !pinned {
+            sharedOwed += replies
+            if !worker.shared.send(from: self, bytes: forward, replies: replies) { client.isReading = false }
+            return
+        }
+        guard let up = dedicated else { return }
         client.input.move(forward, to: up.output)
-        forward = 0
         if !up.flush() && up.output.count > worker.config.proxyBufferHighWater {
             // Redis is behind: stop reading this client until the upstream socket drains.
             client.isReading = false
             up.drainedAt = worker.config.proxyBufferHighWater / 2
             up.notifyWhenDrained = true
         }
+    }
+
+    /// Gives this client an upstream connection of its own, for good.
+    private func pin() {
+        pinned = true
+        Log.debug("Client pinned to its own upstream connection")
+        let cfg = worker.config
+        guard let address = worker.upstreamAddress else {
+            dedicatedFailed("cannot resolve upstream \(cfg.upstream.host)")
+            return
+        }
+        let up = Connection(loop: worker.loop, connectingTo: address)
+        up.delegate = self
+        dedicated = up
+        // AUTH and SELECT go first; their replies are swallowed before the client's begin.
+        let handshake = worker.handshakeBytes
+        if !handshake.bytes.isEmpty {
+            up.output.append(handshake.bytes)
+            handshakeOwed = handshake.replies
+        }
+        connectTimer = Timer(loop: worker.loop, millis: cfg.upstreamConnectTimeoutMillis) { [unowned self] in
+            self.dedicatedFailed("timed out connecting to upstream \(cfg.upstream.host):\(cfg.upstream.port)")
+        }
+    }
+
+    func connectionEstablished(_ connection: Connection) {
+        connectTimer?.cancel()
+        connectTimer = nil
     }
 
     /// Commands after which replies stop being one per request.
@@ -171,10 +210,41 @@ final class ClientSession: ConnectionDelegate {
         return String(decoding: client.input.copy(min(span.count, 64), offset: offset + span.offset), as: UTF8.self)
     }
 
-    // MARK: - Replies: upstream → client
+    // MARK: - Replies through the shared connection (called by SharedUpstream)
 
-    private func upstreamReadable() {
-        guard let up = upstream else { return }
+    /// Reply bytes for this client, in order (possibly the first part of a reply still arriving).
+    func takeSharedBytes(from buffer: Buffer, count: Int) {
+        if isClosed { buffer.drain(count) } else { buffer.move(count, to: client.output) }
+    }
+
+    /// `count` whole replies were handed over by `takeSharedBytes`.
+    func sharedRepliesArrived(_ count: Int) {
+        sharedOwed -= count
+        if isClosed { return }
+        client.flush()
+        afterReplies()
+    }
+
+    /// The shared connection failed with `replies` of ours unanswered. This client holds no
+    /// connection state, so it gets errors and carries on; the next request reconnects.
+    func sharedFailed(replies: Int, reason: String, cutMidReply: Bool) {
+        sharedOwed -= replies
+        if isClosed { return }
+        if cutMidReply { close(); return }
+        for _ in 0..<replies { writeError("ERR tierproxy: \(reason)") }
+        client.flush()
+        afterReplies()
+    }
+
+    /// The shared connection drained below its high-water mark: read this client again.
+    func sharedOutputDrained() {
+        if !shuttingDown && failure == nil && !waitingToPin && !closeWhenFlushed { client.isReading = true }
+    }
+
+    // MARK: - Replies through the dedicated connection
+
+    private func dedicatedReadable() {
+        guard let up = dedicated else { return }
         let input = up.input
         var counted = 0
         var base = 0
@@ -206,7 +276,7 @@ final class ClientSession: ConnectionDelegate {
         }
         if let start = handshakeErrorAt {
             let text = String(decoding: input.copy(min(handshakeEnd - start, 512), offset: start), as: UTF8.self)
-            upstreamFailed("upstream refused the proxy's AUTH/SELECT: \(firstLine(text))")
+            dedicatedFailed("upstream refused the proxy's AUTH/SELECT: \(firstLine(text))")
             return
         }
         if handshakeEnd > 0 { input.drain(handshakeEnd) }
@@ -216,17 +286,36 @@ final class ClientSession: ConnectionDelegate {
         input.moveAll(to: client.output)
         if sequenced { owed -= counted }
         client.flush()
+        afterReplies()
+        if !isClosed && client.output.count > worker.config.proxyBufferHighWater {
+            // The client is behind: stop reading Redis, so Redis's own output limits apply to it.
+            up.isReading = false
+            client.drainedAt = worker.config.proxyBufferHighWater / 2
+            client.notifyWhenDrained = true
+        }
+    }
 
-        if let message = protocolErrorAfterOwed, owed == 0 {
+    /// Bookkeeping after replies reached the client's output, whichever way they came.
+    private func afterReplies() {
+        if waitingToPin && sharedOwed == 0 {
+            waitingToPin = false
+            if shuttingDown { closeAfterFlush(); return }   // what waited was never sent
+            pin()
+            if isClosed { return }
+            client.isReading = !shuttingDown
+            clientReadable()          // re-parse from the request that asked to pin
+            if isClosed { return }
+        }
+        if let message = protocolErrorAfterOwed, allOwed == 0 {
             protocolErrorAfterOwed = nil
             replyErrorAndClose(message)
             return
         }
-        if shuttingDown && (owed == 0 || !sequenced) { closeAfterFlush(); return }
+        if shuttingDown && (allOwed == 0 || !sequenced) { closeAfterFlush(); return }
         enforceOutputLimits()
-        if !isClosed && client.output.count > worker.config.proxyBufferHighWater {
-            // The client is behind: stop reading Redis, so Redis's own output limits apply to it.
-            up.isReading = false
+        if !isClosed && !pinned && client.output.count > worker.config.proxyBufferHighWater {
+            // A shared client that does not read its replies: stop taking its requests.
+            client.isReading = false
             client.drainedAt = worker.config.proxyBufferHighWater / 2
             client.notifyWhenDrained = true
         }
@@ -256,7 +345,8 @@ final class ClientSession: ConnectionDelegate {
         if connection === client {
             if closeWhenFlushed { close(); return }
             client.notifyWhenDrained = false
-            upstream?.isReading = true
+            dedicated?.isReading = true
+            if !pinned && !shuttingDown && failure == nil && !waitingToPin { client.isReading = true }
         } else {
             connection.notifyWhenDrained = false
             if !shuttingDown && failure == nil { client.isReading = true }
@@ -270,23 +360,23 @@ final class ClientSession: ConnectionDelegate {
             // The client left (possibly mid-pipeline): release the upstream and every buffer now.
             close()
         } else {
-            upstreamFailed(error.map { "upstream connection lost: \($0)" } ?? "upstream closed the connection")
+            dedicatedFailed(error.map { "upstream connection lost: \($0)" } ?? "upstream closed the connection")
         }
     }
 
-    /// The upstream is gone. Requests still owed a reply get an error (unless a reply was cut in
-    /// half, when nothing sensible can follow it); the client is closed once that is written.
-    private func upstreamFailed(_ reason: String) {
+    /// The dedicated upstream is gone, and the connection state with it. Requests still owed a
+    /// reply get an error (unless a reply was cut in half); then the client is closed.
+    private func dedicatedFailed(_ reason: String) {
         guard failure == nil, !isClosed else { return }
         failure = reason
         connectTimer?.cancel()
         connectTimer = nil
-        if let up = upstream {
+        if let up = dedicated {
             // Whatever the upstream sent before closing (QUIT's +OK, a last reply) still goes out.
-            if handshakeOwed == 0 && !up.input.isEmpty { upstreamReadable() }
+            if handshakeOwed == 0 && !up.input.isEmpty { dedicatedReadable() }
             up.close()
         }
-        upstream = nil
+        dedicated = nil
         if isClosed { return }
         Log.verbose("Client failed: \(reason)")
         if midReply { close(); return }
@@ -294,14 +384,14 @@ final class ClientSession: ConnectionDelegate {
         owed = 0
         if unanswered > 0 || protocolErrorAfterOwed != nil || !client.output.isEmpty {
             for _ in 0..<unanswered { writeError(failureMessage) }
-            if let m = protocolErrorAfterOwed { writeError(m) }
+            if let m = protocolErrorAfterOwed { client.output.append(m) }
             protocolErrorAfterOwed = nil
             closeAfterFlush()
         } else if shuttingDown {
             close()
         } else {
-            // Nothing was owed yet (the client connected while Redis was down): wait briefly for its
-            // first request so that it receives an error reply rather than a bare close.
+            // Nothing was owed yet: wait briefly for a request so that it gets an error reply
+            // rather than a bare close.
             lingerTimer = Timer(loop: worker.loop, millis: worker.config.upstreamConnectTimeoutMillis) { [unowned self] in
                 self.close()
             }
@@ -321,8 +411,8 @@ final class ClientSession: ConnectionDelegate {
         client.output.append("\r\n")
     }
 
-    private func replyErrorAndClose(_ message: String) {
-        writeError(message)
+    private func replyErrorAndClose(_ reply: [UInt8]) {
+        client.output.append(reply)
         closeAfterFlush()
     }
 
@@ -339,7 +429,7 @@ final class ClientSession: ConnectionDelegate {
     func beginShutdown() {
         shuttingDown = true
         client.isReading = false
-        if owed == 0 || !sequenced || failure != nil { closeAfterFlush() }
+        if allOwed == 0 || !sequenced || failure != nil { closeAfterFlush() }
     }
 
     func close() {
@@ -349,8 +439,8 @@ final class ClientSession: ConnectionDelegate {
         lingerTimer?.cancel()
         connectTimer = nil
         lingerTimer = nil
-        upstream?.close()
-        upstream = nil
+        dedicated?.close()
+        dedicated = nil
         client.close()
         worker.sessionClosed(self)
     }

@@ -30,6 +30,7 @@ struct CommandTable {
     private(set) var subcommands: [String: CommandInfo] = [:]
 
     var count: Int { commands.count }
+    var allNames: [String] { commands.values.map(\.name) }
 
     func info(_ name: CommandName) -> CommandInfo? { commands[name] }
     func info(subcommand: String) -> CommandInfo? { subcommands[subcommand.lowercased()] }

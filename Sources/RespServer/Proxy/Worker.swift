@@ -15,12 +15,16 @@ final class Worker {
     private var sessions: [ObjectIdentifier: ClientSession] = [:]
     private var loader: CommandTableLoader?
     private(set) var commandTable = CommandTable()
+    /// Per command: may it travel on the shared connection? Filled when the table arrives.
+    private var shareable: [CommandName: Bool] = [:]
+    private(set) var shared: SharedUpstream!
     private var shuttingDown = false
     private var onStopped: (() -> Void)?
 
     var frames: [RequestFrame] = []
     var spans: [ArgSpan] = []
     var replies: [ReplyInfo] = []
+    var replyEnds: [Int] = []
 
     var sessionCount: Int { sessions.count }
 
@@ -34,6 +38,7 @@ final class Worker {
         frames.reserveCapacity(256)
         spans.reserveCapacity(1024)
         replies.reserveCapacity(256)
+        shared = SharedUpstream(worker: self)
     }
 
     /// Opens a listening socket on `address` (SO_REUSEPORT: every loop has its own).
@@ -69,8 +74,30 @@ final class Worker {
 
     func commandTableLoaded(_ table: CommandTable) {
         commandTable = table
+        shareable = Dictionary(uniqueKeysWithValues: table.allNames.map { name in
+            (CommandName(name), Worker.mayShare(name, table.info(CommandName(name))))
+        })
         loader = nil
         if index == 0 { Log.verbose("Learned \(table.count) commands from the upstream's COMMAND reply") }
+    }
+
+    /// True if `frame` can ride the shared connection: it neither reads nor changes connection
+    /// state and never blocks. Until the command table arrives, nothing is shared.
+    func canShare(_ frame: RequestFrame) -> Bool {
+        shareable[frame.name] ?? false
+    }
+
+    /// Connection-scoped commands (state, identity, modes, transactions) and anything that can
+    /// block or that Redis marks admin/pubsub stay off the shared connection.
+    private static let connectionScoped: Set<String> = [
+        "auth", "hello", "select", "multi", "exec", "discard", "watch", "unwatch", "monitor", "client",
+        "reset", "quit", "readonly", "readwrite", "asking", "wait", "waitaof", "sync", "psync", "replconf",
+        "subscribe", "unsubscribe", "psubscribe", "punsubscribe", "ssubscribe", "sunsubscribe",
+    ]
+
+    static func mayShare(_ name: String, _ info: CommandInfo?) -> Bool {
+        guard let info, !connectionScoped.contains(name) else { return false }
+        return info.flags.isDisjoint(with: ["blocking", "pubsub", "admin", "no_multi"])
     }
 
     /// Stops accepting; each session closes once the replies it already asked for are written.
@@ -92,6 +119,7 @@ final class Worker {
     }
 
     private func stopLoop() {
+        shared.close()
         loop.stop()
         onStopped?()
         onStopped = nil

@@ -1,0 +1,194 @@
+import RESP
+import Reactor
+
+/// One upstream connection per loop that carries the requests of every client still in shared
+/// mode (clients that have not touched connection state), pipelined, the way twemproxy does.
+/// Redis answers in order, so a FIFO of (session, replies owed) tells whose each reply is.
+/// A session that needs connection state moves to its own connection (`ClientSession.pin`).
+final class SharedUpstream: ConnectionDelegate {
+    private unowned let worker: Worker
+    private var connection: Connection?
+    private var scanner = ReplyScanner()
+    private var handshakeOwed = 0
+    private var connectTimer: Timer?
+    /// Whose replies come next: sessions in the order their requests were written.
+    private var queue: [(session: ClientSession, owed: Int)] = []
+    private var head = 0
+    /// Sessions paused because this connection's output was over the high-water mark.
+    private var waiting: [ClientSession] = []
+    /// One write per loop pass carries every client's requests that arrived in that pass.
+    private var flushTask: DeferredTask!
+
+    init(worker: Worker) {
+        self.worker = worker
+        flushTask = DeferredTask(loop: worker.loop) { [unowned self] in self.flushNow() }
+    }
+
+    var pendingReplies: Int { queue[head...].reduce(0) { $0 + $1.owed } }
+
+    /// Moves `bytes` of `session`'s input (complete requests owing `replies` replies) to Redis.
+    /// Returns false if the connection is over its high-water mark (the caller pauses reading).
+    func send(from session: ClientSession, bytes: Int, replies: Int) -> Bool {
+        guard let up = connection ?? open() else {
+            session.client.input.drain(bytes)
+            session.sharedFailed(replies: replies, reason: "cannot resolve upstream \(worker.config.upstream.host)",
+                                 cutMidReply: false)
+            return true
+        }
+        session.client.input.move(bytes, to: up.output)
+        if head < queue.count, queue[queue.count - 1].session === session {
+            queue[queue.count - 1].owed += replies
+        } else {
+            queue.append((session, replies))
+        }
+        flushTask.schedule()
+        if up.output.count > worker.config.proxyBufferHighWater {
+            waiting.append(session)
+            return false
+        }
+        return true
+    }
+
+    private func flushNow() {
+        guard let up = connection else { return }
+        if !up.flush() && !waiting.isEmpty {
+            up.drainedAt = worker.config.proxyBufferHighWater / 2
+            up.notifyWhenDrained = true
+        } else if !waiting.isEmpty {
+            connectionDrained(up)
+        }
+    }
+
+    private func open() -> Connection? {
+        let cfg = worker.config
+        guard let address = worker.upstreamAddress else { return nil }
+        let up = Connection(loop: worker.loop, connectingTo: address)
+        up.delegate = self
+        scanner = ReplyScanner()
+        let handshake = worker.handshakeBytes
+        up.output.append(handshake.bytes)
+        handshakeOwed = handshake.replies
+        connection = up
+        connectTimer = Timer(loop: worker.loop, millis: cfg.upstreamConnectTimeoutMillis) { [unowned self] in
+            self.failed("timed out connecting to upstream \(cfg.upstream.host):\(cfg.upstream.port)")
+        }
+        return up
+    }
+
+    func connectionEstablished(_ connection: Connection) {
+        connectTimer?.cancel()
+        connectTimer = nil
+    }
+
+    func connectionDrained(_ connection: Connection) {
+        connection.notifyWhenDrained = false
+        let resumed = waiting
+        waiting.removeAll()
+        for s in resumed where !s.isClosed { s.sharedOutputDrained() }
+    }
+
+    func connectionClosed(_ connection: Connection, error: String?) {
+        failed(error.map { "upstream connection lost: \($0)" } ?? "upstream closed the connection")
+    }
+
+    /// Hands each complete reply to the session at the head of the queue. Bytes of a reply still
+    /// arriving go to that same session at once, so a large value streams through.
+    func connectionReadable(_ c: Connection) {
+        let input = c.input
+        var ends = worker.replyEnds
+        ends.removeAll(keepingCapacity: true)
+        var base = 0
+        var status = ParseStatus.ok
+        input.withSegments { segment in
+            worker.replies.removeAll(keepingCapacity: true)
+            status = scanner.feed(segment, replies: &worker.replies)
+            for r in worker.replies where !r.isPush { ends.append(base + r.end) }
+            base += segment.count
+            return status == .ok
+        }
+        worker.replyEnds = ends
+        if status != .ok {
+            Log.warning("Unparseable reply on the shared upstream connection; resetting it")
+            failed("unparseable reply from upstream")
+            return
+        }
+        var consumed = 0
+        var touched: ClientSession? = nil
+        var touchedReplies = 0
+        for end in ends {
+            if handshakeOwed > 0 {
+                handshakeOwed -= 1
+                if input.copy(1, offset: consumed).first == UInt8(ascii: "-") {
+                    let text = String(decoding: input.copy(min(end - consumed, 300), offset: consumed), as: UTF8.self)
+                    failed("upstream refused the proxy's AUTH/SELECT: \(text.split(separator: "\r").first ?? "")")
+                    return
+                }
+                input.drain(end - consumed)
+                base -= end - consumed
+                consumed = end
+                continue
+            }
+            guard head < queue.count else {
+                Log.warning("Reply with no request waiting on the shared upstream connection; resetting it")
+                failed("reply with no request")
+                return
+            }
+            let session = queue[head].session
+            if touched !== session {
+                if let t = touched { t.sharedRepliesArrived(touchedReplies) }
+                touched = session
+                touchedReplies = 0
+            }
+            session.takeSharedBytes(from: input, count: end - consumed)
+            consumed = end
+            touchedReplies += 1
+            queue[head].owed -= 1
+            if queue[head].owed == 0 { head += 1 }
+        }
+        // The start of a reply still arriving belongs to the head session.
+        let rest = input.count
+        if rest > 0 && handshakeOwed == 0 && head < queue.count {
+            let session = queue[head].session
+            if touched !== session {
+                if let t = touched { t.sharedRepliesArrived(touchedReplies) }
+                touched = session
+                touchedReplies = 0
+            }
+            session.takeSharedBytes(from: input, count: rest)
+        }
+        if let t = touched { t.sharedRepliesArrived(touchedReplies) }
+        compactQueue()
+    }
+
+    private func compactQueue() {
+        if head == queue.count { queue.removeAll(keepingCapacity: true); head = 0 }
+        else if head > 64 && head * 2 > queue.count { queue.removeFirst(head); head = 0 }
+    }
+
+    /// The connection is gone: every request still waiting gets an error reply; the sessions
+    /// themselves keep going (they hold no connection state) and the next request reconnects.
+    private func failed(_ reason: String) {
+        connectTimer?.cancel()
+        connectTimer = nil
+        let c = connection
+        connection = nil
+        let pending = Array(queue[head...])
+        let streaming = (c?.input.count ?? 0) > 0 || scanner.partialBytes > 0
+        queue.removeAll()
+        head = 0
+        c?.close()
+        Log.verbose("Shared upstream connection failed: \(reason)")
+        for (i, entry) in pending.enumerated() where !entry.session.isClosed {
+            entry.session.sharedFailed(replies: entry.owed, reason: reason, cutMidReply: i == 0 && streaming)
+        }
+        let resumed = waiting
+        waiting.removeAll()
+        for s in resumed where !s.isClosed { s.sharedOutputDrained() }
+    }
+
+    func close() {
+        connectTimer?.cancel()
+        connection?.close()
+        connection = nil
+    }
+}
