@@ -473,6 +473,22 @@ class UpstreamTracker:
         return ids & {int(c["id"]) for c in self.admin.client_list()}
 
 
+def named_upstream(admin: redis.Redis, name: str) -> list[int]:
+    """Redis client ids of the connections called `name` (CLIENT SETNAME)."""
+    return [int(c["id"]) for c in admin.client_list() if c.get("name") == name]
+
+
+def pin(conn: "RawConn", admin: redis.Redis, name: str, timeout: float = 5.0) -> int:
+    """Give the client's upstream connection a name (CLIENT SETNAME is connection-scoped, so a
+    proxy that shares upstream connections between stateless clients must give this client a
+    dedicated one) and return that connection's Redis client id."""
+    assert conn.cmd("CLIENT", "SETNAME", name).raw == b"+OK\r\n"
+    ids = wait_for(lambda: named_upstream(admin, name), timeout,
+                   desc=f"an upstream connection named {name!r} in CLIENT LIST")
+    assert len(ids) == 1, f"{len(ids)} connections named {name!r}"
+    return ids[0]
+
+
 # --------------------------------------------------------------------------------------------
 # tierproxy
 # --------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import struct
 import pytest
 
 from conftest import DIRECT, DirectTarget
-from harness import (Closed, Deadline, Proxy, RawConn, RedisServer, encode_command as C, exchange, fd_count,
+from harness import (Closed, Deadline, pin, Proxy, RawConn, RedisServer, encode_command as C, exchange, fd_count,
                      rss_kb, wait_for)
 
 BIG = b"1" * 70_000  # longer than Redis's 64 KiB inline / count-line limit
@@ -162,33 +162,53 @@ def test_slow_pubsub_reader_disconnected_rss_bounded(target, redis_limit):
     assert prx.client().ping()
 
 
-def test_disconnect_mid_pipeline_closes_upstream(proxy, redis_server):
-    track = redis_server.tracker()
-    c = proxy.raw()
-    assert c.cmd("PING").raw == b"+PONG\r\n"
-    ids = track.new_ids()
-    assert ids, "no upstream connection seen for the client"
-    c.send(b"".join(C("SET", f"mp:{i}", "x" * 100) for i in range(20_000)))
-    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
+def rst_close(c: RawConn) -> None:
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     c.close()
-    wait_for(lambda: not track.alive(ids), 10,
+
+
+def test_disconnect_mid_pipeline_closes_pinned_upstream(proxy, redis_server):
+    """A client with its own upstream connection vanishes mid-pipeline: that connection closes."""
+    admin = redis_server.admin()
+    c = proxy.raw()
+    up = pin(c, admin, "vanisher")
+    c.send(b"".join(C("SET", f"mp:{i}", "x" * 100) for i in range(20_000)))
+    rst_close(c)
+    wait_for(lambda: up not in {int(x["id"]) for x in admin.client_list()}, 10,
              desc="the proxy's upstream connection to close after its client vanished")
     assert proxy.client().ping()
 
 
+def test_disconnect_mid_pipeline_replies_not_misdelivered(proxy, direct):
+    """A stateless client vanishes with 20k replies owed (on whatever upstream it used); the
+    next clients get their own replies, not the leftovers."""
+    direct.set("mine:a", "A" * 100)
+    direct.set("mine:b", "B")
+    for _ in range(3):
+        c = proxy.raw()
+        c.send(C("GET", "mine:a") * 20_000)
+        rst_close(c)
+        with proxy.raw() as other:
+            for i in range(50):
+                assert other.cmd("GET", "mine:b").raw == b"$1\r\nB\r\n", f"round trip {i}"
+                assert other.cmd("ECHO", str(i)).v == str(i).encode()
+
+
 @pytest.mark.proxy_process
 def test_many_client_disconnects_no_fd_leak(proxy, redis_server):
-    track = redis_server.tracker()
+    admin = redis_server.admin()
     proxy.client().ping()  # let any lazily opened descriptors exist before counting
     fds0 = fd_count(proxy.pid)
-    track.mark()
     for i in range(50):
         c = proxy.raw()
-        c.send(b"".join(C("INCR", "ctr") for _ in range(200)))
         if i % 2:
-            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        c.close()
-    wait_for(lambda: not track.new(), 10,
-             desc="all upstream connections of the 50 vanished clients to close")
+            pin(c, admin, f"gone-{i}")
+        c.send(C("INCR", "ctr") * 200)
+        if i % 4 < 2:
+            rst_close(c)
+        else:
+            c.close()
+    wait_for(lambda: not [x for x in admin.client_list() if x.get("name", "").startswith("gone-")],
+             10, desc="the upstream connections of the vanished pinned clients to close")
     wait_for(lambda: fd_count(proxy.pid) <= fds0, 10,
              desc=f"proxy fd count back to {fds0} (now {fd_count(proxy.pid)})")
