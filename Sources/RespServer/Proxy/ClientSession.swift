@@ -31,6 +31,8 @@ final class ClientSession: ConnectionDelegate {
     private var subscribed = false
     /// Parsing stopped at a request that must wait for shared replies before pinning.
     private var waitingToPin = false
+    /// QUIT arrived: nothing after it is sent; +OK follows the replies owed, then the close.
+    private var quitting = false
     /// The dedicated reply stream ended mid-reply; an error appended now would corrupt it.
     private var midReply = false
     /// The dedicated upstream is gone: every request from now on gets this error.
@@ -114,8 +116,20 @@ final class ClientSession: ConnectionDelegate {
                 input.drain(frame.length)
                 continue
             }
+            if frame.name == Commands.quit && sequenced {
+                // Redis answers +OK and closes, ignoring what follows; so does the proxy, in order.
+                send(&forward, &replies)
+                quitting = true
+                client.isReading = false
+                input.drain(input.count)
+                parser.reset()
+                afterReplies()
+                return false
+            }
             if !pinned {
-                if worker.canShare(frame) {
+                // A client with many shared requests in flight is pinned instead: its own
+                // connection lets TCP, and Redis's buffers, hold what it has not read yet.
+                if worker.canShare(frame) && sharedOwed + replies < Worker.maxSharedInFlight {
                     forward += frame.length
                     replies += 1
                     continue
@@ -287,8 +301,10 @@ final class ClientSession: ConnectionDelegate {
         if sequenced { owed -= counted }
         client.flush()
         afterReplies()
-        if !isClosed && client.output.count > worker.config.proxyBufferHighWater {
-            // The client is behind: stop reading Redis, so Redis's own output limits apply to it.
+        let limit = outputLimit
+        if !isClosed && limit.hard == 0 && limit.soft == 0 && client.output.count > worker.config.proxyBufferHighWater {
+            // No limit to enforce for this class (normal, by default): hold at most the high-water mark
+            // here and stop reading Redis, which then buffers the rest under its own limits.
             up.isReading = false
             client.drainedAt = worker.config.proxyBufferHighWater / 2
             client.notifyWhenDrained = true
@@ -297,6 +313,13 @@ final class ClientSession: ConnectionDelegate {
 
     /// Bookkeeping after replies reached the client's output, whichever way they came.
     private func afterReplies() {
+        if quitting {
+            if allOwed == 0 && !isClosed {
+                client.output.append("+OK\r\n")
+                closeAfterFlush()
+            }
+            return
+        }
         if waitingToPin && sharedOwed == 0 {
             waitingToPin = false
             if shuttingDown { closeAfterFlush(); return }   // what waited was never sent
@@ -321,8 +344,14 @@ final class ClientSession: ConnectionDelegate {
         }
     }
 
+    /// The client's output-buffer class, as Redis classifies it.
+    private var outputLimit: OutputLimit {
+        subscribed ? worker.config.outputLimitPubsub : worker.config.outputLimitNormal
+    }
+
+    /// Limits are enforced on what the proxy holds for the client, as Redis does on its buffer.
     private func enforceOutputLimits() {
-        let limit = subscribed ? worker.config.outputLimitPubsub : worker.config.outputLimitNormal
+        let limit = outputLimit
         let pending = client.output.count
         if limit.hard > 0 && pending >= limit.hard {
             Log.warning("Client closed for overcoming of output buffer limits (\(pending) bytes)")

@@ -28,10 +28,10 @@ final class CommandTableLoader: ConnectionDelegate {
         connection = c
     }
 
-    private func scheduleRetry() {
+    private func scheduleRetry(millis: Int = 1000) {
         connection?.close()
         connection = nil
-        retry = Timer(loop: worker.loop, millis: 1000) { [unowned self] in self.attempt() }
+        retry = Timer(loop: worker.loop, millis: millis) { [unowned self] in self.attempt() }
     }
 
     func connectionEstablished(_ connection: Connection) {}
@@ -57,6 +57,12 @@ final class CommandTableLoader: ConnectionDelegate {
         guard status == .ok else { scheduleRetry(); return }
         guard complete >= expected else { return }
         let bytes = c.input.copy(c.input.count - end, offset: end)
+        if bytes.starts(with: Array("-NOAUTH".utf8)) {
+            // Redis wants a password the proxy does not have: each client must AUTH itself.
+            worker.upstreamRequiresClientAuth()
+            scheduleRetry(millis: 5000)
+            return
+        }
         if let table = CommandTable(commandReply: bytes) {
             worker.commandTableLoaded(table)
             c.close()

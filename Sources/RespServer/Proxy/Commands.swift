@@ -7,4 +7,5 @@ enum Commands {
     static let ssubscribe = CommandName("ssubscribe")
     static let monitor = CommandName("monitor")
     static let client = CommandName("client")
+    static let quit = CommandName("quit")
 }

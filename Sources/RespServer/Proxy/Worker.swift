@@ -18,6 +18,10 @@ final class Worker {
     /// Per command: may it travel on the shared connection? Filled when the table arrives.
     private var shareable: [CommandName: Bool] = [:]
     private(set) var shared: SharedUpstream!
+    /// Set when Redis demands AUTH and the proxy has no password: a shared connection would be
+    /// an unauthenticated one that Redis's pre-AUTH limits can cut for everyone, so every client
+    /// gets its own connection (and must AUTH on it, as it would direct).
+    private var sharingDisabled = false
     private var shuttingDown = false
     private var onStopped: (() -> Void)?
 
@@ -72,7 +76,15 @@ final class Worker {
         if shuttingDown && sessions.isEmpty { stopLoop() }
     }
 
+    func upstreamRequiresClientAuth() {
+        if !sharingDisabled && index == 0 {
+            Log.notice("Upstream requires AUTH and the proxy has no password: every client gets its own connection")
+        }
+        sharingDisabled = true
+    }
+
     func commandTableLoaded(_ table: CommandTable) {
+        sharingDisabled = false
         commandTable = table
         shareable = Dictionary(uniqueKeysWithValues: table.allNames.map { name in
             (CommandName(name), Worker.mayShare(name, table.info(CommandName(name))))
@@ -84,16 +96,30 @@ final class Worker {
     /// True if `frame` can ride the shared connection: it neither reads nor changes connection
     /// state and never blocks. Until the command table arrives, nothing is shared.
     func canShare(_ frame: RequestFrame) -> Bool {
-        shareable[frame.name] ?? false
+        if sharingDisabled { return false }
+        if shareable.isEmpty { return Worker.shareableBeforeTable.contains(frame.name) }
+        return shareable[frame.name] ?? false
     }
+
+    /// Until the upstream's COMMAND reply has been read (Redis down at start, say), these common
+    /// stateless commands may still share; everything else pins, which is always correct.
+    private static let shareableBeforeTable: Set<CommandName> = Set([
+        "ping", "echo", "get", "set", "mget", "mset", "del", "unlink", "exists", "expire", "pexpire", "ttl",
+        "pttl", "incr", "incrby", "decr", "decrby", "append", "strlen", "getrange", "setrange", "type",
+        "hget", "hset", "hmget", "hgetall", "hdel", "lpush", "rpush", "lpop", "rpop", "lrange", "llen",
+        "sadd", "srem", "smembers", "sismember", "scard", "zadd", "zrem", "zrange", "zscore", "zcard",
+    ].map { CommandName($0) })
 
     /// Connection-scoped commands (state, identity, modes, transactions) and anything that can
     /// block or that Redis marks admin/pubsub stay off the shared connection.
     private static let connectionScoped: Set<String> = [
         "auth", "hello", "select", "multi", "exec", "discard", "watch", "unwatch", "monitor", "client",
-        "reset", "quit", "readonly", "readwrite", "asking", "wait", "waitaof", "sync", "psync", "replconf",
+        "reset", "readonly", "readwrite", "asking", "wait", "waitaof", "sync", "psync", "replconf",
         "subscribe", "unsubscribe", "psubscribe", "punsubscribe", "ssubscribe", "sunsubscribe",
     ]
+
+    /// Most shared replies one client may be owed at once (pipelines deeper than this pin).
+    static let maxSharedInFlight = 32
 
     static func mayShare(_ name: String, _ info: CommandInfo?) -> Bool {
         guard let info, !connectionScoped.contains(name) else { return false }
