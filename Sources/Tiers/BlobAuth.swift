@@ -46,3 +46,26 @@ public enum BlobAuth {
     /// The `Authorization` value for an Entra ID token (needs x-ms-version ≥ 2017-11-09).
     public static func bearerAuthorization(_ token: String) -> String { "Bearer " + token }
 }
+
+/// Splits a URL into what Shared Key signs: the path as sent and the query parameters decoded.
+enum BlobURL {
+    static func split(_ url: String) -> (path: String, query: [(String, String)]) {
+        var rest = Substring(url)
+        if let colon = rest.firstIndex(of: ":"), rest[colon...].hasPrefix("://") {
+            rest = rest[rest.index(colon, offsetBy: 3)...]
+        }
+        let pathStart = rest.firstIndex(of: "/") ?? rest.endIndex
+        let afterHost = rest[pathStart...]
+        let q = afterHost.firstIndex(of: "?")
+        let path = String(afterHost[..<(q ?? afterHost.endIndex)])
+        var query = [(String, String)]()
+        if let q = q {
+            for pair in afterHost[afterHost.index(after: q)...].split(separator: "&") {
+                let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                query.append((PercentEncoding.decode(String(kv[0])),
+                              kv.count > 1 ? PercentEncoding.decode(String(kv[1])) : ""))
+            }
+        }
+        return (path.isEmpty ? "/" : path, query)
+    }
+}
