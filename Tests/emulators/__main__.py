@@ -1,0 +1,5 @@
+import sys
+
+from Tests.emulators.run import main
+
+sys.exit(main())
