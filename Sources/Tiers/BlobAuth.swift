@@ -21,7 +21,7 @@ public enum BlobAuth {
                      "if-none-match", "if-unmodified-since", "range"] {
             s += (lower[name] ?? "") + "\n"
         }
-        xms.sort { $0.0 < $1.0 }
+        xms.sort { StorageHeaderCollation.less($0.0, $1.0) }
         for (n, v) in xms { s += n + ":" + v + "\n" }
         s += "/" + account + path
         var q = [String: [String]]()

@@ -159,6 +159,29 @@ public final class CosmosTier: Tier {
         }
     }
 
+    /// Creates the database and container if missing (emulators, first deployments), partitioned
+    /// on `partitionKeyPath`, with `defaultTtl` (-1: item ttl on, no default; nil: TTL off).
+    public func createDatabaseAndContainer(defaultTtl: Int? = -1, _ done: @escaping (Result<Void, TierError>) -> Void) {
+        let dbBody = JSONValue.object([("id", .string(config.database))]).serialized()
+        send("cosmos create database", verb: "POST", type: "dbs", link: "", path: "/dbs", pkValue: nil, body: dbBody,
+             upsert: false) { [self] r in
+            if case .failure(let e) = r { done(.failure(e)); return }
+            if case .success(let resp) = r, ![200, 201, 409].contains(resp.status) {
+                done(.failure(tierError(for: resp, "cosmos create database"))); return
+            }
+            var members: [(String, JSONValue)] = [
+                ("id", .string(config.container)),
+                ("partitionKey", .object([("paths", .array([.string(config.partitionKeyPath)])), ("kind", .string("Hash"))])),
+            ]
+            if let ttl = defaultTtl { members.append(("defaultTtl", .number(String(ttl)))) }
+            let dbPath = "/dbs/" + PercentEncoding.encode(config.database, keeping: PercentEncoding.unreserved)
+            send("cosmos create container", verb: "POST", type: "colls", link: "dbs/\(config.database)",
+                 path: dbPath + "/colls", pkValue: nil, body: JSONValue.object(members).serialized(), upsert: false) { r in
+                done(r.flatMap { [200, 201, 409].contains($0.status) ? .success(()) : .failure(tierError(for: $0, "cosmos create container")) })
+            }
+        }
+    }
+
     // MARK: Requests
 
     private func docLink(_ id: String) -> String { collectionLink + "/docs/" + id }
@@ -168,7 +191,7 @@ public final class CosmosTier: Tier {
 
     /// Sends one signed request (re-signed on each attempt).
     private func send(_ what: String, verb: String, type: String, link: String, path: String, pkValue: String?,
-                      body: [UInt8]?, _ done: @escaping (Result<HTTPResponse, TierError>) -> Void) {
+                      body: [UInt8]?, upsert: Bool = true, _ done: @escaping (Result<HTTPResponse, TierError>) -> Void) {
         let url = origin + path
         var fixed: [(String, String)] = [("x-ms-version", config.apiVersion), ("Accept", "application/json")]
         if let pk = pkValue {
@@ -177,7 +200,7 @@ public final class CosmosTier: Tier {
         }
         if body != nil {
             fixed.append(("Content-Type", "application/json"))
-            fixed.append(("x-ms-documentdb-is-upsert", "True"))
+            if upsert { fixed.append(("x-ms-documentdb-is-upsert", "True")) }
         }
         let timeout = config.requestTimeoutMillis
         let build: RequestBuilder = { [auth, scope] ready in

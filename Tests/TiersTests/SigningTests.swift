@@ -73,7 +73,7 @@ final class SigningTests: XCTestCase {
             BlobCase(method: "PUT", url: "http://127.0.0.1:10000/devstoreaccount1/memory/big?comp=blocklist",
                      headers: common + [("Content-Type", "application/xml")], length: 120),
             BlobCase(method: "DELETE", url: "http://127.0.0.1:10000/devstoreaccount1/memory/k?timeout=30",
-                     headers: common + [("x-ms-delete-snapshots", "include")], length: 0),
+                     headers: common + [("x-ms-delete-snapshots", "include"), ("x-ms-deletea", "1"), ("x-ms-client-request-id", "r"), ("x-ms-clientrequest", "s")], length: 0),
             BlobCase(method: "GET", url: "https://acct.blob.core.windows.net/memory?restype=container",
                      headers: common, length: 0),
         ]
