@@ -51,9 +51,7 @@ public final class CosmosTier: Tier {
         collectionLink = "dbs/\(config.database)/colls/\(config.container)"
         let enc = { (s: String) in PercentEncoding.encode(s, keeping: PercentEncoding.unreserved) }
         collectionPath = "/dbs/\(enc(config.database))/colls/\(enc(config.container))"
-        var policy = config.retry
-        policy.deadlineMillis = max(policy.deadlineMillis, config.requestTimeoutMillis)
-        client = RetryingClient(http: http ?? HTTPClient.forLoop(loop), policy: policy)
+        client = RetryingClient(http: http ?? HTTPClient.forLoop(loop), policy: config.retry)
         name = "warm cosmos \(origin)/\(config.database)/\(config.container)"
         if case .entraID(let c) = auth {
             let s = scope

@@ -14,15 +14,17 @@ final class ChildProcess {
     private let stdoutPipe = Pipe()
     private var buffered = [UInt8]()
 
-    init(_ args: [String], executable: String = "/usr/bin/env", env: [String: String] = [:]) throws {
+    init(_ args: [String], executable: String = "/usr/bin/env", env: [String: String] = [:], cwd: String? = nil) throws {
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = args
+        if let d = cwd { process.currentDirectoryURL = URL(fileURLWithPath: d) }
         var e = ProcessInfo.processInfo.environment
         for (k, v) in env { e[k] = v }
         process.environment = e
         process.standardOutput = stdoutPipe
         process.standardError = FileHandle.standardError
         try process.run()
+        registerForCleanup(process.processIdentifier)
     }
 
     /// Reads stdout lines until one starts with `prefix`, within `timeoutMillis`.
@@ -99,4 +101,16 @@ final class HTTPFixture {
     }
 
     func stop() { child.stop() }
+}
+
+/// Children still running when the test process exits are sent SIGTERM (shared emulators live
+/// in statics, which never deinit).
+nonisolated(unsafe) private var cleanupPIDs = [pid_t]()
+nonisolated(unsafe) private var cleanupRegistered = false
+private func registerForCleanup(_ pid: pid_t) {
+    cleanupPIDs.append(pid)
+    if !cleanupRegistered {
+        cleanupRegistered = true
+        atexit { for p in cleanupPIDs { kill(p, SIGTERM) } }
+    }
 }
