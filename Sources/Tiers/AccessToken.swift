@@ -34,9 +34,10 @@ public final class CachingTokenCredential: TokenCredential {
     /// Fetches made (for tests and stats).
     public private(set) var fetches = 0
 
-    public init(_ fetcher: TokenFetcher, clock: @escaping () -> Int64 = { wallClockMillis() / 1000 }) {
+    /// `clock` gives Unix seconds (nil: the wall clock); tests pass their own.
+    public init(_ fetcher: TokenFetcher, clock: (() -> Int64)? = nil) {
         self.fetcher = fetcher
-        self.clock = clock
+        self.clock = clock ?? { wallClockMillis() / 1000 }
     }
 
     public var kind: String { fetcher.kind }

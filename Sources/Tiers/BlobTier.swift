@@ -34,39 +34,6 @@ public struct BlobTierConfig {
         if parts.count >= 2 { return String(parts[1]) }
         return parts.first.map { String($0.split(separator: ".").first ?? $0) } ?? ""
     }
-
-    /// Parses an Azure Storage connection string
-    /// (`DefaultEndpointsProtocol=…;AccountName=…;AccountKey=…;BlobEndpoint=…;SharedAccessSignature=…`,
-    /// or `UseDevelopmentStorage=true`) into settings and credentials.
-    public static func fromConnectionString(_ text: String) throws(TierError) -> (BlobTierConfig, AzureAuth) {
-        var fields = [String: String]()
-        for part in text.split(separator: ";") {
-            guard let eq = part.firstIndex(of: "=") else { continue }
-            fields[part[..<eq].trimmingSpacesSub.lowercased()] = String(part[part.index(after: eq)...])
-        }
-        if fields["usedevelopmentstorage"]?.lowercased() == "true" {
-            fields["accountname"] = "devstoreaccount1"
-            fields["accountkey"] = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-            fields["blobendpoint"] = fields["blobendpoint"] ?? "http://127.0.0.1:10000/devstoreaccount1"
-        }
-        let account = fields["accountname"]
-        var url = fields["blobendpoint"]
-        if url == nil, let a = account {
-            url = "\(fields["defaultendpointsprotocol"] ?? "https")://\(a).blob.\(fields["endpointsuffix"] ?? "core.windows.net")"
-        }
-        guard let accountURL = url else {
-            throw .failed("connection string has neither BlobEndpoint nor AccountName")
-        }
-        var config = BlobTierConfig(accountURL: accountURL)
-        config.account = account
-        if let key = fields["accountkey"] { return (config, .sharedKey(SecretSetting(literal: Secret(key)))) }
-        if let sas = fields["sharedaccesssignature"] { return (config, .sas(SecretSetting(literal: Secret(sas)))) }
-        throw .failed("connection string has neither AccountKey nor SharedAccessSignature")
-    }
-}
-
-extension Substring {
-    var trimmingSpacesSub: String { String(self).trimmingSpaces }
 }
 
 /// The cold tier on Blob Storage over REST: one block blob per key, named by `TierNames.blobName`

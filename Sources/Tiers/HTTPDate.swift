@@ -32,13 +32,6 @@ enum HTTPDate {
     }
 }
 
-/// Wall-clock Unix milliseconds (entry expiries are absolute wall-clock times).
-public func wallClockMillis() -> Int64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_REALTIME, &ts)
-    return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
-}
-
 /// Monotonic milliseconds, for deadlines and latency.
 func monotonicMillis() -> Int64 {
     var ts = timespec()
