@@ -26,9 +26,9 @@ final class Emulators {
     let info: [String: Any]
 
     init(latencyMillis: Int = 0, tls: Bool = false) throws {
-        var args = ["python3", "-m", "Tests.emulators", "--latency-ms", String(latencyMillis)]
+        var args = ["python3", "Tests/fixtures/orphan_guard.py", "-m", "Tests.emulators", "--latency-ms", String(latencyMillis)]
         if tls { args.append("--tls") }
-        child = try ChildProcess(args, cwd: repoRoot)
+        child = try ChildProcess(args, cwd: repoRoot, stderrPath: "/tmp/tierproxy-emulators-\(getpid()).log")
         guard let line = child.waitForLine(prefix: "EMULATORS READY", timeoutMillis: 20_000),
               let data = line.dropFirst("EMULATORS READY ".count).data(using: .utf8),
               let json = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
@@ -77,10 +77,36 @@ final class Emulators {
 
     /// The emulators shared by every test in this process (started on first use).
     nonisolated(unsafe) static var sharedInstance: Emulators?
+    static let sharedLock = NSLock()
     static func shared() throws -> Emulators {
+        sharedLock.lock(); defer { sharedLock.unlock() }
         if let e = sharedInstance { return e }
         let e = try Emulators()
         sharedInstance = e
+        return e
+    }
+
+    /// Creates the Cosmos database/container and the blob container the shared tests use (once).
+    nonisolated(unsafe) static var prepared = false
+    static func sharedPrepared() throws -> Emulators {
+        let e = try shared()
+        sharedLock.lock(); defer { sharedLock.unlock() }
+        if prepared { return e }
+        let loop = EventLoop()
+        let http = HTTPClient(loop: loop)
+        for pk in ["/id", "/pk", "/service"] {
+            var cfg = CosmosTierConfig(endpoint: e.cosmos)
+            cfg.container = pk == "/id" ? "state" : "state" + pk.dropFirst()
+            cfg.partitionKeyPath = pk
+            let cosmos = try CosmosTier(loop: loop, config: cfg, auth: .sharedKey(SecretSetting(e.cosmosKey)), http: http)
+            let r: Result<Void, TierError>? = runOp(loop) { cosmos.createDatabaseAndContainer(defaultTtl: -1, $0) }
+            try r?.get()
+        }
+        let blob = BlobTier(loop: loop, config: BlobTierConfig(accountURL: e.blob), auth: .sharedKey(SecretSetting(e.blobKey)), http: http)
+        let r: Result<Void, TierError>? = runOp(loop) { blob.createContainer($0) }
+        try r?.get()
+        http.close()
+        prepared = true
         return e
     }
 }

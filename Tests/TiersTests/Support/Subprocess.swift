@@ -14,7 +14,10 @@ final class ChildProcess {
     private let stdoutPipe = Pipe()
     private var buffered = [UInt8]()
 
-    init(_ args: [String], executable: String = "/usr/bin/env", env: [String: String] = [:], cwd: String? = nil) throws {
+    /// `stderrPath`: where the child's stderr goes (nil: inherited). A child that outlives a crashed
+    /// test process must not hold the test runner's pipes open.
+    init(_ args: [String], executable: String = "/usr/bin/env", env: [String: String] = [:], cwd: String? = nil,
+         stderrPath: String? = nil) throws {
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = args
         if let d = cwd { process.currentDirectoryURL = URL(fileURLWithPath: d) }
@@ -22,7 +25,12 @@ final class ChildProcess {
         for (k, v) in env { e[k] = v }
         process.environment = e
         process.standardOutput = stdoutPipe
-        process.standardError = FileHandle.standardError
+        if let path = stderrPath {
+            FileManager.default.createFile(atPath: path, contents: nil)
+            process.standardError = FileHandle(forWritingAtPath: path)
+        } else {
+            process.standardError = FileHandle.standardError
+        }
         try process.run()
         registerForCleanup(process.processIdentifier)
     }
@@ -93,7 +101,9 @@ final class HTTPFixture {
     var base: String { "http://127.0.0.1:\(port)" }
 
     init() throws {
-        child = try ChildProcess(["python3", repoRoot + "/Tests/fixtures/http_fixture.py", "0"])
+        child = try ChildProcess(["python3", repoRoot + "/Tests/fixtures/orphan_guard.py",
+                                  repoRoot + "/Tests/fixtures/http_fixture.py", "0"],
+                                 stderrPath: "/tmp/tierproxy-http-fixture-\(getpid()).log")
         guard let line = child.waitForLine(prefix: "PORT"), let p = Int(line.split(separator: " ")[1]) else {
             throw NSError(domain: "HTTPFixture", code: 1, userInfo: [NSLocalizedDescriptionKey: "fixture did not start"])
         }
@@ -111,6 +121,6 @@ private func registerForCleanup(_ pid: pid_t) {
     cleanupPIDs.append(pid)
     if !cleanupRegistered {
         cleanupRegistered = true
-        atexit { for p in cleanupPIDs { kill(p, SIGTERM) } }
+        atexit { for p in cleanupPIDs { kill(p, SIGKILL) } }
     }
 }
