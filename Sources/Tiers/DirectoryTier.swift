@@ -30,6 +30,9 @@ public final class DirectoryTier: SharedTier {
     public let sync: Sync
     public let valueLimit: Int
     private let workers: [WorkerThread<Job>]
+    /// What the worker-side jobs capture instead of `self`, so the tier is never released (and
+    /// its threads joined) from one of its own worker threads.
+    private let files: DirectoryFiles
 
     /// Uses (creating if needed) the directory at `path`.
     public init(path: String, compressThreshold: Int = 1 << 20, sync: Sync = .full, workers: Int = 2,
@@ -40,6 +43,7 @@ public final class DirectoryTier: SharedTier {
         self.sync = sync
         self.valueLimit = valueLimit
         try FileOps.makeDirectories(root)
+        files = DirectoryFiles(compressThreshold: compressThreshold, sync: sync, valueLimit: valueLimit)
         var pool = [WorkerThread<Job>]()
         for _ in 0..<max(1, workers) {
             pool.append(WorkerThread(maxBatch: 64) { jobs in for job in jobs { job.loop.execute(job.work()) } })
@@ -55,28 +59,32 @@ public final class DirectoryTier: SharedTier {
     // MARK: - SharedTier
 
     public func get(_ keys: [TierKey], on loop: EventLoop, _ done: @escaping ([Result<Entry?, TierError>]) -> Void) {
-        dispatch(keys, key: { $0 }, on: loop, done) { key, path in self.read(key, path) }
+        let files = self.files
+        dispatch(keys, key: { $0 }, on: loop, done) { key, path in files.read(key, path) }
     }
 
     public func put(_ items: [(TierKey, Entry)], on loop: EventLoop, _ done: @escaping ([Result<Void, TierError>]) -> Void) {
-        dispatch(items, key: { $0.0 }, on: loop, done) { item, path in self.write(item.0, item.1, path) }
+        let files = self.files
+        dispatch(items, key: { $0.0 }, on: loop, done) { item, path in files.write(item.0, item.1, path) }
     }
 
     public func delete(_ keys: [TierKey], on loop: EventLoop, _ done: @escaping ([Result<Void, TierError>]) -> Void) {
-        dispatch(keys, key: { $0 }, on: loop, done) { _, path in self.remove(path) }
+        let files = self.files
+        dispatch(keys, key: { $0 }, on: loop, done) { _, path in files.remove(path) }
     }
 
     public func check(on loop: EventLoop, _ done: @escaping (Result<String, TierError>) -> Void) {
         let probe = TierKey(db: 0, Array(".check".utf8))
         let entry = Entry(value: Array("probe".utf8))
         let path = root + "/.check-probe"
+        let name = self.name
         submit(probe, on: loop, closed: { done(.failure($0)) }) {
             let result: Result<String, TierError>
             do throws(TierError) {
                 try FileOps.writeAtomically(path, EntryEnvelope.encode(key: probe, entry: entry), sync: .none)
                 _ = try FileOps.readFile(path)
                 _ = unlink(path)
-                result = .success("ok: \(self.name)")
+                result = .success("ok: \(name)")
             } catch {
                 result = .failure(error)
             }
@@ -138,9 +146,15 @@ public final class DirectoryTier: SharedTier {
         }
     }
 
-    // MARK: - Worker side
+}
 
-    private func read(_ key: TierKey, _ path: String) -> Result<Entry?, TierError> {
+/// The file work of a `DirectoryTier`, run on its worker threads.
+private struct DirectoryFiles {
+    let compressThreshold: Int
+    let sync: DirectoryTier.Sync
+    let valueLimit: Int
+
+    func read(_ key: TierKey, _ path: String) -> Result<Entry?, TierError> {
         do throws(TierError) {
             guard let bytes = try FileOps.readFile(path) else { return .success(nil) }
             let contents = try EntryEnvelope.decode(bytes)
@@ -157,7 +171,7 @@ public final class DirectoryTier: SharedTier {
         }
     }
 
-    private func write(_ key: TierKey, _ entry: Entry, _ path: String) -> Result<Void, TierError> {
+    func write(_ key: TierKey, _ entry: Entry, _ path: String) -> Result<Void, TierError> {
         var envelope: [UInt8]
         if entry.value.count >= compressThreshold {
             let z = Gzip.compress(entry.value)
@@ -176,7 +190,7 @@ public final class DirectoryTier: SharedTier {
         }
     }
 
-    private func remove(_ path: String) -> Result<Void, TierError> {
+    func remove(_ path: String) -> Result<Void, TierError> {
         if unlink(path) != 0 {
             return errno == ENOENT ? .success(()) : .failure(FileOps.error("cannot delete \(path)"))
         }
