@@ -74,11 +74,11 @@ public final class DirectoryTier: SharedTier {
     }
 
     public func check(on loop: EventLoop, _ done: @escaping (Result<String, TierError>) -> Void) {
-        let probe = TierKey(db: 0, Array(".check".utf8))
+        let probe = TierKey(db: 0, Array(".check".utf8))  // dot names are never readable file names
         let entry = Entry(value: Array("probe".utf8))
         let path = root + "/.check-probe"
         let name = self.name
-        submit(probe, on: loop, closed: { done(.failure($0)) }) {
+        submit(0, on: loop, closed: { done(.failure($0)) }) {
             let result: Result<String, TierError>
             do throws(TierError) {
                 try FileOps.writeAtomically(path, EntryEnvelope.encode(key: probe, entry: entry), sync: .none)
@@ -95,12 +95,17 @@ public final class DirectoryTier: SharedTier {
     // MARK: - Paths and routing
 
     /// The file for `key`: `<root>/<ab>/<cd>/<name>`.
-    public func path(for key: TierKey) -> String {
+    public func path(for key: TierKey) -> String { location(of: key).path }
+
+    /// The file for `key` and the hash of its name (which also picks the worker, so every
+    /// operation on one file runs on one thread, in order).
+    private func location(of key: TierKey) -> (path: String, hash: UInt64) {
         let fileName = TierNames.fileName(key)
         let h = Self.fnv1a(fileName.utf8)
         let hex = TierNames.hex([UInt8(truncatingIfNeeded: h >> 56), UInt8(truncatingIfNeeded: h >> 48)])
-        return root + "/" + String(decoding: hex[0..<2], as: UTF8.self) + "/" + String(decoding: hex[2..<4], as: UTF8.self)
+        let path = root + "/" + String(decoding: hex[0..<2], as: UTF8.self) + "/" + String(decoding: hex[2..<4], as: UTF8.self)
             + "/" + fileName
+        return (path, h)
     }
 
     /// FNV-1a, 64-bit: stable across platforms and releases (it places files; never change it).
@@ -116,10 +121,10 @@ public final class DirectoryTier: SharedTier {
         let work: () -> () -> Void
     }
 
-    /// Queues `work` on `key`'s worker; if the tier is closed, runs `closed` on `loop` instead.
-    private func submit(_ key: TierKey, on loop: EventLoop, closed: @escaping (TierError) -> Void,
+    /// Queues `work` on the worker for `hash`; if the tier is closed, runs `closed` on `loop` instead.
+    private func submit(_ hash: UInt64, on loop: EventLoop, closed: @escaping (TierError) -> Void,
                         _ work: @escaping () -> () -> Void) {
-        let worker = workers[Int(Self.fnv1a(key.bytes) % UInt64(workers.count))]
+        let worker = workers[Int(hash % UInt64(workers.count))]
         if !worker.submit(Job(loop: loop, work: work)) {
             let error = TierError.unavailable("\(name) is closed")
             loop.execute { closed(error) }
@@ -137,15 +142,13 @@ public final class DirectoryTier: SharedTier {
         // Touched only on `loop` (each part's completion runs there), so no lock.
         let gather = Gather<T>(count: items.count, done)
         for (i, item) in items.enumerated() {
-            let k = key(item)
-            let path = self.path(for: k)
-            submit(k, on: loop, closed: { gather.set(i, .failure($0)) }) {
+            let (path, hash) = location(of: key(item))
+            submit(hash, on: loop, closed: { gather.set(i, .failure($0)) }) {
                 let result = op(item, path)
                 return { gather.set(i, result) }
             }
         }
     }
-
 }
 
 /// The file work of a `DirectoryTier`, run on its worker threads.
@@ -172,7 +175,7 @@ private struct DirectoryFiles {
     }
 
     func write(_ key: TierKey, _ entry: Entry, _ path: String) -> Result<Void, TierError> {
-        var envelope: [UInt8]
+        let envelope: [UInt8]
         if entry.value.count >= compressThreshold {
             let z = Gzip.compress(entry.value)
             // Already-compressed data (images, archives) can grow: keep whichever is smaller.
