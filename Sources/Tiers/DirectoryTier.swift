@@ -30,6 +30,9 @@ public final class DirectoryTier: SharedTier {
     public let sync: Sync
     public let valueLimit: Int
     private let workers: [WorkerThread<Job>]
+    /// What the worker-side jobs capture instead of `self`, so the tier is never released (and
+    /// its threads joined) from one of its own worker threads.
+    private let files: DirectoryFiles
 
     /// Uses (creating if needed) the directory at `path`.
     public init(path: String, compressThreshold: Int = 1 << 20, sync: Sync = .full, workers: Int = 2,
@@ -40,6 +43,7 @@ public final class DirectoryTier: SharedTier {
         self.sync = sync
         self.valueLimit = valueLimit
         try FileOps.makeDirectories(root)
+        files = DirectoryFiles(compressThreshold: compressThreshold, sync: sync, valueLimit: valueLimit)
         var pool = [WorkerThread<Job>]()
         for _ in 0..<max(1, workers) {
             pool.append(WorkerThread(maxBatch: 64) { jobs in for job in jobs { job.loop.execute(job.work()) } })
@@ -55,28 +59,32 @@ public final class DirectoryTier: SharedTier {
     // MARK: - SharedTier
 
     public func get(_ keys: [TierKey], on loop: EventLoop, _ done: @escaping ([Result<Entry?, TierError>]) -> Void) {
-        dispatch(keys, key: { $0 }, on: loop, done) { key, path in self.read(key, path) }
+        let files = self.files
+        dispatch(keys, key: { $0 }, on: loop, done) { key, path in files.read(key, path) }
     }
 
     public func put(_ items: [(TierKey, Entry)], on loop: EventLoop, _ done: @escaping ([Result<Void, TierError>]) -> Void) {
-        dispatch(items, key: { $0.0 }, on: loop, done) { item, path in self.write(item.0, item.1, path) }
+        let files = self.files
+        dispatch(items, key: { $0.0 }, on: loop, done) { item, path in files.write(item.0, item.1, path) }
     }
 
     public func delete(_ keys: [TierKey], on loop: EventLoop, _ done: @escaping ([Result<Void, TierError>]) -> Void) {
-        dispatch(keys, key: { $0 }, on: loop, done) { _, path in self.remove(path) }
+        let files = self.files
+        dispatch(keys, key: { $0 }, on: loop, done) { _, path in files.remove(path) }
     }
 
     public func check(on loop: EventLoop, _ done: @escaping (Result<String, TierError>) -> Void) {
-        let probe = TierKey(db: 0, Array(".check".utf8))
+        let probe = TierKey(db: 0, Array(".check".utf8))  // dot names are never readable file names
         let entry = Entry(value: Array("probe".utf8))
         let path = root + "/.check-probe"
-        submit(probe, on: loop, closed: { done(.failure($0)) }) {
+        let name = self.name
+        submit(0, on: loop, closed: { done(.failure($0)) }) {
             let result: Result<String, TierError>
             do throws(TierError) {
                 try FileOps.writeAtomically(path, EntryEnvelope.encode(key: probe, entry: entry), sync: .none)
                 _ = try FileOps.readFile(path)
                 _ = unlink(path)
-                result = .success("ok: \(self.name)")
+                result = .success("ok: \(name)")
             } catch {
                 result = .failure(error)
             }
@@ -87,12 +95,17 @@ public final class DirectoryTier: SharedTier {
     // MARK: - Paths and routing
 
     /// The file for `key`: `<root>/<ab>/<cd>/<name>`.
-    public func path(for key: TierKey) -> String {
+    public func path(for key: TierKey) -> String { location(of: key).path }
+
+    /// The file for `key` and the hash of its name (which also picks the worker, so every
+    /// operation on one file runs on one thread, in order).
+    private func location(of key: TierKey) -> (path: String, hash: UInt64) {
         let fileName = TierNames.fileName(key)
         let h = Self.fnv1a(fileName.utf8)
         let hex = TierNames.hex([UInt8(truncatingIfNeeded: h >> 56), UInt8(truncatingIfNeeded: h >> 48)])
-        return root + "/" + String(decoding: hex[0..<2], as: UTF8.self) + "/" + String(decoding: hex[2..<4], as: UTF8.self)
+        let path = root + "/" + String(decoding: hex[0..<2], as: UTF8.self) + "/" + String(decoding: hex[2..<4], as: UTF8.self)
             + "/" + fileName
+        return (path, h)
     }
 
     /// FNV-1a, 64-bit: stable across platforms and releases (it places files; never change it).
@@ -108,10 +121,10 @@ public final class DirectoryTier: SharedTier {
         let work: () -> () -> Void
     }
 
-    /// Queues `work` on `key`'s worker; if the tier is closed, runs `closed` on `loop` instead.
-    private func submit(_ key: TierKey, on loop: EventLoop, closed: @escaping (TierError) -> Void,
+    /// Queues `work` on the worker for `hash`; if the tier is closed, runs `closed` on `loop` instead.
+    private func submit(_ hash: UInt64, on loop: EventLoop, closed: @escaping (TierError) -> Void,
                         _ work: @escaping () -> () -> Void) {
-        let worker = workers[Int(Self.fnv1a(key.bytes) % UInt64(workers.count))]
+        let worker = workers[Int(hash % UInt64(workers.count))]
         if !worker.submit(Job(loop: loop, work: work)) {
             let error = TierError.unavailable("\(name) is closed")
             loop.execute { closed(error) }
@@ -129,18 +142,22 @@ public final class DirectoryTier: SharedTier {
         // Touched only on `loop` (each part's completion runs there), so no lock.
         let gather = Gather<T>(count: items.count, done)
         for (i, item) in items.enumerated() {
-            let k = key(item)
-            let path = self.path(for: k)
-            submit(k, on: loop, closed: { gather.set(i, .failure($0)) }) {
+            let (path, hash) = location(of: key(item))
+            submit(hash, on: loop, closed: { gather.set(i, .failure($0)) }) {
                 let result = op(item, path)
                 return { gather.set(i, result) }
             }
         }
     }
+}
 
-    // MARK: - Worker side
+/// The file work of a `DirectoryTier`, run on its worker threads.
+private struct DirectoryFiles {
+    let compressThreshold: Int
+    let sync: DirectoryTier.Sync
+    let valueLimit: Int
 
-    private func read(_ key: TierKey, _ path: String) -> Result<Entry?, TierError> {
+    func read(_ key: TierKey, _ path: String) -> Result<Entry?, TierError> {
         do throws(TierError) {
             guard let bytes = try FileOps.readFile(path) else { return .success(nil) }
             let contents = try EntryEnvelope.decode(bytes)
@@ -157,8 +174,8 @@ public final class DirectoryTier: SharedTier {
         }
     }
 
-    private func write(_ key: TierKey, _ entry: Entry, _ path: String) -> Result<Void, TierError> {
-        var envelope: [UInt8]
+    func write(_ key: TierKey, _ entry: Entry, _ path: String) -> Result<Void, TierError> {
+        let envelope: [UInt8]
         if entry.value.count >= compressThreshold {
             let z = Gzip.compress(entry.value)
             // Already-compressed data (images, archives) can grow: keep whichever is smaller.
@@ -176,7 +193,7 @@ public final class DirectoryTier: SharedTier {
         }
     }
 
-    private func remove(_ path: String) -> Result<Void, TierError> {
+    func remove(_ path: String) -> Result<Void, TierError> {
         if unlink(path) != 0 {
             return errno == ENOENT ? .success(()) : .failure(FileOps.error("cannot delete \(path)"))
         }

@@ -218,6 +218,7 @@ final class SQLiteDatabase {
     private static func classify(_ rc: Int32, _ message: String) -> TierError {
         switch rc & 0xFF {
         case SQLITE_CORRUPT, SQLITE_NOTADB: return .corrupt(message)
+        case SQLITE_TOOBIG: return .tooLarge(limit: 1_000_000_000)  // SQLITE_MAX_LENGTH's default
         case SQLITE_BUSY, SQLITE_LOCKED, SQLITE_FULL, SQLITE_IOERR, SQLITE_CANTOPEN, SQLITE_READONLY:
             return .unavailable(message)
         default: return .failed(message)

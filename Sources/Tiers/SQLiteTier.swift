@@ -38,6 +38,13 @@ public final class SQLiteTier: SharedTier {
     /// Jobs waiting for the worker.
     public var queueDepth: Int { worker.depth }
 
+    /// Transactions committed (or tried) and the jobs they carried: jobs / batches is the
+    /// group-commit factor.
+    public var served: (batches: Int, jobs: Int) { worker.served }
+
+    func suspendWorker() { worker.suspend() }
+    func resumeWorker() { worker.resume() }
+
     // MARK: - SharedTier
 
     public func get(_ keys: [TierKey], on loop: EventLoop, _ done: @escaping ([Result<Entry?, TierError>]) -> Void) {

@@ -10,6 +10,9 @@ final class WorkerThread<Job> {
     private var wake = pthread_cond_t()
     private var queue = [Job]()
     private var stopping = false
+    private var suspended = false
+    private var batches = 0
+    private var jobs = 0
     private var thread = pthread_t()
     private var started = false
     private let maxBatch: Int
@@ -47,6 +50,27 @@ final class WorkerThread<Job> {
         return queue.count
     }
 
+    /// Batches and jobs served so far (group-commit effectiveness, for stats and tests).
+    var served: (batches: Int, jobs: Int) {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return (batches, jobs)
+    }
+
+    /// Holds the worker between batches until `resume()` (tests use it to queue a known batch).
+    func suspend() {
+        pthread_mutex_lock(&mutex)
+        suspended = true
+        pthread_mutex_unlock(&mutex)
+    }
+
+    func resume() {
+        pthread_mutex_lock(&mutex)
+        suspended = false
+        pthread_cond_signal(&wake)
+        pthread_mutex_unlock(&mutex)
+    }
+
     /// Finishes every queued job, then ends the thread and waits for it. Idempotent.
     func stop() {
         pthread_mutex_lock(&mutex)
@@ -54,13 +78,14 @@ final class WorkerThread<Job> {
         stopping = true
         pthread_cond_signal(&wake)
         pthread_mutex_unlock(&mutex)
-        if !wasStopping && started { pthread_join(thread, nil) }
+        // Never join from the worker itself (a job dropping the last reference to its owner).
+        if !wasStopping && started && pthread_equal(pthread_self(), thread) == 0 { pthread_join(thread, nil) }
     }
 
     private func serve() {
         while true {
             pthread_mutex_lock(&mutex)
-            while queue.isEmpty && !stopping { pthread_cond_wait(&wake, &mutex) }
+            while (queue.isEmpty || suspended) && !stopping { pthread_cond_wait(&wake, &mutex) }
             if queue.isEmpty {  // stopping and drained
                 pthread_mutex_unlock(&mutex)
                 return
@@ -73,6 +98,8 @@ final class WorkerThread<Job> {
                 batch = Array(queue.prefix(maxBatch))
                 queue.removeFirst(maxBatch)
             }
+            batches += 1
+            jobs += batch.count
             pthread_mutex_unlock(&mutex)
             process(batch)
         }

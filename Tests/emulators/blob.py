@@ -154,6 +154,7 @@ MESSAGES = {
                                   "header is formed correctly including the signature."),
     "AuthorizationPermissionMismatch": (403, "This request is not authorized to perform this operation using this permission."),
     "AuthorizationResourceTypeMismatch": (403, "This request is not authorized to perform this operation using this resource type."),
+    "AuthorizationServiceMismatch": (403, "This request is not authorized to perform this operation using this service."),
     "AuthorizationProtocolMismatch": (403, "This request is not authorized to perform this operation using this protocol."),
     "NoAuthenticationInformation": (401, "Server failed to authenticate the request. Please refer to the information in the www-authenticate header."),
     "InvalidAuthenticationInfo": (401, "Authentication information is not given in the correct format. Check the value of Authorization header."),
@@ -338,7 +339,7 @@ class BlobEmulator(Emulator):
         if "ss" in q or "srt" in q:
             sts = account_sas_string_to_sign(q, self.account)
             if "b" not in q.get("ss", ""):
-                raise err("AuthorizationServiceMismatch") if False else err("AuthorizationResourceTypeMismatch")
+                raise err("AuthorizationServiceMismatch")
             need_rt = "o" if blob else ("c" if container else "s")
             if need_rt not in q.get("srt", ""):
                 raise err("AuthorizationResourceTypeMismatch")
@@ -636,8 +637,6 @@ class BlobEmulator(Emulator):
                                 headers={"Content-Range": f"bytes */{len(b.data)}"})
             if r is not None:
                 s, e = r
-                if s == 0 and e == len(b.data) - 1 and False:
-                    pass
                 h["Content-Range"] = f"bytes {s}-{e}/{len(b.data)}"
                 if "Content-MD5" in h:
                     if "Content-MD5" in b.props:

@@ -106,7 +106,9 @@ class CosmosEmulator(Emulator):
                  aad_audiences=AAD_AUDIENCES):
         super().__init__(host, port, tls=tls, verbose=verbose)
         self.key = key
-        self.aad_audiences = tuple(aad_audiences) + (self.url,)
+        # the SDK asks for scheme://host/.default (no port), like https://{account}.documents.azure.com/.default
+        self.aad_audiences = tuple(aad_audiences) + (self.url, f"{self.scheme}://{self.host}",
+                                                     f"{self.scheme}://localhost")
         self.lock = threading.RLock()
         self.lsn = 0
         self.reset_state()
@@ -218,7 +220,7 @@ class CosmosEmulator(Emulator):
         if typ != "master":
             raise CosmosError(401, "Unauthorized", "Resource tokens are not supported by this emulator.")
         x_date = req.header("x-ms-date", "")
-        date = req.header("date", "") if True else ""
+        date = req.header("date", "")
         if not x_date and not date:
             raise CosmosError(401, "Unauthorized", "The input authorization token can't serve the request. "
                               "Required header x-ms-date or date is missing.")
@@ -238,10 +240,9 @@ class CosmosEmulator(Emulator):
             rtype, link = seg[-1], "/".join(seg[:-1])
         else:
             rtype, link = seg[-2], "/".join(seg)
-        # if x-ms-date is present the Date slot of the string is empty (the service signs with x-ms-date)
+        # With x-ms-date present the last slot is empty (the service signs with x-ms-date);
+        # without it, the Date header goes in the last slot.
         payload = string_to_sign(req.method, rtype, link, x_date, "" if x_date else date)
-        if not x_date:
-            payload = string_to_sign(req.method, rtype, link, "", date)
         expected = base64.b64encode(hmac.new(base64.b64decode(self.key), payload.encode(),
                                              hashlib.sha256).digest()).decode()
         if not hmac.compare_digest(expected, sig):
@@ -368,7 +369,8 @@ class CosmosEmulator(Emulator):
             raise CosmosError(400, "BadRequest", f"The input name '{name}' is invalid. Ensure to provide a unique "
                               f"non-empty string less than '{limit + 1}' characters. Ensure to not use any "
                               "forbidden characters (/\\?#) or a trailing space.")
-        if len(name) > limit if limit == 255 else len(name.encode()) > limit:
+        too_long = len(name) > limit if limit == 255 else len(name.encode("utf-8")) > limit
+        if too_long:
             raise CosmosError(400, "BadRequest", f"The input name '{name[:40]}...' is invalid. Ensure to provide "
                               f"a unique non-empty string less than '{limit + 1}' characters.")
 

@@ -151,8 +151,9 @@ class IdentityEmulator(Emulator):
                                    "token_type": "Bearer", "client_id": self.client_id})
 
     def _aad_error(self, status, error, desc):
-        return json_response(status, {"error": error, "error_description": desc, "error_codes": [int(desc[6:13])]
-                                      if desc.startswith("AADSTS") else [], "timestamp": time.strftime(
+        m = re.match(r"AADSTS(\d+)", desc)
+        return json_response(status, {"error": error, "error_description": desc,
+                                      "error_codes": [int(m.group(1))] if m else [], "timestamp": time.strftime(
                                           "%Y-%m-%d %H:%M:%SZ", time.gmtime()), "trace_id": str(uuid.uuid4()),
                                       "correlation_id": str(uuid.uuid4())})
 
