@@ -236,3 +236,33 @@ final class HTTPClientTests: XCTestCase {
         XCTAssertEqual(p.delayMillis(retry: 1, serverHintMillis: 1234), 1234)
     }
 }
+
+/// TLS against the emulators' self-signed certificate: verified with the configured CA bundle,
+/// refused without it.
+final class HTTPClientTLSTests: XCTestCase {
+    func testVerificationUsesConfiguredCABundle() throws {
+        let emu = try Emulators(tls: true)
+        defer { emu.stop() }
+        let ca = emu["ca_cert"]
+        try XCTSkipIf(ca.isEmpty, "emulators report no CA certificate")
+        XCTAssertTrue(emu.cosmos.hasPrefix("https://"))
+        var trusted = HTTPClientOptions()
+        trusted.caBundlePath = ca
+        let ok = syncRequest(HTTPRequest(method: "GET", url: emu.cosmos + "/__health"), options: trusted)
+        XCTAssertEqual(try ok.get().status, 200)
+        let refused = syncRequest(HTTPRequest(method: "GET", url: emu.cosmos + "/__health"))
+        guard case .failure(.connect(let m)) = refused else { return XCTFail("self-signed certificate accepted: \(refused)") }
+        XCTAssertTrue(m.lowercased().contains("certificate"), m)
+
+        // A Cosmos tier over TLS with the bundle works end to end.
+        let loop = EventLoop()
+        let tier = try CosmosTier(loop: loop, config: CosmosTierConfig(endpoint: emu.cosmos),
+                                  auth: .sharedKey(SecretSetting(emu.cosmosKey)), http: HTTPClient(loop: loop, options: trusted))
+        let made: Result<Void, TierError>? = runOp(loop) { tier.createDatabaseAndContainer($0) }
+        XCTAssertNoThrow(try made?.get())
+        let put: Result<Void, TierError>? = runOp(loop) { tier.put(TierKey("tls"), Entry(value: [1]), $0) }
+        XCTAssertNoThrow(try put?.get())
+        let got: Result<Entry?, TierError>? = runOp(loop) { tier.get(TierKey("tls"), $0) }
+        XCTAssertEqual(try got?.get(), Entry(value: [1]))
+    }
+}
