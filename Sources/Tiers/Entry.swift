@@ -10,7 +10,8 @@ public enum ValueEncoding: String, Sendable {
 }
 
 /// One stored value with its metadata: the single envelope every lower tier stores.
-/// (Wire/document layout per backend: see the backend files and the README's "Entry format".)
+/// Stored as an `EntryEnvelope` (SQLite, directory) or as a value plus `EntryMetadata` fields
+/// (Cosmos document properties, blob `x-ms-meta-*`); both formats are documented in those files.
 public struct Entry: Equatable, Sendable {
     /// The value's bytes, decoded (never gzip here).
     public var value: [UInt8]

@@ -1,0 +1,45 @@
+import Reactor
+import Testing
+@testable import Tiers
+
+/// The shared conformance suite on CosmosTier and BlobTier against the emulators.
+@Suite struct HTTPTierConformance {
+    /// Cosmos items hold at most 2 MB: the 5 MB scenario is the cold tier's (see `cosmosRefusesFiveMegabytes`).
+    static let cosmosScenarios = TierConformance.scenarios.filter { $0.name != "5 MB value" }
+
+    @Test(arguments: cosmosScenarios)
+    func cosmos(_ scenario: TierScenario) throws {
+        let emu = try Emulators.sharedPrepared()
+        try TierConformance.run(scenario) { loop in
+            try CosmosTier(loop: loop, config: CosmosTierConfig(endpoint: emu.cosmos),
+                           auth: .sharedKey(SecretSetting(emu.cosmosKey)), http: HTTPClient.forLoop(loop))
+        }
+    }
+
+    @Test(arguments: TierConformance.scenarios)
+    func blob(_ scenario: TierScenario) throws {
+        let emu = try Emulators.sharedPrepared()
+        try TierConformance.run(scenario) { loop in
+            var cfg = BlobTierConfig(accountURL: emu.blob)
+            // Small limits so the 5 MB scenario goes up in blocks and compressed.
+            cfg.singlePutLimit = 1 << 20
+            cfg.blockSize = 256 << 10
+            cfg.compressThreshold = 64 << 10
+            return BlobTier(loop: loop, config: cfg, auth: .sharedKey(SecretSetting(emu.blobKey)), http: HTTPClient.forLoop(loop))
+        }
+    }
+
+    @Test func cosmosRefusesFiveMegabytes() throws {
+        let emu = try Emulators.sharedPrepared()
+        let harness = LoopHarness()
+        let r: Result<Void, TierError> = try harness.wait("put") { done in
+            do {
+                let tier = try CosmosTier(loop: harness.loop, config: CosmosTierConfig(endpoint: emu.cosmos),
+                                          auth: .sharedKey(SecretSetting(emu.cosmosKey)), http: HTTPClient.forLoop(harness.loop))
+                tier.put(TierKey("five-mb"), Entry(value: TierConformance.bigValue(5_000_000))) { r in _ = tier; done(r) }
+            } catch { done(.failure(error as! TierError)) }
+        }
+        guard case .failure(let e) = r else { Issue.record("5 MB stored in Cosmos"); return }
+        #expect(e == .tooLarge(limit: 2 * 1024 * 1024))
+    }
+}
