@@ -220,6 +220,9 @@ def http_date(ts: float | None = None) -> str:
 
 class BaseHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two sends; with Nagle on, the body would wait for the client's
+    # delayed ACK (~40 ms) on every response that has one. The real services don't stall so.
+    disable_nagle_algorithm = True
     server_version = "tierproxy-emulator"
     sys_version = ""
 
