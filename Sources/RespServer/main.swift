@@ -28,6 +28,9 @@ func runMain() -> Int32 {
             p += 1
         }
         let config = try loader.load(environment: env)
+        if loader.action == .tiersCheck {
+            return runTiersCheck(config: config, environment: env)
+        }
         if loader.action == .checkConfig {
             print("Configuration OK (\(loader.configFile ?? "defaults")): port \(config.port), upstream \(config.upstream)")
             return 0
@@ -49,6 +52,7 @@ func helpText() -> String {
     Usage: tierproxy [/path/to/tierproxy.conf] [--config FILE] [--<directive> <value> ...]
            tierproxy --check-config [FILE] [options]   validate and exit
            tierproxy --print-config                    print the documented default conf file
+           tierproxy tiers check [FILE] [options]      connect to each configured tier, one line each
            tierproxy --version | --help
 
     Every directive can be given as a flag (--port 6381) or an env var (TIERPROXY_PORT=6381).
