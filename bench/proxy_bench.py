@@ -28,7 +28,7 @@ def wait_ping(port, deadline=20.0):
     while time.time() < end:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                s.sendall(b"PING\r\n")
+                s.sendall(b"*1\r\n$4\r\nPING\r\n")
                 if s.recv(64).startswith(b"+PONG"):
                     return
         except OSError:
@@ -69,7 +69,7 @@ def idle_client_rss(port, pid, clients=1000):
     try:
         for _ in range(clients):
             s = socket.create_connection(("127.0.0.1", port), timeout=5)
-            s.sendall(b"PING\r\n")
+            s.sendall(b"*1\r\n$4\r\nPING\r\n")
             socks.append(s)
         for s in socks:
             assert s.recv(16).startswith(b"+PONG")
@@ -99,7 +99,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--requests", type=int, default=200000)
     ap.add_argument("--p1-requests", type=int, default=100000)
-    ap.add_argument("--threads", default="0", help="tierproxy threads (0 = one per core)")
+    ap.add_argument("--threads", default="1,0",
+                    help="tierproxy thread counts to run, comma-separated (0 = one per core)")
     ap.add_argument("--write", help="replace the proxy section of this markdown file")
     args = ap.parse_args()
 
@@ -116,12 +117,16 @@ def main():
             f.write(f"bench:\n  listen: 127.0.0.1:{tport}\n  hash: fnv1a_64\n  distribution: ketama\n"
                     f"  redis: true\n  auto_eject_hosts: false\n  servers:\n   - 127.0.0.1:{rport}:1\n")
         if shutil.which("nutcracker"):
+            # Its stats server defaults to 0.0.0.0:22222: keep it on loopback, on a port of its own.
             targets.append(Target("twemproxy", ["nutcracker", "-c", os.path.join(tmp, "nutcracker.yml"),
-                                                "-o", os.path.join(tmp, "nutcracker.log")], tport))
-        pport = free_port()
-        targets.append(Target("tierproxy", [binary, "--port", str(pport), "--bind", "127.0.0.1",
-                                            "--upstream", f"redis://127.0.0.1:{rport}", "--threads", args.threads,
-                                            "--loglevel", "warning"], pport))
+                                                "-o", os.path.join(tmp, "nutcracker.log"),
+                                                "-a", "127.0.0.1", "-s", str(free_port())], tport))
+        for threads in args.threads.split(","):
+            pport = free_port()
+            name = f"tierproxy -t{threads}" if threads != "0" else f"tierproxy -t{os.cpu_count()}"
+            targets.append(Target(name, [binary, "--port", str(pport), "--bind", "127.0.0.1",
+                                         "--upstream", f"redis://127.0.0.1:{rport}", "--threads", threads,
+                                         "--loglevel", "warning"], pport))
         for key, spec in sorted(os.environ.items()):
             if key.startswith("PEER_"):
                 path, _, extra = spec.partition(":")
@@ -147,7 +152,7 @@ def main():
     cpu_model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     lines = [f"Host: {os.cpu_count()} cores, {cpu_model}, {platform.platform()}; redis-benchmark -c 50 -r 100000, "
              f"{args.rounds} rounds alternating, medians; -n {args.p1_requests} at P1, {args.requests} at P16; "
-             f"tierproxy threads={args.threads}.", "",
+             f"tierproxy -tN: N event-loop threads.", "",
              "| target | test | rps | ratio to direct | p50 ms | server CPU µs/req |",
              "|---|---|---:|---:|---:|---:|"]
     for case in cases:

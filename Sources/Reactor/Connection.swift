@@ -18,6 +18,8 @@ public protocol ConnectionDelegate: AnyObject {
 public final class Connection {
     public let loop: EventLoop
     private var bev: OpaquePointer?
+    /// Weak on purpose: the strong reference a weak load yields keeps the owner alive for the
+    /// length of a callback in which it may drop its last other reference (closing itself).
     public weak var delegate: ConnectionDelegate?
     /// True once `close()` ran.
     public private(set) var isClosed = false

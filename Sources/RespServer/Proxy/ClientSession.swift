@@ -11,7 +11,8 @@ import Reactor
 /// on a direct connection. Replies stay in request order: a pinned client's dedicated requests
 /// are sent only after every shared reply it was owed has arrived.
 final class ClientSession: ConnectionDelegate {
-    unowned let worker: Worker
+    /// Workers outlive their sessions; `unowned(unsafe)` skips a refcount check per access.
+    unowned(unsafe) let worker: Worker
     let client: Connection
     private(set) var dedicated: Connection?
     private var pinned = false

@@ -6,7 +6,7 @@ import Reactor
 /// Redis answers in order, so a FIFO of (session, replies owed) tells whose each reply is.
 /// A session that needs connection state moves to its own connection (`ClientSession.pin`).
 final class SharedUpstream: ConnectionDelegate {
-    private unowned let worker: Worker
+    private unowned(unsafe) let worker: Worker
     private var connection: Connection?
     private var scanner = ReplyScanner()
     private var handshakeOwed = 0
@@ -95,8 +95,10 @@ final class SharedUpstream: ConnectionDelegate {
     /// arriving go to that same session at once, so a large value streams through.
     func connectionReadable(_ c: Connection) {
         let input = c.input
-        var ends = worker.replyEnds
+        var ends: [Int] = []
+        swap(&ends, &worker.replyEnds)        // reuse the loop's array without a copy-on-write
         ends.removeAll(keepingCapacity: true)
+        defer { swap(&ends, &worker.replyEnds) }
         var base = 0
         var status = ParseStatus.ok
         input.withSegments { segment in
@@ -106,7 +108,6 @@ final class SharedUpstream: ConnectionDelegate {
             base += segment.count
             return status == .ok
         }
-        worker.replyEnds = ends
         if status != .ok {
             Log.warning("Unparseable reply on the shared upstream connection; resetting it")
             failed("unparseable reply from upstream")
