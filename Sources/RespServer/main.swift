@@ -1,4 +1,5 @@
 import Glibc
+import Tiers
 
 let tierproxyVersion = "0.1.0"
 
@@ -20,13 +21,7 @@ func runMain() -> Int32 {
         default:
             break
         }
-        var env = [String: String]()
-        var p = environ
-        while let entry = p.pointee {
-            let s = String(cString: entry)
-            if let eq = s.firstIndex(of: "=") { env[String(s[..<eq])] = String(s[s.index(after: eq)...]) }
-            p += 1
-        }
+        let env = processEnvironment()
         let config = try loader.load(environment: env)
         if loader.action == .tiersCheck {
             return runTiersCheck(config: config, environment: env)

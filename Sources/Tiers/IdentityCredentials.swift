@@ -36,14 +36,7 @@ public struct IdentityEnvironment: Sendable {
 
     /// The process environment.
     public static func process() -> IdentityEnvironment {
-        var env = [String: String]()
-        var p = environ
-        while let entry = p.pointee {
-            let s = String(cString: entry)
-            if let eq = s.firstIndex(of: "=") { env[String(s[..<eq])] = String(s[s.index(after: eq)...]) }
-            p += 1
-        }
-        return from(env)
+        from(processEnvironment())
     }
 
     /// The credential these settings call for, cached: workload identity, else client secret,

@@ -53,3 +53,20 @@ enum PercentEncoding {
         return String(decoding: out, as: UTF8.self)
     }
 }
+
+/// Decodes %XX escapes (bytes, then UTF-8; invalid sequences become U+FFFD). A lone or malformed
+/// "%" stays as it is, as URL parsers are lenient about it in user-typed settings.
+public func percentDecoded<S: StringProtocol>(_ s: S) -> String {
+    var out = [UInt8]()
+    var bytes = Array(s.utf8)[...]
+    while let b = bytes.popFirst() {
+        if b == UInt8(ascii: "%"), bytes.count >= 2,
+           let v = UInt8(String(decoding: bytes.prefix(2), as: UTF8.self), radix: 16) {
+            out.append(v)
+            bytes = bytes.dropFirst(2)
+        } else {
+            out.append(b)
+        }
+    }
+    return String(decoding: out, as: UTF8.self)
+}

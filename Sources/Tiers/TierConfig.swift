@@ -302,28 +302,13 @@ private func splitURL(_ url: String, _ rest: String) throws(TierError) -> (Strin
     if let q = body.firstIndex(of: "?") {
         for pair in body[body.index(after: q)...].split(separator: "&") {
             let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            query[percentDecode(kv[0])] = kv.count == 2 ? percentDecode(kv[1]) : ""
+            query[percentDecoded(kv[0])] = kv.count == 2 ? percentDecoded(kv[1]) : ""
         }
         body = body[..<q]
     }
     let parts = body.split(separator: "/").map(String.init)
     guard let authority = parts.first, !authority.isEmpty else { throw .failed("\"\(url)\": missing host") }
-    return (authority, parts.dropFirst().map(percentDecode), query)
-}
-
-private func percentDecode<S: StringProtocol>(_ s: S) -> String {
-    var out = [UInt8]()
-    var bytes = Array(s.utf8)[...]
-    while let b = bytes.popFirst() {
-        if b == UInt8(ascii: "%"), bytes.count >= 2,
-           let v = UInt8(String(decoding: bytes.prefix(2), as: UTF8.self), radix: 16) {
-            out.append(v)
-            bytes = bytes.dropFirst(2)
-        } else {
-            out.append(b)
-        }
-    }
-    return String(decoding: out, as: UTF8.self)
+    return (authority, parts.dropFirst().map { percentDecoded($0) }, query)
 }
 
 extension StringProtocol {

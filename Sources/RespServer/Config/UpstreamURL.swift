@@ -1,3 +1,5 @@
+import Tiers
+
 /// Where the hot tier is: `redis://[user:pass@]host:port[/db]` (`rediss://` = TLS).
 struct UpstreamURL: CustomStringConvertible {
     var tls = false
@@ -54,19 +56,4 @@ struct UpstreamURL: CustomStringConvertible {
         if db != 0 { s += "/\(db)" }
         return s
     }
-}
-
-private func percentDecoded(_ s: String) -> String {
-    var out = [UInt8]()
-    var bytes = Array(s.utf8)[...]
-    while let b = bytes.popFirst() {
-        if b == UInt8(ascii: "%"), bytes.count >= 2,
-           let v = UInt8(String(decoding: bytes.prefix(2), as: UTF8.self), radix: 16) {
-            out.append(v)
-            bytes = bytes.dropFirst(2)
-        } else {
-            out.append(b)
-        }
-    }
-    return String(decoding: out, as: UTF8.self)
 }
