@@ -66,6 +66,13 @@ import Glibc
         #expect(throws: ConfigError.self) { try ConfigLoader(arguments: ["--no-such-thing", "1"]) }
     }
 
+    /// TLS to the upstream is refused clearly rather than silently spoken in plain text.
+    @Test func tlsUpstreamIsRefusedUntilSupported() throws {
+        #expect(throws: ConfigError.self) { try ConfigLoader(arguments: ["--upstream", "rediss://h:6380"]).load(environment: [:]) }
+        #expect(throws: ConfigError.self) { try ConfigLoader(arguments: []).load(environment: ["REDIS_SSL": "true"]) }
+        #expect(try ConfigLoader(arguments: []).load(environment: ["REDIS_SSL": "false"]).upstream.tls == false)
+    }
+
     /// The committed conf file is the generated template, so it documents every directive.
     @Test func shippedConfFileMatchesTheTable() throws {
         let here = #filePath

@@ -34,6 +34,11 @@ struct CommandTable {
 
     func info(_ name: CommandName) -> CommandInfo? { commands[name] }
     func info(subcommand: String) -> CommandInfo? { subcommands[subcommand.lowercased()] }
+    /// The subcommands of a container command such as CONFIG ("config|get", "config|set" …).
+    func subcommands(of name: String) -> [CommandInfo] {
+        let prefix = name.lowercased() + "|"
+        return subcommands.values.filter { $0.name.hasPrefix(prefix) }
+    }
 
     /// Parses a RESP2 `COMMAND` reply with hiredis's reader. Nil if it is not one.
     init?(commandReply bytes: [UInt8]) {

@@ -87,7 +87,7 @@ final class Worker {
         sharingDisabled = false
         commandTable = table
         shareable = Dictionary(uniqueKeysWithValues: table.allNames.map { name in
-            (CommandName(name), Worker.mayShare(name, table.info(CommandName(name))))
+            (CommandName(name), Worker.mayShare(name, table))
         })
         loader = nil
         if index == 0 { Log.verbose("Learned \(table.count) commands from the upstream's COMMAND reply") }
@@ -121,9 +121,13 @@ final class Worker {
     /// Most shared replies one client may be owed at once (pipelines deeper than this pin).
     static let maxSharedInFlight = 32
 
-    static func mayShare(_ name: String, _ info: CommandInfo?) -> Bool {
-        guard let info, !connectionScoped.contains(name) else { return false }
-        return info.flags.isDisjoint(with: ["blocking", "pubsub", "admin", "no_multi"])
+    /// A container command (CONFIG, OBJECT, DEBUG …) carries its flags on its subcommands: it
+    /// shares only if every subcommand could.
+    static func mayShare(_ name: String, _ table: CommandTable) -> Bool {
+        guard let info = table.info(CommandName(name)), !connectionScoped.contains(name) else { return false }
+        let pinning: Set<String> = ["blocking", "pubsub", "admin", "no_multi"]
+        guard info.flags.isDisjoint(with: pinning) else { return false }
+        return table.subcommands(of: name).allSatisfy { $0.flags.isDisjoint(with: pinning) }
     }
 
     /// Stops accepting; each session closes once the replies it already asked for are written.

@@ -1,0 +1,77 @@
+import Testing
+import Foundation
+@testable import RespServer
+import RESP
+
+/// A real redis-server's `COMMAND` reply, raw: a Python helper starts redis-server on a free
+/// loopback port, asks, reads until hiredis says the reply is complete, and shuts it down.
+private func realCommandReply() throws -> [UInt8] {
+    let script = #"""
+import socket, subprocess, sys, time, hiredis
+s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+p = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                      "--appendonly", "no", "--logfile", ""], stdout=subprocess.DEVNULL)
+try:
+    deadline = time.time() + 10
+    while True:
+        try:
+            c = socket.create_connection(("127.0.0.1", port), timeout=10); break
+        except OSError:
+            if time.time() > deadline: raise
+            time.sleep(0.02)
+    c.sendall(b"*1\r\n$7\r\nCOMMAND\r\n")
+    raw, reader = b"", hiredis.Reader()
+    while True:
+        chunk = c.recv(65536)
+        if not chunk: raise SystemExit("connection closed early")
+        raw += chunk; reader.feed(chunk)
+        if reader.gets() is not False: break
+    sys.stdout.buffer.write(raw)
+    c.sendall(b"SHUTDOWN NOSAVE\r\n")
+finally:
+    try: p.wait(5)
+    except subprocess.TimeoutExpired: p.kill()
+"""#
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = ["python3", "-c", script]
+    let out = Pipe()
+    process.standardOutput = out
+    try process.run()
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    guard process.terminationStatus == 0, !data.isEmpty else {
+        throw ConfigError("could not fetch COMMAND from a redis-server (exit \(process.terminationStatus))")
+    }
+    return [UInt8](data)
+}
+
+@Suite struct CommandTableTests {
+    @Test func learnsKeyPositionsAndFlagsFromRedis() throws {
+        let table = try #require(CommandTable(commandReply: try realCommandReply()))
+        #expect(table.count > 150)
+        let get = try #require(table.info(CommandName("get")))
+        #expect(get.arity == 2 && get.firstKey == 1 && get.lastKey == 1 && get.isReadonly)
+        #expect(get.keyIndexes(argc: 2) == [1])
+        let mset = try #require(table.info(CommandName("mset")))
+        #expect(mset.isWrite && mset.keyIndexes(argc: 5) == [1, 3])
+        #expect(table.info(CommandName("del"))?.keyIndexes(argc: 4) == [1, 2, 3])
+        #expect(table.info(CommandName("ping"))?.keyIndexes(argc: 1) == [])
+        #expect(table.info(subcommand: "client|setname") != nil)
+        #expect(table.info(CommandName("no-such-command")) == nil)
+    }
+
+    /// What may ride the shared upstream connection follows Redis's own flags plus the
+    /// connection-scoped list; everything else pins the client.
+    @Test func sharingFollowsRedisFlags() throws {
+        let table = try #require(CommandTable(commandReply: try realCommandReply()))
+        func share(_ name: String) -> Bool { Worker.mayShare(name, table) }
+        for name in ["get", "set", "mget", "incr", "hset", "zadd", "xadd", "eval", "ping", "keys", "object"] {
+            #expect(share(name), "\(name) should share")
+        }
+        for name in ["blpop", "brpop", "xread", "subscribe", "publish", "monitor", "select", "auth",
+                     "hello", "multi", "exec", "watch", "client", "config", "debug", "wait", "reset"] {
+            #expect(!share(name), "\(name) should pin")
+        }
+    }
+}
