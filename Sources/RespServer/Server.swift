@@ -14,7 +14,12 @@ final class Server {
     private var deadline: Timer?
     private var stopping = false
 
-    init(config: Config) { self.config = config }
+    private let lowerTiers: LowerTiers
+
+    init(config: Config, environment: [String: String]) throws {
+        self.config = config
+        lowerTiers = try LowerTiers(config: config, environment: environment)
+    }
 
     func run() throws {
         signal(SIGPIPE, SIG_IGN)
@@ -28,7 +33,8 @@ final class Server {
         let addresses = try bindAddresses()
         let clientCount = AtomicCounter()
         for i in 0..<config.effectiveThreads {
-            let w = Worker(index: i, config: config, upstreamAddress: upstream, clientCount: clientCount)
+            let w = Worker(index: i, config: config, upstreamAddress: upstream, clientCount: clientCount,
+                           lowerTiers: lowerTiers)
             for (address, optional) in addresses {
                 do { try w.listen(on: address) } catch {
                     if optional { if i == 0 { Log.verbose("Skipping optional bind \(address): \(error)") } ; continue }
@@ -39,6 +45,7 @@ final class Server {
         }
         writePidfile()
         Log.notice("tierproxy \(tierproxyVersion) started, pid=\(getpid()), \(workers.count) threads, port \(config.port), upstream \(config.upstream)")
+        Log.notice("Tiers: warm \(lowerTiers.config.warm), cold \(lowerTiers.config.cold)")
         for w in workers {
             w.loop.execute { w.start() }
             threads.append(LoopThread(loop: w.loop, name: "loop-\(w.index)"))
@@ -49,6 +56,7 @@ final class Server {
         }
         mainLoop.run()
         threads.forEach { $0.join() }
+        lowerTiers.close()
         if !config.pidfile.isEmpty { unlink(config.pidfile) }
         Log.notice("tierproxy is now ready to exit, bye bye...")
     }

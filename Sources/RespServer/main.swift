@@ -31,7 +31,7 @@ func runMain() -> Int32 {
             return 0
         }
         try Log.configure(level: config.loglevel, format: config.logFormat, path: config.logfile)
-        try Server(config: config).run()
+        try Server(config: config, environment: env).run()
         return 0
     } catch let e as ConfigError {
         fputs("\n*** FATAL CONFIG FILE ERROR ***\n\(e.description)\n", stderr)

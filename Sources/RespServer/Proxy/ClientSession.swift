@@ -46,14 +46,32 @@ final class ClientSession: ConnectionDelegate {
     private var softLimitSince: Int64 = 0
     private(set) var isClosed = false
 
+    // Replies the proxy rewrites or makes itself (TIERS, INFO's # Tiers …), kept in request order.
+    /// Requests whose reply goes to a handler instead of the client, by request sequence number.
+    private var intercepts: [Intercept] = []
+    private var interceptHead = 0
+    /// Output waiting behind a reply slot not yet filled; empty means replies go straight out.
+    private var held: [HeldPart] = []
+    /// The start of an intercepted reply still arriving.
+    private var capture: Buffer?
+    /// Requests sent that owe a reply, and replies taken, counted since the session began.
+    private var requestsSent = 0
+    private var repliesTaken = 0
+    /// The database this client's commands run in (tracked from SELECT/RESET replies).
+    private(set) var db: Int
+
     init(worker: Worker, fd: Int32) {
         self.worker = worker
         self.client = Connection(loop: worker.loop, fd: fd)
         self.parser = RequestParser(maxBulkLength: worker.config.protoMaxBulkLen)
+        self.db = worker.config.upstream.db
         client.delegate = self
     }
 
     private var allOwed: Int { sharedOwed + owed }
+    /// Every reply asked for so far has reached the client's output.
+    private var allAnswered: Bool { allOwed == 0 && held.isEmpty && capture == nil }
+    private var interceptsPending: Bool { interceptHead < intercepts.count }
 
     // MARK: - Requests: client → upstream
 
@@ -88,7 +106,7 @@ final class ClientSession: ConnectionDelegate {
             let message = parser.errorReply ?? Array("-ERR \(reason)\r\n".utf8)
             client.isReading = false
             input.drain(input.count)
-            if allOwed == 0 || !sequenced || failure != nil {
+            if allAnswered || !sequenced || failure != nil {
                 replyErrorAndClose(message)
             } else {
                 protocolErrorAfterOwed = message
@@ -127,10 +145,21 @@ final class ClientSession: ConnectionDelegate {
                 afterReplies()
                 return false
             }
+            if sequenced && frame.name == Commands.tiers {
+                // Not a Redis command: answered by the proxy, in its place among the replies.
+                send(&forward, &replies)
+                let args = arguments(frame, at: 0)
+                input.drain(frame.length)
+                let plan = TiersCommand.plan(args, session: self)
+                expectReply(handler: plan.handler)
+                sendProxyRequest(plan.upstreamCommand)
+                continue
+            }
             if !pinned {
                 // A client with many shared requests in flight is pinned instead: its own
                 // connection lets TCP, and Redis's buffers, hold what it has not read yet.
                 if worker.canShare(frame) && sharedOwed + replies < Worker.maxSharedInFlight {
+                    if sequenced { expectReply(handler: replyHandler(for: frame, at: forward)) }
                     forward += frame.length
                     replies += 1
                     continue
@@ -147,6 +176,7 @@ final class ClientSession: ConnectionDelegate {
                 pin()
                 if isClosed { return false }
             }
+            if sequenced { expectReply(handler: replyHandler(for: frame, at: forward)) }
             notice(frame, at: forward)
             if sequenced { owed += 1 }
             forward += frame.length
@@ -172,6 +202,48 @@ final class ClientSession: ConnectionDelegate {
             up.drainedAt = worker.config.proxyBufferHighWater / 2
             up.notifyWhenDrained = true
         }
+    }
+
+    /// Sends a request the proxy composed (in place of the client's), on the client's route.
+    private func sendProxyRequest(_ bytes: [UInt8]) {
+        if !pinned {
+            sharedOwed += 1
+            if !worker.shared.send(from: self, payload: bytes, replies: 1) { client.isReading = false }
+        } else if let up = dedicated {
+            owed += 1
+            up.output.append(bytes)
+            up.flush()
+        } else {
+            owed += 1   // the dedicated connection failed: dedicatedFailed answers it
+        }
+    }
+
+    /// Notes that the next request sent owes a reply, and who takes it (nil: the client).
+    private func expectReply(handler: ReplyHandler?) {
+        if let handler { intercepts.append(Intercept(seq: requestsSent, handler: handler)) }
+        requestsSent += 1
+    }
+
+    /// The few forwarded commands whose replies the proxy reads or amends.
+    private func replyHandler(for frame: RequestFrame, at offset: Int) -> ReplyHandler? {
+        let name = frame.name
+        if name == Commands.info {
+            let sections = (1..<max(frame.argc, 1)).map { argument(frame, $0, at: offset).lowercased() }
+            return { [unowned self] reply, slot in self.fill(slot, TiersCommand.infoWithTiers(reply, sections: sections, worker: self.worker)) }
+        }
+        if name == Commands.select, frame.argc == 2, let n = Int(argument(frame, 1, at: offset)) {
+            return { [unowned self] reply, slot in
+                if reply.starts(with: Array("+OK".utf8)) { self.db = n }
+                self.fill(slot, reply)
+            }
+        }
+        if name == Commands.reset {
+            return { [unowned self] reply, slot in
+                if reply.starts(with: Array("+RESET".utf8)) { self.db = self.worker.config.upstream.db }
+                self.fill(slot, reply)
+            }
+        }
+        return nil
     }
 
     /// Gives this client an upstream connection of its own, for good.
@@ -216,6 +288,15 @@ final class ClientSession: ConnectionDelegate {
         }
     }
 
+    /// Every argument of `frame` (which starts `offset` bytes into the client input), whole.
+    private func arguments(_ frame: RequestFrame, at offset: Int) -> [[UInt8]] {
+        if let inline = frame.inlineArgs { return inline }
+        return (0..<frame.argc).map { i in
+            let span = worker.spans[frame.spanStart + i]
+            return client.input.copy(span.count, offset: offset + span.offset)
+        }
+    }
+
     /// A small argument of `frame` (which starts `offset` bytes into the client input), as text.
     private func argument(_ frame: RequestFrame, _ index: Int, at offset: Int) -> String {
         if let inline = frame.inlineArgs {
@@ -227,12 +308,13 @@ final class ClientSession: ConnectionDelegate {
 
     // MARK: - Replies through the shared connection (called by SharedUpstream)
 
-    /// Reply bytes for this client, in order (possibly the first part of a reply still arriving).
-    func takeSharedBytes(from buffer: Buffer, count: Int) {
-        if isClosed { buffer.drain(count) } else { buffer.move(count, to: client.output) }
+    /// Reply bytes for this client, in order: a whole reply, or (`complete` false) the first part
+    /// of one still arriving.
+    func takeSharedReply(from buffer: Buffer, count: Int, complete: Bool) {
+        if isClosed { buffer.drain(count) } else { takeReply(from: buffer, count: count, complete: complete) }
     }
 
-    /// `count` whole replies were handed over by `takeSharedBytes`.
+    /// `count` whole replies were handed over by `takeSharedReply`.
     func sharedRepliesArrived(_ count: Int) {
         sharedOwed -= count
         if isClosed { return }
@@ -246,7 +328,65 @@ final class ClientSession: ConnectionDelegate {
         sharedOwed -= replies
         if isClosed { return }
         if cutMidReply { close(); return }
-        for _ in 0..<replies { writeError("ERR tierproxy: \(reason)") }
+        let error = Buffer.make()
+        defer { error.free() }
+        for _ in 0..<replies {
+            error.append("-ERR tierproxy: \(reason)\r\n")
+            takeReply(from: error, count: error.count, complete: true)
+        }
+        client.flush()
+        afterReplies()
+    }
+
+    // MARK: - Where each reply goes
+
+    /// Routes one reply (or its first part) from `buffer`: to the client's output, behind a slot
+    /// still being filled, or to the handler that asked for it.
+    private func takeReply(from buffer: Buffer, count: Int, complete: Bool) {
+        if interceptsPending && intercepts[interceptHead].seq == repliesTaken {
+            let c = capture ?? Buffer.make()
+            capture = c
+            buffer.move(count, to: c)
+            guard complete else { return }
+            let bytes = c.copy(c.count)
+            c.free()
+            capture = nil
+            let handler = intercepts[interceptHead].handler
+            interceptHead += 1
+            if interceptHead == intercepts.count { intercepts.removeAll(keepingCapacity: true); interceptHead = 0 }
+            repliesTaken += 1
+            let slot = ReplySlot()
+            held.append(.slot(slot))
+            handler(bytes, slot)
+            return
+        }
+        if held.isEmpty {
+            buffer.move(count, to: client.output)
+        } else if case .bytes(let last)? = held.last {
+            buffer.move(count, to: last)
+        } else {
+            let part = Buffer.make()
+            buffer.move(count, to: part)
+            held.append(.bytes(part))
+        }
+        if complete { repliesTaken += 1 }
+    }
+
+    /// A handler's reply is ready: it goes out in its place, with whatever waited behind it.
+    func fill(_ slot: ReplySlot, _ reply: [UInt8]) {
+        slot.reply = reply
+        if isClosed { return }
+        while let first = held.first {
+            switch first {
+            case .bytes(let b):
+                b.moveAll(to: client.output)
+                b.free()
+            case .slot(let s):
+                guard let r = s.reply else { client.flush(); afterReplies(); return }
+                client.output.append(r)
+            }
+            held.removeFirst()
+        }
         client.flush()
         afterReplies()
     }
@@ -267,12 +407,19 @@ final class ClientSession: ConnectionDelegate {
         var handshakeEnd = 0            // bytes of swallowed handshake replies at the front
         var handshakeErrorAt: Int?      // where a refused AUTH/SELECT reply starts
         var status = ParseStatus.ok
+        // Reply ends, kept only when replies must be routed one by one (a handler is waiting).
+        let perReply = interceptsPending || !held.isEmpty || capture != nil
+        var spans = worker.replySpans
+        spans.removeAll(keepingCapacity: true)
         input.withSegments { segment in
             worker.replies.removeAll(keepingCapacity: true)
             status = scanner.feed(segment, replies: &worker.replies)
             for reply in worker.replies {
                 lastEnd = base + reply.end
-                if reply.isPush { continue }
+                if reply.isPush {
+                    if perReply { spans.append((lastEnd, false)) }
+                    continue
+                }
                 if handshakeOwed > 0 {
                     handshakeOwed -= 1
                     if reply.isError && handshakeErrorAt == nil { handshakeErrorAt = handshakeEnd }
@@ -280,10 +427,12 @@ final class ClientSession: ConnectionDelegate {
                     continue
                 }
                 counted += 1
+                if perReply { spans.append((lastEnd, true)) }
             }
             base += segment.count
             return status == .ok
         }
+        worker.replySpans = spans
         if status != .ok {
             Log.warning("Unparseable reply from upstream; closing the client")
             close()
@@ -298,7 +447,18 @@ final class ClientSession: ConnectionDelegate {
         if handshakeOwed > 0 { return }          // the rest is the unfinished handshake reply
 
         midReply = lastEnd != base
-        input.moveAll(to: client.output)
+        if perReply {
+            var consumed = handshakeEnd
+            for (end, counts) in worker.replySpans where end > consumed {
+                if counts { takeReply(from: input, count: end - consumed, complete: true) }
+                else { appendUncounted(from: input, count: end - consumed) }
+                consumed = end
+            }
+            if !input.isEmpty { takeReply(from: input, count: input.count, complete: false) }
+        } else {
+            input.moveAll(to: client.output)
+            repliesTaken += counted
+        }
         if sequenced { owed -= counted }
         client.flush()
         afterReplies()
@@ -312,10 +472,18 @@ final class ClientSession: ConnectionDelegate {
         }
     }
 
+    /// A push message: not a reply to anything, so it goes out in arrival order, never to a handler.
+    private func appendUncounted(from buffer: Buffer, count: Int) {
+        if held.isEmpty { buffer.move(count, to: client.output); return }
+        let part = Buffer.make()
+        buffer.move(count, to: part)
+        held.append(.bytes(part))
+    }
+
     /// Bookkeeping after replies reached the client's output, whichever way they came.
     private func afterReplies() {
         if quitting {
-            if allOwed == 0 && !isClosed {
+            if allAnswered && !isClosed {
                 client.output.append("+OK\r\n")
                 closeAfterFlush()
             }
@@ -330,12 +498,12 @@ final class ClientSession: ConnectionDelegate {
             clientReadable()          // re-parse from the request that asked to pin
             if isClosed { return }
         }
-        if let message = protocolErrorAfterOwed, allOwed == 0 {
+        if let message = protocolErrorAfterOwed, allAnswered {
             protocolErrorAfterOwed = nil
             replyErrorAndClose(message)
             return
         }
-        if shuttingDown && (allOwed == 0 || !sequenced) { closeAfterFlush(); return }
+        if shuttingDown && (allAnswered || !sequenced) { closeAfterFlush(); return }
         enforceOutputLimits()
         if !isClosed && !pinned && client.output.count > worker.config.proxyBufferHighWater {
             // A shared client that does not read its replies: stop taking its requests.
@@ -409,7 +577,9 @@ final class ClientSession: ConnectionDelegate {
         dedicated = nil
         if isClosed { return }
         Log.verbose("Client failed: \(reason)")
-        if midReply { close(); return }
+        // A reply cut in half, or replies the proxy still has to compose, cannot be followed
+        // by sensible error replies: close.
+        if midReply || !held.isEmpty || interceptsPending || capture != nil { close(); return }
         let unanswered = sequenced ? owed : 0
         owed = 0
         if unanswered > 0 || protocolErrorAfterOwed != nil || !client.output.isEmpty {
@@ -459,7 +629,7 @@ final class ClientSession: ConnectionDelegate {
     func beginShutdown() {
         shuttingDown = true
         client.isReading = false
-        if allOwed == 0 || !sequenced || failure != nil { closeAfterFlush() }
+        if allAnswered || !sequenced || failure != nil { closeAfterFlush() }
     }
 
     func close() {
@@ -471,9 +641,32 @@ final class ClientSession: ConnectionDelegate {
         lingerTimer = nil
         dedicated?.close()
         dedicated = nil
+        for part in held { if case .bytes(let b) = part { b.free() } }
+        held.removeAll()
+        capture?.free()
+        capture = nil
+        intercepts.removeAll()
         client.close()
         worker.sessionClosed(self)
     }
+}
+
+/// A reply the proxy will compose, holding its place in the client's reply order.
+final class ReplySlot {
+    var reply: [UInt8]?
+}
+
+/// Takes an intercepted reply's bytes and fills the slot (now or later, on this loop).
+typealias ReplyHandler = (_ reply: [UInt8], _ slot: ReplySlot) -> Void
+
+struct Intercept {
+    let seq: Int
+    let handler: ReplyHandler
+}
+
+enum HeldPart {
+    case bytes(Buffer)
+    case slot(ReplySlot)
 }
 
 private func firstLine(_ s: String) -> String {

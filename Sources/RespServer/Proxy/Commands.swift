@@ -8,4 +8,8 @@ enum Commands {
     static let monitor = CommandName("monitor")
     static let client = CommandName("client")
     static let quit = CommandName("quit")
+    static let tiers = CommandName("tiers")
+    static let info = CommandName("info")
+    static let select = CommandName("select")
+    static let reset = CommandName("reset")
 }

@@ -36,6 +36,10 @@ final class SharedUpstream: ConnectionDelegate {
             return true
         }
         session.client.input.move(bytes, to: up.output)
+        return enqueue(session, replies: replies, on: up)
+    }
+
+    private func enqueue(_ session: ClientSession, replies: Int, on up: Connection) -> Bool {
         if head < queue.count, queue[queue.count - 1].session === session {
             queue[queue.count - 1].owed += replies
         } else {
@@ -57,6 +61,17 @@ final class SharedUpstream: ConnectionDelegate {
         } else if !waiting.isEmpty {
             connectionDrained(up)
         }
+    }
+
+    /// Sends a request the proxy composed for `session` (owing `replies` replies).
+    func send(from session: ClientSession, payload: [UInt8], replies: Int) -> Bool {
+        guard let up = connection ?? open() else {
+            session.sharedFailed(replies: replies, reason: "cannot resolve upstream \(worker.config.upstream.host)",
+                                 cutMidReply: false)
+            return true
+        }
+        up.output.append(payload)
+        return enqueue(session, replies: replies, on: up)
     }
 
     private func open() -> Connection? {
@@ -140,7 +155,7 @@ final class SharedUpstream: ConnectionDelegate {
                 touched = session
                 touchedReplies = 0
             }
-            session.takeSharedBytes(from: input, count: end - consumed)
+            session.takeSharedReply(from: input, count: end - consumed, complete: true)
             consumed = end
             touchedReplies += 1
             queue[head].owed -= 1
@@ -155,7 +170,7 @@ final class SharedUpstream: ConnectionDelegate {
                 touched = session
                 touchedReplies = 0
             }
-            session.takeSharedBytes(from: input, count: rest)
+            session.takeSharedReply(from: input, count: rest, complete: false)
         }
         if let t = touched { t.sharedRepliesArrived(touchedReplies) }
         compactQueue()

@@ -1,5 +1,6 @@
 import RESP
 import Reactor
+import Tiers
 import Glibc
 
 /// Everything one event loop owns: its listening sockets, its client sessions, the command table
@@ -29,11 +30,19 @@ final class Worker {
     var spans: [ArgSpan] = []
     var replies: [ReplyInfo] = []
     var replyEnds: [Int] = []
+    var replySpans: [(end: Int, counts: Bool)] = []
 
     var sessionCount: Int { sessions.count }
 
-    init(index: Int, config: Config, upstreamAddress: SocketAddress?, clientCount: AtomicCounter) {
+    let lowerTiers: LowerTiers
+    /// This loop's warm and cold tiers (nil: none configured, or they could not be built).
+    private(set) var warm: Tier?
+    private(set) var cold: Tier?
+
+    init(index: Int, config: Config, upstreamAddress: SocketAddress?, clientCount: AtomicCounter,
+         lowerTiers: LowerTiers) {
         self.loop = EventLoop()
+        self.lowerTiers = lowerTiers
         self.index = index
         self.config = config
         self.upstreamAddress = upstreamAddress
@@ -54,6 +63,16 @@ final class Worker {
     /// Runs on the loop's thread once it starts.
     func start() {
         loader = CommandTableLoader(worker: self)
+        do {
+            (warm, cold) = try lowerTiers.tiers(for: loop)
+        } catch {
+            Log.warning("\(error)")
+        }
+        if index == 0 {
+            lowerTiers.resolveSecrets(on: loop) { errors in
+                for e in errors { Log.warning("Tiers: could not resolve a secret: \(e)") }
+            }
+        }
     }
 
     private func accept(_ fd: Int32) {

@@ -1,0 +1,112 @@
+import RESP
+import Tiers
+
+/// `TIERS …`, answered by the proxy in its place among the client's replies, and the `# Tiers`
+/// section appended to `INFO`. Each TIERS subcommand sends one cheap request upstream on the
+/// client's own route (EXISTS for WHERE, PING otherwise), so its reply is ordered like any other.
+enum TiersCommand {
+    struct Plan {
+        let upstreamCommand: [UInt8]
+        let handler: ReplyHandler
+    }
+
+    static let help = [
+        "TIERS <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+        "WHERE <key>",
+        "    Return the tiers that hold <key> in the current database: hot, warm, cold.",
+        "CHECK",
+        "    Connect to each configured lower tier with its credentials; one line per tier.",
+        "HELP",
+        "    Print this help.",
+    ]
+
+    static func plan(_ args: [[UInt8]], session: ClientSession) -> Plan {
+        let sub = args.count > 1 ? String(decoding: args[1], as: UTF8.self).lowercased() : ""
+        let ping = UpstreamCommands.format(["PING"])
+        func answer(_ reply: [UInt8]) -> Plan {
+            Plan(upstreamCommand: ping, handler: { [unowned session] _, slot in session.fill(slot, reply) })
+        }
+        if args.count < 2 {
+            return answer(errorReply("ERR wrong number of arguments for 'tiers' command"))
+        }
+        switch sub {
+        case "where":
+            guard args.count == 3 else { return answer(errorReply("ERR wrong number of arguments for 'tiers|where' command")) }
+            let key = args[2]
+            var exists = [UInt8]()
+            RESPWriter.command([Array("EXISTS".utf8), key], into: &exists)
+            return Plan(upstreamCommand: exists, handler: { [unowned session] reply, slot in
+                locate(key: key, hotReply: reply, session: session) { session.fill(slot, $0) }
+            })
+        case "check":
+            guard args.count == 2 else { return answer(errorReply("ERR wrong number of arguments for 'tiers|check' command")) }
+            return Plan(upstreamCommand: ping, handler: { [unowned session] _, slot in
+                let w = session.worker
+                TierStatus.check(warm: w.warm, cold: w.cold, config: w.lowerTiers.config) { results in
+                    session.fill(slot, arrayReply(results.map { Array($0.line.utf8) }))
+                }
+            })
+        case "help":
+            return answer(arrayReply(help.map { Array($0.utf8) }))
+        default:
+            let shown = String(decoding: args[1].prefix(128), as: UTF8.self)
+            return answer(errorReply("ERR unknown subcommand '\(shown)'. Try TIERS HELP."))
+        }
+    }
+
+    /// Hot answered EXISTS; asks warm and cold at once and lists every tier that has the key.
+    private static func locate(key: [UInt8], hotReply: [UInt8], session: ClientSession,
+                              _ done: @escaping ([UInt8]) -> Void) {
+        if hotReply.first == UInt8(ascii: "-") { done(hotReply); return }   // NOAUTH etc.: Redis judges
+        let inHot = hotReply.starts(with: Array(":1".utf8))
+        let tierKey = TierKey(db: session.db, key)
+        let tiers: [(String, Tier?)] = [("warm", session.worker.warm), ("cold", session.worker.cold)]
+        var found: [String?] = [nil, nil]
+        var failure: String?
+        var remaining = tiers.count
+        func finish() {
+            remaining -= 1
+            guard remaining == 0 else { return }
+            if let failure { done(errorReply("ERR tierproxy: \(failure)")); return }
+            let names = (inHot ? ["hot"] : []) + found.compactMap { $0 }
+            done(arrayReply(names.map { Array($0.utf8) }))
+        }
+        for (i, (name, tier)) in tiers.enumerated() {
+            guard let tier else { finish(); continue }
+            tier.get(tierKey) { result in
+                switch result {
+                case .success(let entry): if entry != nil { found[i] = name }
+                case .failure(let e): failure = failure ?? "\(name) tier: \(e)"
+                }
+                finish()
+            }
+        }
+    }
+
+    /// INFO's reply with a `# Tiers` section added when the sections asked for include it.
+    static func infoWithTiers(_ reply: [UInt8], sections: [String], worker: Worker) -> [UInt8] {
+        let wanted = sections.isEmpty || sections.contains { ["default", "all", "everything", "tiers"].contains($0) }
+        guard wanted, let type = reply.first, type == UInt8(ascii: "$") || type == UInt8(ascii: "="),
+              let headerEnd = reply.firstIndex(of: UInt8(ascii: "\n")), reply.count >= headerEnd + 3 else { return reply }
+        var body = Array(reply[(headerEnd + 1)..<(reply.count - 2)])   // without the trailing CRLF
+        let config = worker.lowerTiers.config
+        let section = "# Tiers\r\nwarm_tier:\(config.warm)\r\ncold_tier:\(config.cold)\r\n"
+        let prefixLength = type == UInt8(ascii: "=") ? 4 : 0                // verbatim: "txt:"
+        if body.count > prefixLength { body += Array("\r\n".utf8) }
+        body += Array(section.utf8)
+        return Array("\(Character(Unicode.Scalar(type)))\(body.count)\r\n".utf8) + body + Array("\r\n".utf8)
+    }
+
+    static func errorReply(_ message: String) -> [UInt8] {
+        var out = [UInt8]()
+        RESPWriter.error(message, into: &out)
+        return out
+    }
+
+    /// An array of bulk strings (the same bytes as a RESP command with these arguments).
+    static func arrayReply(_ items: [[UInt8]]) -> [UInt8] {
+        var out = [UInt8]()
+        RESPWriter.command(items, into: &out)
+        return out
+    }
+}
