@@ -15,7 +15,9 @@ final class LowerTiers {
                                            dataDir: config.dataDir, environment: environment)
             c.compressThreshold = config.compressThreshold
             self.config = c
-            remote = RemoteTierMaker(config: c)
+            var http = HTTPClientOptions()
+            if !config.tlsCaCertFile.isEmpty { http.caBundlePath = config.tlsCaCertFile }
+            remote = RemoteTierMaker(config: c, httpOptions: http)
             factory = try TierFactory(config: c, remote: remote.maker)
         } catch let e as TierError {
             throw ConfigError("tiers: \(e)")

@@ -54,6 +54,7 @@ final class Server {
         for sig in [SIGTERM, SIGINT] {
             signalWatchers.append(SignalWatcher(loop: mainLoop, signal: sig) { [unowned self] in self.shutdown(sig) })
         }
+        signalWatchers.append(SignalWatcher(loop: mainLoop, signal: SIGHUP) { [unowned self] in self.reloadSecrets() })
         mainLoop.run()
         threads.forEach { $0.join() }
         lowerTiers.close()
@@ -93,6 +94,18 @@ final class Server {
         deadline = Timer(loop: mainLoop, millis: config.shutdownTimeoutSeconds * 1000) { [unowned self] in
             Log.warning("Shutdown timeout reached; closing remaining clients")
             for w in self.workers { w.loop.execute { w.forceClose() } }
+        }
+    }
+
+    /// SIGHUP: fetch `keyvault://` secrets again (rotated keys), on the first loop.
+    private func reloadSecrets() {
+        guard let first = workers.first else { return }
+        Log.notice("Received SIGHUP: resolving Key Vault secrets again")
+        first.loop.execute { [lowerTiers] in
+            lowerTiers.resolveSecrets(on: first.loop) { errors in
+                if errors.isEmpty { Log.notice("Secrets resolved") }
+                for e in errors { Log.warning("Tiers: could not resolve a secret: \(e)") }
+            }
         }
     }
 

@@ -109,3 +109,42 @@ def test_where_finds_seed_written_items_in_cosmos_and_blob(emu, make_redis, make
         assert c.read_reply().raw == b"+OK\r\n"
         assert names(c.cmd("TIERS", "WHERE", "profile:7")) == []     # db 3 is another keyspace
     assert emu.ops("cosmos").get("ReadDocument", 0) >= 3
+
+
+@pytest.fixture(scope="module")
+def emu_tls():
+    pytest.importorskip("azure.cosmos")
+    with EmulatorProcess(tls=True) as e:
+        yield e
+
+
+def test_keyvault_secret_resolved_at_start_and_again_on_sighup(emu_tls, make_redis, make_proxy, tmp_path):
+    """COSMOS_KEY=keyvault://…: fetched with an Entra ID token (client secret flow) over verified
+    TLS (tls-ca-cert-file) at start; rotated in the vault, it is fetched again on SIGHUP."""
+    import signal
+    from urllib.parse import urlparse
+    from harness import wait_for
+    from azure.cosmos import CosmosClient, PartitionKey
+    emu = emu_tls
+    CosmosClient(emu.cosmos_url, credential=emu.cosmos_key, connection_verify=emu.info["ca_cert"]) \
+        .create_database_if_not_exists("memory") \
+        .create_container_if_not_exists("state", partition_key=PartitionKey(path="/id"), default_ttl=-1)
+    vault = urlparse(emu.info["key_vault"]).netloc
+    emu.set_secret("cosmos-key", emu.cosmos_key)
+    env = {k: v for k, v in emu.env().items() if not k.startswith(("AZURE_STORAGE", "BLOB_"))}
+    env["COSMOS_KEY"] = f"keyvault://{vault}/cosmos-key"
+    srv = make_redis()
+    prx = make_proxy(srv.url, env=env, flags={"dir": str(tmp_path), "tls-ca-cert-file": emu.info["ca_cert"]})
+
+    def warm_line() -> bytes:
+        with RawConn(prx.port) as c:
+            return names(c.cmd("TIERS", "CHECK", timeout=30))[0]
+
+    wait_for(lambda: b": ok" in warm_line(), 30, desc="the warm tier to be reachable with the vault's key")
+    emu.set_secret("cosmos-key", "AAAA" * 22)            # rotated to a key Cosmos refuses
+    prx.signal(signal.SIGHUP)
+    wait_for(lambda: b"FAILED" in warm_line() and b"401" in warm_line(), 30, desc="the rotated (wrong) key in use")
+    emu.set_secret("cosmos-key", emu.cosmos_key)
+    prx.signal(signal.SIGHUP)
+    wait_for(lambda: b": ok" in warm_line(), 30, desc="the right key in use again")
+    assert "AAAA" * 22 not in prx.output() and emu.cosmos_key not in prx.output()   # secrets never logged

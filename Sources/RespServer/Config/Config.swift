@@ -37,6 +37,8 @@ struct Config {
     var warm = ""
     var cold = ""
     var compressThreshold = 1 << 20
+    /// CA bundle for HTTPS to the lower tiers, Entra ID and Key Vault (empty: the system store).
+    var tlsCaCertFile = ""
 
     /// Number of event loops: `threads`, or one per core when 0.
     var effectiveThreads: Int {

@@ -115,6 +115,10 @@ let configTable: [Directive] = [
     Directive(name: "compress-threshold", defaultArgs: "1mb", doc: [
         "Values at least this large are stored gzip-compressed in the cold tier (read back either way).",
     ]) { c, a in c.compressThreshold = try Units.memory(try one(a, "compress-threshold")) },
+    Directive(name: "tls-ca-cert-file", defaultArgs: "\"\"", doc: [
+        "PEM file of CA certificates trusted for HTTPS to Cosmos DB, Blob Storage, Entra ID and",
+        "Key Vault; empty = the system's store. Certificates are always verified.",
+    ]) { c, a in c.tlsCaCertFile = try one(a, "tls-ca-cert-file") },
 ]
 
 let configDirectives: [String: Directive] = Dictionary(uniqueKeysWithValues: configTable.map { ($0.name, $0) })
