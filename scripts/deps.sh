@@ -20,7 +20,7 @@ fi
 if [ "${1:-}" != "--no-python" ]; then
     python3 - <<'PY' || python3 -m pip install -q --disable-pip-version-check pytest redis hiredis azure-cosmos azure-storage-blob
 import importlib, sys
-for m in ("pytest", "redis", "azure.cosmos", "azure.storage.blob"):
+for m in ("pytest", "redis", "hiredis", "azure.cosmos", "azure.storage.blob"):
     importlib.import_module(m)
 PY
 fi
