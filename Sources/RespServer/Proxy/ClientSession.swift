@@ -449,10 +449,14 @@ final class ClientSession: ConnectionDelegate {
         midReply = lastEnd != base
         if perReply {
             var consumed = handshakeEnd
-            for (end, counts) in worker.replySpans where end > consumed {
+            let spans = worker.replySpans
+            for (end, counts) in spans where end > consumed {
                 if counts { takeReply(from: input, count: end - consumed, complete: true) }
                 else { appendUncounted(from: input, count: end - consumed) }
                 consumed = end
+                // A handler may answer at once and, say at shutdown, close this session (and
+                // with it the buffer being read): stop here if so.
+                if isClosed { return }
             }
             if !input.isEmpty { takeReply(from: input, count: input.count, complete: false) }
         } else {
