@@ -14,11 +14,11 @@ final class Server {
     private var deadline: Timer?
     private var stopping = false
 
-    private let lowerTiers: LowerTiers
+    private let tierSetup: TierSetup
 
     init(config: Config, environment: [String: String]) throws {
         self.config = config
-        lowerTiers = try LowerTiers(config: config, environment: environment)
+        tierSetup = try TierSetup(config: config, environment: environment)
     }
 
     func run() throws {
@@ -34,7 +34,7 @@ final class Server {
         let clientCount = AtomicCounter()
         for i in 0..<config.effectiveThreads {
             let w = Worker(index: i, config: config, upstreamAddress: upstream, clientCount: clientCount,
-                           lowerTiers: lowerTiers)
+                           tierSetup: tierSetup)
             for (address, optional) in addresses {
                 do { try w.listen(on: address) } catch {
                     if optional { if i == 0 { Log.verbose("Skipping optional bind \(address): \(error)") } ; continue }
@@ -45,7 +45,7 @@ final class Server {
         }
         writePidfile()
         Log.notice("tierproxy \(tierproxyVersion) started, pid=\(getpid()), \(workers.count) threads, port \(config.port), upstream \(config.upstream)")
-        Log.notice("Tiers: warm \(lowerTiers.config.warm), cold \(lowerTiers.config.cold)")
+        Log.notice("Tiers: warm \(tierSetup.config.warm), cold \(tierSetup.config.cold)")
         for w in workers {
             w.loop.execute { w.start() }
             threads.append(LoopThread(loop: w.loop, name: "loop-\(w.index)"))
@@ -57,7 +57,7 @@ final class Server {
         signalWatchers.append(SignalWatcher(loop: mainLoop, signal: SIGHUP) { [unowned self] in self.reloadSecrets() })
         mainLoop.run()
         threads.forEach { $0.join() }
-        lowerTiers.close()
+        tierSetup.close()
         if !config.pidfile.isEmpty { unlink(config.pidfile) }
         Log.notice("tierproxy is now ready to exit, bye bye...")
     }
@@ -101,8 +101,8 @@ final class Server {
     private func reloadSecrets() {
         guard let first = workers.first else { return }
         Log.notice("Received SIGHUP: resolving Key Vault secrets again")
-        first.loop.execute { [lowerTiers] in
-            lowerTiers.resolveSecrets(on: first.loop) { errors in
+        first.loop.execute { [tierSetup] in
+            tierSetup.resolveSecrets(on: first.loop) { errors in
                 if errors.isEmpty { Log.notice("Secrets resolved") }
                 for e in errors { Log.warning("Tiers: could not resolve a secret: \(e)") }
             }

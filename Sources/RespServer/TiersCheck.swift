@@ -5,9 +5,9 @@ import Glibc
 /// `tierproxy tiers check`: builds the configured warm and cold tiers with their credentials,
 /// asks each to prove it can reach its store, and prints one line per tier. Exit 0 if all are ok.
 func runTiersCheck(config: Config, environment: [String: String]) -> Int32 {
-    let tiers: LowerTiers
+    let tiers: TierSetup
     do {
-        tiers = try LowerTiers(config: config, environment: environment)
+        tiers = try TierSetup(config: config, environment: environment)
     } catch {
         print("tiers: configuration error: \(error)")
         return 1

@@ -42,7 +42,7 @@ enum TiersCommand {
             guard args.count == 2 else { return answer(errorReply("ERR wrong number of arguments for 'tiers|check' command")) }
             return Plan(upstreamCommand: ping, handler: { [unowned session] _, slot in
                 let w = session.worker
-                TierStatus.check(warm: w.warm, cold: w.cold, config: w.lowerTiers.config) { results in
+                TierStatus.check(warm: w.warm, cold: w.cold, config: w.tierSetup.config) { results in
                     session.fill(slot, arrayReply(results.map { Array($0.line.utf8) }))
                 }
             })
@@ -89,7 +89,7 @@ enum TiersCommand {
         guard wanted, let type = reply.first, type == UInt8(ascii: "$") || type == UInt8(ascii: "="),
               let headerEnd = reply.firstIndex(of: UInt8(ascii: "\n")), reply.count >= headerEnd + 3 else { return reply }
         var body = Array(reply[(headerEnd + 1)..<(reply.count - 2)])   // without the trailing CRLF
-        let config = worker.lowerTiers.config
+        let config = worker.tierSetup.config
         let section = "# Tiers\r\nwarm_tier:\(config.warm)\r\ncold_tier:\(config.cold)\r\n"
         let prefixLength = type == UInt8(ascii: "=") ? 4 : 0                // verbatim: "txt:"
         if body.count > prefixLength { body += Array("\r\n".utf8) }

@@ -34,15 +34,15 @@ final class Worker {
 
     var sessionCount: Int { sessions.count }
 
-    let lowerTiers: LowerTiers
+    let tierSetup: TierSetup
     /// This loop's warm and cold tiers (nil: none configured, or they could not be built).
     private(set) var warm: Tier?
     private(set) var cold: Tier?
 
     init(index: Int, config: Config, upstreamAddress: SocketAddress?, clientCount: AtomicCounter,
-         lowerTiers: LowerTiers) {
+         tierSetup: TierSetup) {
         self.loop = EventLoop()
-        self.lowerTiers = lowerTiers
+        self.tierSetup = tierSetup
         self.index = index
         self.config = config
         self.upstreamAddress = upstreamAddress
@@ -64,12 +64,12 @@ final class Worker {
     func start() {
         loader = CommandTableLoader(worker: self)
         do {
-            (warm, cold) = try lowerTiers.tiers(for: loop)
+            (warm, cold) = try tierSetup.tiers(for: loop)
         } catch {
             Log.warning("\(error)")
         }
         if index == 0 {
-            lowerTiers.resolveSecrets(on: loop) { errors in
+            tierSetup.resolveSecrets(on: loop) { errors in
                 for e in errors { Log.warning("Tiers: could not resolve a secret: \(e)") }
             }
         }

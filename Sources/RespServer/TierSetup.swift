@@ -3,7 +3,7 @@ import Tiers
 
 /// The configured warm and cold tiers: resolved once from the conf/env, then built on each loop
 /// (each loop gets its own HTTP client and credential; SQLite and directory tiers are shared).
-final class LowerTiers {
+final class TierSetup {
     let config: TierConfig
     private let remote: RemoteTierMaker
     private let factory: TierFactory
