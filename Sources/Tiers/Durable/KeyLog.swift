@@ -225,6 +225,9 @@ public final class KeyLog {
 
     public var stats: Stats { withLock { counters } }
 
+    /// The write or sync failure that made the log refuse marks, if any (for INFO and logs).
+    public var writeFailure: TierError? { withLock { broken } }
+
     /// Rewrites the file now with one record per pending key; `done` runs on `loop`.
     public func compact(on loop: EventLoop, _ done: @escaping (Result<Void, TierError>) -> Void) {
         if !writer.submit(Job(encoded: [], records: 0, compact: true, loop: loop, done: done)) {

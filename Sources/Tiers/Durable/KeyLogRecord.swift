@@ -6,7 +6,9 @@
 /// record := u32le(n) u32le(crc) body                        8 + n bytes
 /// body   := u8(op) u64le(sequence) i64le(db) i64le(since) key-bytes
 ///           op:       1 dirty, 2 delete, 3 done
-///           sequence: strictly increasing in file order (one counter per log)
+///           sequence: dirty/delete: the op's own, strictly increasing in file order (one
+///                     counter per log, continued from the largest replayed); done: the
+///                     sequence of the op it completes
 ///           since:    Unix ms when the key became pending (kept while it stays pending;
 ///                     0 in done records), so backlog age survives restarts and compaction
 ///           key:      the raw Redis key, n - 25 bytes
