@@ -1,0 +1,305 @@
+import Glibc
+import Reactor
+
+/// The durable set of keys the lower tiers still owe: written keys to flush (write-behind) and
+/// deletes to retry until they land (reliable deletes). An append-only log on local disk —
+/// put it on a persistent volume — plus an in-memory index of the pending keys.
+///
+/// Marks come from any loop. Each one updates the index at once (so `isPendingDelete` and
+/// `takeBatch` see it immediately) and queues its record for one writer thread, which writes
+/// everything queued meanwhile and covers it with one `fdatasync` (group commit); the mark's
+/// completion then runs on the caller's loop. A completion with `.success` means the record
+/// is on disk. Once a write or sync fails the log refuses further marks: after a failed
+/// `fdatasync` Linux may drop the dirty pages, so nothing after it could be trusted.
+///
+/// The record format is in `KeyLogRecord`. When dead records (superseded or done) dominate, the
+/// writer replaces the file with one record per pending key instead of appending its batch.
+public final class KeyLog {
+    /// What the lower tiers owe for a key.
+    public enum Op: UInt8, Sendable {
+        /// Written on hot: copy its current state down.
+        case dirty = 1
+        /// Deleted: delete it below; until then it reads as absent.
+        case delete = 2
+    }
+
+    /// A pending key handed to the flusher: flush `op`, then `complete(key, sequence:)`.
+    public struct Item: Hashable, Sendable {
+        public let op: Op
+        public let key: TierKey
+        public let sequence: UInt64
+        /// When the key became pending (Unix ms).
+        public let sinceMillis: Int64
+    }
+
+    /// Limits and compaction thresholds.
+    public struct Options: Sendable {
+        /// Marks of keys not yet pending fail `.unavailable` beyond these (keys already pending
+        /// can always be re-marked): the index's memory is bounded, and the caller falls back.
+        public var maxPendingKeys = 1_000_000
+        public var maxPendingKeyBytes = 256 << 20
+        /// Compact once the file holds at least this many records, most of them dead.
+        public var compactMinRecords = 65_536
+        public var compactDeadFraction = 0.5
+        public init() {}
+    }
+
+    /// The backlog for INFO: keys to flush, deletes to retry, keys being flushed, oldest age.
+    public struct Backlog: Equatable, Sendable {
+        public var dirty: Int
+        public var deletes: Int
+        public var checkedOut: Int
+        /// Age of the oldest pending key in ms (0 when nothing is pending).
+        public var oldestAgeMillis: Int64
+    }
+
+    /// Counters of the log itself: group commit is `appends / syncs`.
+    public struct Stats: Equatable, Sendable {
+        public var appends = 0
+        public var syncs = 0
+        public var compactions = 0
+        public var fileRecords = 0
+        public var fileBytes = 0
+    }
+
+    /// What opening the log found.
+    public struct Recovery: Equatable, Sendable {
+        public var records: Int
+        public var pending: Int
+        /// Bytes of a torn tail that replay ignored and cut off.
+        public var tornBytes: Int
+    }
+
+    public let path: String
+    public let options: Options
+    public let recovery: Recovery
+
+    private var lock = pthread_mutex_t()
+    private var pending = PendingSet()
+    private var nextSequence: UInt64
+    /// Set by a failed write or sync: nothing after it can be trusted, so marks are refused.
+    private var broken: TierError?
+    private var closed = false
+    private var counters = Stats()
+    private let file: KeyLogFile
+    private var writer: WorkerThread<Job>!
+
+    private struct Job {
+        var encoded: [UInt8]
+        var records: Int
+        var compact = false
+        var loop: EventLoop?
+        var done: ((Result<Void, TierError>) -> Void)?
+    }
+
+    /// Opens (creating if needed) the log at `path`, replays it into the pending set and starts
+    /// the writer. Throws if the file cannot be opened or locked, or is not a key log.
+    public init(path: String, options: Options = Options()) throws(TierError) {
+        let (file, scan) = try KeyLogFile.open(path)
+        self.path = path
+        self.options = options
+        self.file = file
+        var maxSequence: UInt64 = 0
+        for record in scan.records {
+            pending.apply(record)
+            maxSequence = max(maxSequence, record.sequence)
+        }
+        nextSequence = maxSequence + 1
+        recovery = Recovery(records: scan.records.count, pending: pending.count, tornBytes: scan.tornBytes)
+        counters.fileRecords = file.records
+        counters.fileBytes = file.bytes
+        pthread_mutex_init(&lock, nil)
+        // unowned(unsafe): deinit stops the writer before the object goes, and a plain unowned
+        // reference would trap when the last batch runs during deinit.
+        writer = WorkerThread { [unowned(unsafe) self] jobs in writeBatch(jobs) }
+    }
+
+    deinit {
+        close()
+        pthread_mutex_destroy(&lock)
+    }
+
+    /// Writes what is queued, then stops the writer and closes the file; later marks fail.
+    public func close() {
+        withLock { closed = true }
+        writer?.stop()
+        file.close()
+    }
+
+    // MARK: - Marks
+
+    /// Records that `key` was written on hot; `done` runs on `loop` once that is durable.
+    public func markDirty(_ key: TierKey, on loop: EventLoop, _ done: @escaping (Result<Void, TierError>) -> Void) {
+        mark(key, .dirty, on: loop, done)
+    }
+
+    /// Records that `key` was deleted and must be deleted below; `done` runs on `loop` once
+    /// that is durable. From this call on, `isPendingDelete(key)` is true until it completes.
+    public func markDeleted(_ key: TierKey, on loop: EventLoop, _ done: @escaping (Result<Void, TierError>) -> Void) {
+        mark(key, .delete, on: loop, done)
+    }
+
+    private func mark(_ key: TierKey, _ op: Op, on loop: EventLoop, _ done: @escaping (Result<Void, TierError>) -> Void) {
+        let now = wallClockMillis()
+        pthread_mutex_lock(&lock)
+        var failure = broken ?? (closed ? closedError : nil) ?? admissionFailure(key)
+        if failure == nil {
+            let sequence = nextSequence
+            nextSequence += 1
+            let since = pending.current(key)?.sinceMillis ?? now
+            pending.mark(key, op, sequence: sequence, sinceMillis: since)
+            let record = KeyLogRecord(kind: op.recordKind, sequence: sequence, key: key, sinceMillis: since)
+            // Submitting under the lock keeps file order equal to sequence order.
+            if writer.submit(Job(encoded: record.encoded, records: 1, loop: loop, done: done)) {
+                counters.appends += 1
+            } else {
+                failure = closedError
+            }
+        }
+        pthread_mutex_unlock(&lock)
+        if let failure { loop.execute { done(.failure(failure)) } }
+    }
+
+    private var closedError: TierError { .unavailable("key log \(path) is closed") }
+
+    private func admissionFailure(_ key: TierKey) -> TierError? {
+        if pending.contains(key) { return nil }
+        if pending.count >= options.maxPendingKeys {
+            return .unavailable("write-behind backlog full: \(pending.count) keys pending (limit \(options.maxPendingKeys))")
+        }
+        if pending.keyBytes + key.bytes.count > options.maxPendingKeyBytes {
+            return .unavailable("write-behind backlog full: \(pending.keyBytes) key bytes pending (limit \(options.maxPendingKeyBytes))")
+        }
+        return nil
+    }
+
+    // MARK: - Pending set
+
+    /// True while a delete of `key` is owed below: reads must treat the key as absent there.
+    public func isPendingDelete(_ key: TierKey) -> Bool {
+        withLock { pending.current(key)?.op == .delete }
+    }
+
+    /// The latest pending op of `key`, if any.
+    public func pendingItem(_ key: TierKey) -> Item? {
+        withLock { pending.current(key) }
+    }
+
+    /// Up to `max` pending keys, oldest first, none already handed out. Each stays checked out
+    /// until `complete` or `release`, so one key is never flushed twice at once.
+    public func takeBatch(max: Int) -> [Item] {
+        withLock { pending.take(max: max) }
+    }
+
+    /// Marks `key` flushed up to `sequence`. If a newer op arrived meanwhile the key stays
+    /// pending (and `takeBatch` hands it out again); returns whether it was cleared.
+    @discardableResult
+    public func complete(_ key: TierKey, sequence: UInt64) -> Bool {
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        guard pending.complete(key, sequence: sequence) else { return false }
+        // Not waited for: if it is lost in a crash, replay only flushes the key once more.
+        let record = KeyLogRecord(kind: .done, sequence: sequence, key: key, sinceMillis: 0)
+        if writer.submit(Job(encoded: record.encoded, records: 1)) { counters.appends += 1 }
+        return true
+    }
+
+    /// Gives a checked-out key back without flushing it (a flusher stopping).
+    public func release(_ key: TierKey) {
+        withLock { pending.release(key) }
+    }
+
+    /// Every pending key with its latest op, oldest first.
+    public var pendingItems: [Item] {
+        withLock { pending.snapshot().map { Item(op: $0.kind == .delete ? .delete : .dirty, key: $0.key, sequence: $0.sequence, sinceMillis: $0.sinceMillis) } }
+    }
+
+    public var backlog: Backlog {
+        let now = wallClockMillis()
+        return withLock {
+            let oldest = pending.oldestSinceMillis()
+            return Backlog(dirty: pending.count - pending.deletes, deletes: pending.deletes,
+                           checkedOut: pending.checkedOut, oldestAgeMillis: oldest.map { max(0, now - $0) } ?? 0)
+        }
+    }
+
+    public var stats: Stats { withLock { counters } }
+
+    /// The write or sync failure that made the log refuse marks, if any (for INFO and logs).
+    public var writeFailure: TierError? { withLock { broken } }
+
+    /// Rewrites the file now with one record per pending key; `done` runs on `loop`.
+    public func compact(on loop: EventLoop, _ done: @escaping (Result<Void, TierError>) -> Void) {
+        if !writer.submit(Job(encoded: [], records: 0, compact: true, loop: loop, done: done)) {
+            let failure = closedError
+            loop.execute { done(.failure(failure)) }
+        }
+    }
+
+    func suspendWriter() { writer.suspend() }
+    func resumeWriter() { writer.resume() }
+
+    // MARK: - Writer thread
+
+    private func writeBatch(_ jobs: [Job]) {
+        var encoded = [UInt8]()
+        var records = 0
+        var compactAsked = false
+        for job in jobs {
+            encoded += job.encoded
+            records += job.records
+            compactAsked = compactAsked || job.compact
+        }
+        // The snapshot may include marks queued after this batch: re-applying their records
+        // later yields the same state, so that is harmless.
+        var snapshot: [KeyLogRecord]?
+        var appendResult = Result<Void, TierError>.success(())
+        withLock {
+            if let broken { appendResult = .failure(broken); return }
+            let total = file.records + records
+            let dead = total - pending.count
+            if compactAsked || (total >= options.compactMinRecords && Double(dead) >= options.compactDeadFraction * Double(total)) {
+                snapshot = pending.snapshot()
+            }
+        }
+        var compactResult = appendResult
+        if case .success = appendResult {
+            var compacted = false
+            if let snapshot {
+                do throws(TierError) {
+                    try file.rewrite(snapshot)
+                    compacted = true
+                } catch {
+                    compactResult = .failure(error)  // the old file is intact: append to it instead
+                }
+            }
+            if !compacted && records > 0 {
+                do throws(TierError) {
+                    try file.append(encoded, records: records)
+                } catch {
+                    appendResult = .failure(error)
+                }
+            }
+            withLock {
+                if compacted { counters.compactions += 1 }
+                if compacted || records > 0 { counters.syncs += 1 }
+                if case .failure(let e) = appendResult { broken = e }
+                counters.fileRecords = file.records
+                counters.fileBytes = file.bytes
+            }
+        }
+        var completions = CompletionBatch()
+        for job in jobs {
+            guard let loop = job.loop, let done = job.done else { continue }
+            let result = job.compact ? compactResult : appendResult
+            completions.add(loop) { done(result) }
+        }
+        completions.deliver()
+    }
+
+    private func withLock<T>(_ body: () -> T) -> T {
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        return body()
+    }
+}
