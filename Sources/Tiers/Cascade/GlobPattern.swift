@@ -13,9 +13,12 @@ public struct GlobPattern: Equatable, Hashable, Sendable {
     public init(_ bytes: [UInt8]) { self.bytes = bytes }
     public init(_ text: String) { self.bytes = Array(text.utf8) }
 
-    /// True if `key` matches, as Redis's `stringmatchlen(pattern, key, nocase=0)` decides.
+    /// True if `key` matches, as `KEYS pattern` decides: `stringmatchlen(pattern, key, nocase=0)`,
+    /// except that the pattern `*` matches every key, the empty key included (KEYS and SCAN take
+    /// that shortcut before calling the matcher, which alone would refuse the empty key).
     public func matches(_ key: [UInt8]) -> Bool {
-        bytes.withUnsafeBufferPointer { p in
+        if bytes.count == 1 && bytes[0] == Self.star { return true }
+        return bytes.withUnsafeBufferPointer { p in
             key.withUnsafeBufferPointer { s in
                 var skipLongerMatches = false
                 return GlobPattern.match(p, 0, s, 0, &skipLongerMatches, nesting: 0)
@@ -67,10 +70,14 @@ public struct GlobPattern: Equatable, Hashable, Sendable {
                         pi -= 1  // an unclosed set ends with the pattern
                         break
                     } else if left >= 3 && p[pi + 1] == dash {
-                        var start = p[pi], end = p[pi + 2]
+                        // Redis compares range ends as C `char`s: signed on x86-64, so there
+                        // `[\xff-c]` means -1...99 and holds `\` but not `z`. CChar has the same
+                        // signedness as the platform's C char.
+                        var start = CChar(bitPattern: p[pi]), end = CChar(bitPattern: p[pi + 2])
+                        let ch = CChar(bitPattern: c)
                         if start > end { swap(&start, &end) }
                         pi += 2
-                        if c >= start && c <= end { matched = true }
+                        if ch >= start && ch <= end { matched = true }
                     } else if p[pi] == c {
                         matched = true
                     }
