@@ -85,11 +85,14 @@ def make_stack(tiered_tmp: Path, request: pytest.FixtureRequest) -> Iterator[Cal
     and a proxy that died during the test fails it with its output."""
     servers: list[RedisServer] = []
     proxies: list[Proxy] = []
+    cleanup: list[Proxy] = []
 
     def make(backend: str = "local", rules: tuple = (), flags: Optional[dict] = None,
              hot_maxmemory: Optional[str] = None, password: Optional[str] = None,
              warm: bool = True, cold: bool = True, redis_args: tuple = (),
              env: Optional[dict] = None) -> Stack:
+        if backend not in BACKENDS:
+            pytest.skip(f"TIERED_BACKENDS={','.join(BACKENDS)} excludes {backend}")
         args = list(redis_args)
         if password:
             args += ["--requirepass", password]
@@ -128,19 +131,21 @@ def make_stack(tiered_tmp: Path, request: pytest.FixtureRequest) -> Iterator[Cal
         for r in rules:
             extra += ["--rule", r]
         proxy = Proxy(tiered_tmp, upstream=server.url, flags=pflags, env=penv, extra_args=extra)
-        proxies.append(proxy)
+        cleanup.append(proxy)
         proxy.start()
+        proxies.append(proxy)   # started: from now on, an exit the test did not cause is a crash
         return Stack(backend, server, proxy, warm_i, cold_i, emu=emu, password=password)
 
     yield make
     # Died on its own (not killed by the test with SIGKILL/SIGTERM): a crash, fail the test.
-    dead = [p for p in proxies if p.proc is not None and p.proc.poll() not in (None, 0, -9, -15)]
-    for p in proxies:
+    dead = [f"exit {p.proc.returncode}:\n{p.output()[-3000:]}" for p in proxies
+            if p.proc is not None and p.proc.poll() not in (None, 0, -9, -15)]
+    for p in cleanup:
         p.cleanup()
-    for s in servers:
-        s.cleanup()
+    for srv in servers:
+        srv.cleanup()
     if dead:
-        pytest.fail("tierproxy crashed during the test:\n" + "\n---\n".join(p.output()[-3000:] for p in dead))
+        pytest.fail("tierproxy died during the test (not killed by it):\n" + "\n---\n".join(dead))
 
 
 @pytest.fixture
