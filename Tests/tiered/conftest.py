@@ -19,8 +19,8 @@ from typing import Any, Callable, Iterator, Optional
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import tiered  # noqa: E402  (puts Tests/integration and the repo root on sys.path)
-from tiered import (IDEAL, BlobCold, CosmosWarm, DirCold, Proxy, RedisServer, SQLiteWarm,  # noqa: E402
+import tierstack  # noqa: E402  (puts Tests/integration and the repo root on sys.path)
+from tierstack import (IDEAL, BlobCold, CosmosWarm, DirCold, Proxy, RedisServer, SQLiteWarm,  # noqa: E402
                     Stack, unique_name)
 
 BACKENDS = [b for b in os.environ.get("TIERED_BACKENDS", "local,azure").split(",") if b]
@@ -40,7 +40,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"tiered target: {tiered.TARGET}; backends: {','.join(BACKENDS)}"
+    return f"tiered target: {tierstack.TARGET}; backends: {','.join(BACKENDS)}"
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from tiered import Deadline, RawConn, encode_command
+from tierstack import Deadline, RawConn, encode_command
 
 # The tiered commands of issue 4, every one of which the generator must produce.
 TIERED_COMMANDS = (

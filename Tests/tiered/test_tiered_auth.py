@@ -9,12 +9,13 @@ and that one costs a warm read: the refusals were refusals, not "absent".
 
 from __future__ import annotations
 
-from tiered import RawConn
+from tierstack import RawConn
 
 PASSWORD = "tiered-secret"
 
 
 def test_refusals_never_reach_the_lower_tiers(make_stack, backend):
+    """Semantics 2: errors are not misses; only a nil falls through."""
     s = make_stack(backend, password=PASSWORD)
     counted = s.tiered and s.backend == "azure"
     with s.client(password=PASSWORD) as a:

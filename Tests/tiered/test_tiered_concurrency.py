@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import threading
 
-from tiered import wait_for
+from tierstack import wait_for
 
 KEYS = [f"race:{i}" for i in range(4)]
 CLIENTS = 16
@@ -21,6 +21,7 @@ OPS = 150
 
 
 def test_many_clients_one_key_nothing_stale_wins(make_stack, backend):
+    """Semantics 9: many clients, one key, nothing stale wins."""
     s = make_stack(backend)
     errors: list = []
     written = set()

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import pytest
 
-from tiered import wait_for
+from tierstack import wait_for
 
 COLD_RULE = "c:* policy write-through tier cold"
 
 
 def test_selected_databases_stay_separate(make_stack, backend):
+    """Issue 4 'Database index': SELECTed dbs stay separate in every tier (and COPY ... DB)."""
     s = make_stack(backend, rules=(COLD_RULE,))
     for db in range(4):
         with s.client(db) as c:
@@ -57,6 +58,7 @@ def test_selected_databases_stay_separate(make_stack, backend):
 @pytest.mark.tiers_only
 @pytest.mark.parametrize("argv", [("FLUSHALL",), ("FLUSHALL", "ASYNC"), ("FLUSHDB",), ("FLUSHDB", "SYNC")])
 def test_flush_refused_by_default(make_stack, argv):
+    """Issue 4 'FLUSHDB / FLUSHALL': refused with a clear error unless tiers-allow-flush yes."""
     s = make_stack("local")
     with s.client() as c:
         c.set("keep", "v")
@@ -77,6 +79,7 @@ def _tier_keys(s, db):
 
 
 def test_flush_allowed_empties_every_tier(make_stack, backend):
+    """Issue 4 'FLUSHDB / FLUSHALL' with tiers-allow-flush yes: that db's lower tiers are emptied too."""
     s = make_stack(backend, rules=(COLD_RULE,), flags={"tiers-allow-flush": "yes"})
     for db in (0, 1, 2):
         with s.client(db) as c:

@@ -16,7 +16,7 @@ import os
 import pytest
 
 import difftest
-from tiered import IDEAL, RedisServer
+from tierstack import IDEAL, RedisServer
 
 OPS = int(os.environ.get("TIERED_DIFF_OPS", "20000"))
 SEED = difftest.pick_seed(os.environ.get("TIERED_SEED"), default=20_250_401)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import time
 
-from tiered import chunks
+from tierstack import chunks
 
 KEYS = 3000
 SIZE = 10 * 1024          # 3000 x 10 KiB = 30 MiB, well past 8 MB
@@ -25,6 +25,7 @@ def value(i: int) -> bytes:
 
 
 def test_thirty_megabytes_through_an_eight_megabyte_hot(make_stack, backend):
+    """Semantics 6 (demotion by eviction loses nothing), via 1 (read-through) and 3 (write-through)."""
     s = make_stack(backend, hot_maxmemory="8mb")
     keys = [b"ev:%05d" % i for i in range(KEYS)]
     t0 = time.monotonic()

@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from tiered import RawConn, wait_for
+from tierstack import RawConn, wait_for
 
 pytestmark = pytest.mark.tiers_only
 
@@ -46,6 +46,7 @@ def timed(conn: RawConn, *argv):
 @pytest.mark.parametrize("fault", list(FAULTS))
 @pytest.mark.parametrize("tier", ["warm", "cold"])
 def test_lower_tier_down_errors_not_nils(make_stack, tier, fault):
+    """Issue 4 'unavailable lower tier'; Semantics 1 (never a false nil) and 3 (failed write-through leaves no older value)."""
     s = make_stack("azure", rules=("c:* policy write-through tier cold",),
                    flags={"tier-timeout": TIMEOUT_MS})
     below = "w:below" if tier == "warm" else "c:below"
@@ -83,6 +84,7 @@ def test_lower_tier_down_errors_not_nils(make_stack, tier, fault):
 
 
 def test_write_behind_backlog_survives_sigkill(make_stack):
+    """Semantics 3 (write-behind: durable record before the reply, coalesced batches, survives a restart)."""
     s = make_stack("azure", rules=("wb:* policy write-behind",))
     for op in ("UpsertDocument", "CreateDocument", "ReplaceDocument", "DeleteDocument"):
         s.emu.add_fault("cosmos", kind="status", status=503, count=-1, op=op)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 
-from tiered import wait_for
+from tierstack import wait_for
 
 SIZE = 8 * 1024 * 1024
 
@@ -30,6 +30,7 @@ def large_value() -> bytes:
 
 
 def test_eight_megabytes_go_to_cold_gzipped(make_stack, backend):
+    """Semantics 3 (too large for warm goes to cold) and 7 (gzip in cold, transparent)."""
     s = make_stack(backend)
     value = large_value()
     with s.client(socket_timeout=60) as c:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import pytest
 
-from tiered import RawConn, encode_command
+from tierstack import RawConn, encode_command
 
 CLIENTS = 1000
 VALUE = b"storm-value-\x00\xff-" + b"x" * 100
@@ -27,6 +27,7 @@ WARM_READS = ("ReadDocument", "QueryDocuments", "ReadFeedDocuments")
 
 @pytest.mark.parametrize("case", ["warm-only", "absent"])
 def test_thousand_concurrent_misses_one_lookup(make_stack, backend, case):
+    """Semantics 1: concurrent misses on one key share one lookup (across loops)."""
     s = make_stack(backend)
     counted = s.tiered and s.backend == "azure"
     with s.client() as c:

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from tiered import wait_for
+from tierstack import wait_for
 
 GONE = object()
 
@@ -114,6 +114,7 @@ def _check_tiers(s, want: dict) -> None:
 
 @pytest.mark.parametrize("loss", ["flushall", "restart"])
 def test_nothing_deleted_comes_back(make_stack, backend, loss):
+    """Semantics 4 (deletes/expiries reach every tier) and 9 (no lower tier older than hot)."""
     s = make_stack(backend)
     with s.client() as c:
         want = _scenario(c, s.evict)

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tiered import wait_for
+from tierstack import wait_for
 
 COLD_RULE = "c:* policy write-through tier cold"
 
@@ -22,6 +22,7 @@ def _close(a: int, b: int, tol: int, what: str) -> None:
 
 @pytest.mark.parametrize("prefix", ["w:", "c:"], ids=["warm", "cold"])
 def test_logical_expiry_survives_promotion(make_stack, backend, prefix):
+    """Semantics 5: TTL/PTTL/EXPIRETIME of a key below, and its absolute expiry on hot after promotion."""
     s = make_stack(backend, rules=(COLD_RULE,))
     c = s.client()
     k_ex, k_pxat, k_none = prefix + "ex", prefix + "pxat", prefix + "none"
@@ -51,6 +52,7 @@ def test_logical_expiry_survives_promotion(make_stack, backend, prefix):
 
 
 def test_commands_that_read_the_old_ttl(make_stack, backend):
+    """Semantics 5 and issue 4 'commands that read before they write': KEEPTTL, EXPIRE NX/GT, GETEX PERSIST, EXPIRE on a key below."""
     s = make_stack(backend)
     c = s.client()
     c.set("t:keepttl", "a", ex=300)

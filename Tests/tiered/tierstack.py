@@ -48,6 +48,11 @@ IDEAL = TARGET == "ideal"
 
 TIER_NAMES = ("hot", "warm", "cold")
 
+# Re-exported for the test modules (one import site for the integration harness).
+__all__ = ["HOST", "Closed", "Deadline", "Proxy", "RawConn", "RedisServer", "encode_command", "free_port",
+           "tail", "wait_for", "IDEAL", "TARGET", "TIER_NAMES", "StoredEntry", "decode_envelope", "Inspector",
+           "SQLiteWarm", "DirCold", "CosmosWarm", "BlobCold", "Stack", "unique_name", "chunks"]
+
 
 # --------------------------------------------------------------------------------------------
 # What a lower tier holds
