@@ -10,7 +10,7 @@ public final class EventLoop {
     private var inbox = [() -> Void]()
     private var inboxLock = pthread_mutex_t()
     private var wakePending = false
-    /// Set while `run()` is on the stack; lets code assert it is on its own loop.
+    /// Set while `run()` is on the stack (tests wait for it before handing the loop work).
     public private(set) var isRunning = false
 
     public init() {

@@ -44,9 +44,6 @@ public final class Listener {
         listener = nil
     }
 
-    /// Pauses accepting (e.g. at maxclients) without closing the socket.
-    public func pause() { if let l = listener { evconnlistener_disable(l) } }
-    public func resume() { if let l = listener { evconnlistener_enable(l) } }
 
     deinit { close() }
 

@@ -24,8 +24,6 @@ final class SharedUpstream: ConnectionDelegate {
         flushTask = DeferredTask(loop: worker.loop) { [unowned self] in self.flushNow() }
     }
 
-    var pendingReplies: Int { queue[head...].reduce(0) { $0 + $1.owed } }
-
     /// Moves `bytes` of `session`'s input (complete requests owing `replies` replies) to Redis.
     /// Returns false if the connection is over its high-water mark (the caller pauses reading).
     func send(from session: ClientSession, bytes: Int, replies: Int) -> Bool {

@@ -32,7 +32,6 @@ final class Worker {
     var replyEnds: [Int] = []
     var replySpans: [(end: Int, counts: Bool)] = []
 
-    var sessionCount: Int { sessions.count }
 
     let tierSetup: TierSetup
     /// This loop's warm and cold tiers (nil: none configured, or they could not be built).
