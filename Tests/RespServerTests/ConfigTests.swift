@@ -29,11 +29,7 @@ import Glibc
     }
 
     @Test func flagsBeatEnvBeatFile() throws {
-        let path = "/tmp/tierproxy-config-test-\(getpid()).conf"
-        let text = "port 7001\nmaxclients 5\nupstream redis://10.0.0.1:7000\nclient-output-buffer-limit pubsub 1mb 512kb 5\n"
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        _ = text.withCString { write(fd, $0, strlen($0)) }
-        close(fd)
+        let path = writeConf("port 7001\nmaxclients 5\nupstream redis://10.0.0.1:7000\nclient-output-buffer-limit pubsub 1mb 512kb 5\n")
         defer { unlink(path) }
 
         let fileOnly = try ConfigLoader(arguments: [path]).load(environment: [:])
@@ -50,11 +46,7 @@ import Glibc
     }
 
     @Test func badDirectivesAreReportedWithTheirLine() throws {
-        let path = "/tmp/tierproxy-config-bad-\(getpid()).conf"
-        let text = "port 7001\n\nmaxclients many\n"
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        _ = text.withCString { write(fd, $0, strlen($0)) }
-        close(fd)
+        let path = writeConf("port 7001\n\nmaxclients many\n")
         defer { unlink(path) }
         do {
             _ = try ConfigLoader(arguments: [path]).load(environment: [:])
@@ -85,6 +77,15 @@ import Glibc
         #expect(fromFile.port == defaults.port && fromFile.bind == defaults.bind
                 && fromFile.outputLimitPubsub == defaults.outputLimitPubsub)
     }
+}
+
+/// Writes `text` to a fresh temp file and returns its path.
+private func writeConf(_ text: String) -> String {
+    var template = Array("/tmp/tierproxy-config-XXXXXX".utf8CString)
+    let fd = mkstemp(&template)
+    _ = text.withCString { write(fd, $0, strlen($0)) }
+    close(fd)
+    return String(cString: template)
 }
 
 private extension String {

@@ -364,6 +364,16 @@ def exchange(port: int, payload: bytes, marker: bool = True, timeout: float = 10
 # redis-server
 # --------------------------------------------------------------------------------------------
 
+def answers_ping(port: int, timeout: float) -> bool:
+    """True if whatever listens on `port` answers PING (NOAUTH counts: it is up, just locked)."""
+    try:
+        with RawConn(port, timeout=timeout) as c:
+            r = c.cmd("PING")
+            return r.raw == b"+PONG\r\n" or r.v.startswith(b"NOAUTH")
+    except (OSError, Closed, TimeoutError):
+        return False
+
+
 class RedisServer:
     """A real redis-server on loopback, no persistence, in its own temp dir."""
 
@@ -401,12 +411,7 @@ class RedisServer:
         raise AssertionError("unreachable")
 
     def _ping(self) -> bool:
-        try:
-            with RawConn(self.port, timeout=1) as c:
-                r = c.cmd("PING")
-                return r.raw == b"+PONG\r\n" or r.v.startswith(b"NOAUTH")
-        except (OSError, Closed, TimeoutError):
-            return False
+        return answers_ping(self.port, timeout=1)
 
     def client(self, **kw: Any) -> redis.Redis:
         kw.setdefault("socket_timeout", 30)
@@ -593,12 +598,7 @@ class Proxy:
         raise AssertionError("unreachable")
 
     def _pong(self) -> bool:
-        try:
-            with RawConn(self.port, timeout=2) as c:
-                r = c.cmd("PING")
-                return r.raw == b"+PONG\r\n" or r.v.startswith(b"NOAUTH")
-        except (OSError, Closed, TimeoutError):
-            return False
+        return answers_ping(self.port, timeout=2)
 
     def client(self, **kw: Any) -> redis.Redis:
         kw.setdefault("socket_timeout", 30)
