@@ -69,10 +69,12 @@ public struct RequestParser {
     /// Bytes of the incomplete request already fed (the caller keeps them in its buffer).
     public var partialBytes: Int { phase == .start ? 0 : partial }
 
-    /// Feeding fewer new bytes than this cannot complete a request (useful for large bulks).
+    /// Feeding fewer new bytes than this can neither complete a request nor reveal a protocol
+    /// error (useful for large bulks): only the rest of the bulk being read counts, because the
+    /// header of a later argument may be malformed and shorter than any well-formed one.
     public var bytesWanted: Int {
         switch phase {
-        case .payload: return bulkRemaining + 6 * (argsLeft - 1)
+        case .payload: return bulkRemaining
         case .failed: return 0
         default: return 1
         }

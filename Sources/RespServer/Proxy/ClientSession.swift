@@ -34,6 +34,8 @@ final class ClientSession: ConnectionDelegate {
     private var waitingToPin = false
     /// QUIT arrived: nothing after it is sent; +OK follows the replies owed, then the close.
     private var quitting = false
+    /// The dedicated connection completed its handshake at least once.
+    private var dedicatedEstablished = false
     /// The dedicated reply stream ended mid-reply; an error appended now would corrupt it.
     private var midReply = false
     /// The dedicated upstream is gone: every request from now on gets this error.
@@ -100,6 +102,15 @@ final class ClientSession: ConnectionDelegate {
         let frames = worker.frames
         if !dispatch(frames) || isClosed { return }
 
+        if case .protocolError = status, !sequenced, let up = dedicated, failure == nil {
+            // Replies are not countable in this mode, so the proxy cannot place the error itself:
+            // Redis gets the same bytes and answers (or, under CLIENT REPLY OFF, doesn't) in order.
+            client.isReading = false
+            input.moveAll(to: up.output)
+            up.flush()
+            quitting = true
+            return
+        }
         if case .protocolError(let reason) = status {
             // Redis answers what came before the bad bytes, then the error, then closes.
             // Redis's exact bytes (an echoed byte in "expected '$', got 'X'" need not be UTF-8).
@@ -131,6 +142,11 @@ final class ClientSession: ConnectionDelegate {
         var replies = 0          // replies those bytes will bring (shared route)
         for frame in frames {
             if frame.isEmpty {
+                if !sequenced {
+                    // No reply either way, but Redis ends a CLIENT REPLY SKIP on it: let it see it.
+                    forward += frame.length
+                    continue
+                }
                 send(&forward, &replies)
                 input.drain(frame.length)
                 continue
@@ -154,6 +170,16 @@ final class ClientSession: ConnectionDelegate {
                 expectReply(handler: plan.handler)
                 sendProxyRequest(plan.upstreamCommand)
                 continue
+            }
+            if frame.name == Commands.quit {
+                // Uncounted mode: Redis answers QUIT and closes; nothing after it is sent.
+                forward += frame.length
+                send(&forward, &replies)
+                quitting = true
+                client.isReading = false
+                input.drain(input.count)
+                parser.reset()
+                return false
             }
             if !pinned {
                 // A client with many shared requests in flight is pinned instead: its own
@@ -272,14 +298,18 @@ final class ClientSession: ConnectionDelegate {
     func connectionEstablished(_ connection: Connection) {
         connectTimer?.cancel()
         connectTimer = nil
+        dedicatedEstablished = true
     }
 
     /// Commands after which replies stop being one per request.
     private func notice(_ frame: RequestFrame, at offset: Int) {
         let name = frame.name
-        if name == Commands.subscribe || name == Commands.psubscribe || name == Commands.ssubscribe {
+        if Commands.subscribeFamily.contains(name) {
+            // Subscribing answers per channel (or with pushes), not once per request.
             sequenced = false
             subscribed = true
+        } else if Commands.unsubscribeFamily.contains(name) {
+            sequenced = false
         } else if name == Commands.monitor {
             sequenced = false
         } else if name == Commands.client, frame.argc >= 3,
@@ -487,7 +517,7 @@ final class ClientSession: ConnectionDelegate {
     /// Bookkeeping after replies reached the client's output, whichever way they came.
     private func afterReplies() {
         if quitting {
-            if allAnswered && !isClosed {
+            if sequenced && allAnswered && !isClosed {
                 client.output.append("+OK\r\n")
                 closeAfterFlush()
             }
@@ -591,7 +621,7 @@ final class ClientSession: ConnectionDelegate {
             if let m = protocolErrorAfterOwed { client.output.append(m) }
             protocolErrorAfterOwed = nil
             closeAfterFlush()
-        } else if shuttingDown {
+        } else if shuttingDown || dedicatedEstablished || quitting {
             close()
         } else {
             // Nothing was owed yet: wait briefly for a request so that it gets an error reply

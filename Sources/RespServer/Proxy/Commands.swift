@@ -2,12 +2,13 @@ import RESP
 
 /// The command names the proxy itself reacts to; everything else is only forwarded.
 enum Commands {
-    static let subscribe = CommandName("subscribe")
-    static let psubscribe = CommandName("psubscribe")
-    static let ssubscribe = CommandName("ssubscribe")
     static let monitor = CommandName("monitor")
     static let client = CommandName("client")
     static let quit = CommandName("quit")
+    static let subscribeFamily: Set<CommandName> = [CommandName("subscribe"), CommandName("psubscribe"),
+                                                    CommandName("ssubscribe")]
+    static let unsubscribeFamily: Set<CommandName> = [CommandName("unsubscribe"), CommandName("punsubscribe"),
+                                                      CommandName("sunsubscribe")]
     static let tiers = CommandName("tiers")
     static let info = CommandName("info")
     static let select = CommandName("select")

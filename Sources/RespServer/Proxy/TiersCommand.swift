@@ -5,6 +5,8 @@ import Tiers
 /// section appended to `INFO`. Each TIERS subcommand sends one cheap request upstream on the
 /// client's own route (EXISTS for WHERE, PING otherwise), so its reply is ordered like any other.
 enum TiersCommand {
+    // Handlers hold their session strongly: a lookup may finish after the client left, and
+    // `fill` on a closed session does nothing.
     struct Plan {
         let upstreamCommand: [UInt8]
         let handler: ReplyHandler
@@ -24,7 +26,7 @@ enum TiersCommand {
         let sub = args.count > 1 ? String(decoding: args[1], as: UTF8.self).lowercased() : ""
         let ping = UpstreamCommands.format(["PING"])
         func answer(_ reply: [UInt8]) -> Plan {
-            Plan(upstreamCommand: ping, handler: { [unowned session] _, slot in session.fill(slot, reply) })
+            Plan(upstreamCommand: ping, handler: { [session] _, slot in session.fill(slot, reply) })
         }
         if args.count < 2 {
             return answer(errorReply("ERR wrong number of arguments for 'tiers' command"))
@@ -35,12 +37,12 @@ enum TiersCommand {
             let key = args[2]
             var exists = [UInt8]()
             RESPWriter.command([Array("EXISTS".utf8), key], into: &exists)
-            return Plan(upstreamCommand: exists, handler: { [unowned session] reply, slot in
+            return Plan(upstreamCommand: exists, handler: { [session] reply, slot in
                 locate(key: key, hotReply: reply, session: session) { session.fill(slot, $0) }
             })
         case "check":
             guard args.count == 2 else { return answer(errorReply("ERR wrong number of arguments for 'tiers|check' command")) }
-            return Plan(upstreamCommand: ping, handler: { [unowned session] _, slot in
+            return Plan(upstreamCommand: ping, handler: { [session] _, slot in
                 let w = session.worker
                 TierStatus.check(warm: w.warm, cold: w.cold, config: w.tierSetup.config) { results in
                     session.fill(slot, arrayReply(results.map { Array($0.line.utf8) }))
