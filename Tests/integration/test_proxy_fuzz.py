@@ -19,8 +19,7 @@ Reproducing and exploring:
   FUZZ_SEED=<n>       the base seed (printed by every run; the default is fixed)
   FUZZ_SESSIONS=<n>   sessions to run (default 160: a few seconds)
   FUZZ_ONLY=<i>       run only session i of that seed
-  FUZZ_KNOWN=1        also generate the patterns of the bugs pinned below (off by default, so
-                      that the fuzz test keeps looking for new bugs while those stay open)
+  FUZZ_KNOWN=0        leave out the patterns of the bugs pinned below (all fixed; on by default)
   FUZZ_SHRINK=1       on a mismatch, shrink the session and print the minimal reproduction
   FUZZ_TIME_BUDGET=<s>  stop starting sessions after this long (default 35; the count run is
                       printed)
@@ -54,7 +53,7 @@ DEFAULT_SEED = 20240611
 SEED = int(os.environ.get("FUZZ_SEED", DEFAULT_SEED))
 SESSIONS = int(os.environ.get("FUZZ_SESSIONS", 160))
 ONLY = os.environ.get("FUZZ_ONLY")
-KNOWN = os.environ.get("FUZZ_KNOWN", "") == "1"
+KNOWN = os.environ.get("FUZZ_KNOWN", "1") == "1"   # the bugs found are fixed: generate their patterns
 SHRINK = os.environ.get("FUZZ_SHRINK", "") == "1"
 WORKERS = 4
 TIME_BUDGET = float(os.environ.get("FUZZ_TIME_BUDGET", 35.0))   # seconds for the whole fuzz run
@@ -312,11 +311,15 @@ class Generator:
             return [r.choice(["SUBSCRIBE", "PSUBSCRIBE"]), self.p + "ch" + r.choice("12")]
         if kind == "unsubscribe":
             if not KNOWN and not self.subscribed:
-                # Known bug: (P)UNSUBSCRIBE outside pub/sub mode (N replies for N channels, or
-                # a RESP3 push) unbalances the proxy's reply count; see the tests below.
+                # Was a bug: (P)UNSUBSCRIBE outside pub/sub mode (N replies for N channels, or
+                # a RESP3 push) unbalanced the proxy's reply count; see the tests below.
                 return ["PING"]
+            # Replies stop being one per request, so the proxy stops composing its own (TIERS).
+            self.reply_mode_used = True
+            # With no channel named, Redis unsubscribes in its dict's order, which differs
+            # between servers (random hash seeds): name at least one channel once subscribed.
             return [r.choice(["UNSUBSCRIBE", "PUNSUBSCRIBE"]), *[self.p + "ch" + c for c in
-                                                              r.sample("12", r.randint(0, 2))]]
+                                                              r.sample("12", r.randint(1 if self.subscribed else 0, 2))]]
         return None
 
     def tiers_command(self) -> tuple[bytes, bytes]:
@@ -402,7 +405,10 @@ class Generator:
 
         s = Session(reqs)
         end = r.random()
-        may_close = KNOWN or not self.reply_mode_used
+        # Under CLIENT REPLY OFF/SKIP, whether Redis itself closes after QUIT or a protocol error
+        # depends on how the bytes arrive (it has no reply to write before its close-after-reply):
+        # not comparable, so such sessions end with the marker.
+        may_close = not self.reply_mode_used
         if end < 0.15 and may_close:
             s.mode = "close"
             s.terminator = self.encode(["QUIT"]) if r.random() < 0.8 else b"quit\r\n"
@@ -767,17 +773,15 @@ def test_bug_unsubscribe_resp3_push_then_quit(proxy):
 
 
 def test_bug_unsubscribe_shifts_info_rewrite(proxy):
-    """INFO's # Tiers section (absent with ITEST_TARGET=direct) must not depend on an earlier
-    UNSUBSCRIBE; the shifted count hands the rewrite to the wrong reply."""
-    with proxy.raw(timeout=5) as c:
-        plain = c.cmd("INFO").v
-    has_tiers = b"# Tiers" in plain
+    """After UNSUBSCRIBE the proxy no longer counts replies one per request, so it stops
+    composing replies for this connection (no # Tiers): what it must never do is hand its
+    rewrite to the wrong reply. INFO's reply must be INFO's, in its place."""
     with proxy.raw(timeout=5) as c:
         c.send(b"UNSUBSCRIBE a b\r\nINFO\r\nPING\r\n")
         replies = c.read_replies(4)
     assert [r.raw for r in replies[:2]] == [unsub(b"a"), unsub(b"b")]
+    assert replies[2].t == "$" and replies[2].v.startswith(b"# Server\r\n")
     assert replies[3].raw == b"+PONG\r\n"
-    assert (b"# Tiers" in replies[2].v) == has_tiers
 
 
 # Bug 2. After any CLIENT REPLY (even ON, or one Redis rejects) and after any SUBSCRIBE (even

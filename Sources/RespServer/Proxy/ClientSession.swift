@@ -36,6 +36,8 @@ final class ClientSession: ConnectionDelegate {
     private var quitting = false
     /// The dedicated connection completed its handshake at least once.
     private var dedicatedEstablished = false
+    /// Redis has closed after QUIT; close once the proxy's own replies still pending are out.
+    private var closeWhenComposed = false
     /// The dedicated reply stream ended mid-reply; an error appended now would corrupt it.
     private var midReply = false
     /// The dedicated upstream is gone: every request from now on gets this error.
@@ -172,14 +174,9 @@ final class ClientSession: ConnectionDelegate {
                 continue
             }
             if frame.name == Commands.quit {
-                // Uncounted mode: Redis answers QUIT and closes; nothing after it is sent.
-                forward += frame.length
-                send(&forward, &replies)
+                // Uncounted mode: the proxy is a plain pipe. Redis answers QUIT (or, under
+                // CLIENT REPLY OFF, does not) and decides what follows; when it closes, so do we.
                 quitting = true
-                client.isReading = false
-                input.drain(input.count)
-                parser.reset()
-                return false
             }
             if !pinned {
                 // A client with many shared requests in flight is pinned instead: its own
@@ -516,6 +513,10 @@ final class ClientSession: ConnectionDelegate {
 
     /// Bookkeeping after replies reached the client's output, whichever way they came.
     private func afterReplies() {
+        if closeWhenComposed {
+            if held.isEmpty { closeAfterFlush() }
+            return
+        }
         if quitting {
             if sequenced && allAnswered && !isClosed {
                 client.output.append("+OK\r\n")
@@ -612,7 +613,13 @@ final class ClientSession: ConnectionDelegate {
         if isClosed { return }
         Log.verbose("Client failed: \(reason)")
         // A reply cut in half, or replies the proxy still has to compose, cannot be followed
-        // by sensible error replies: close.
+        // by sensible error replies: close. Except after QUIT (or malformed bytes Redis was
+        // given to judge): Redis closed on purpose with every reply it owed delivered, and only
+        // the proxy's own replies are still being composed; finish those, then close.
+        if quitting && !midReply && !interceptsPending && capture == nil && !held.isEmpty {
+            closeWhenComposed = true
+            return
+        }
         if midReply || !held.isEmpty || interceptsPending || capture != nil { close(); return }
         let unanswered = sequenced ? owed : 0
         owed = 0
