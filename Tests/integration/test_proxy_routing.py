@@ -95,3 +95,15 @@ def test_many_clients_interleaved_replies_are_routed_to_their_owner(proxy):
     for t in threads:
         t.join(60)
     assert not errors, errors[:5]
+
+
+def test_refused_select_after_auth_is_reported_on_the_shared_connection(make_redis, make_proxy):
+    """The upstream URL's AUTH succeeds and its SELECT is refused (db out of range): stateless
+    clients must get that error, never silently run in another database."""
+    srv = make_redis(args=("--requirepass", "pw"))
+    srv.password = "pw"
+    prx = make_proxy(f"redis://:pw@127.0.0.1:{srv.port}/99", wait="port")
+    with RawConn(prx.port) as c:
+        r = c.cmd("SET", "k", "v")
+    assert r.t == "-" and b"AUTH/SELECT" in r.v and b"DB index is out of range" in r.v, r
+    assert srv.admin().dbsize() == 0

@@ -10,11 +10,11 @@ import Reactor
 /// connection of its own for the rest of its life, so every stateful feature behaves exactly as
 /// on a direct connection. Replies stay in request order: a pinned client's dedicated requests
 /// are sent only after every shared reply it was owed has arrived.
-final class ClientSession: ConnectionDelegate {
+final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     /// Workers outlive their sessions; `unowned(unsafe)` skips a refcount check per access.
     unowned(unsafe) let worker: Worker
     let client: Connection
-    private(set) var dedicated: Connection?
+    private(set) var dedicated: UpstreamLink?
     private var pinned = false
 
     private var parser: RequestParser
@@ -23,8 +23,6 @@ final class ClientSession: ConnectionDelegate {
     private(set) var sharedOwed = 0
     /// Replies owed through the dedicated connection, in sequenced mode.
     private(set) var owed = 0
-    /// Replies to the proxy's own AUTH/SELECT on the dedicated connection, swallowed.
-    private var handshakeOwed = 0
     /// False once the client entered a mode where replies are not one per request
     /// (SUBSCRIBE family, MONITOR, CLIENT REPLY): then bytes stream through uncounted.
     private(set) var sequenced = true
@@ -34,8 +32,6 @@ final class ClientSession: ConnectionDelegate {
     private var waitingToPin = false
     /// QUIT arrived: nothing after it is sent; +OK follows the replies owed, then the close.
     private var quitting = false
-    /// The dedicated connection completed its handshake at least once.
-    private var dedicatedEstablished = false
     /// Redis has closed after QUIT; close once the proxy's own replies still pending are out.
     private var closeWhenComposed = false
     /// The dedicated reply stream ended mid-reply; an error appended now would corrupt it.
@@ -45,7 +41,6 @@ final class ClientSession: ConnectionDelegate {
     private var protocolErrorAfterOwed: [UInt8]?
     private var closeWhenFlushed = false
     private var shuttingDown = false
-    private var connectTimer: Timer?
     private var lingerTimer: Timer?
     private var softLimitSince: Int64 = 0
     private(set) var isClosed = false
@@ -278,25 +273,12 @@ final class ClientSession: ConnectionDelegate {
             dedicatedFailed("cannot resolve upstream \(cfg.upstream.host)")
             return
         }
-        let up = Connection(loop: worker.loop, connectingTo: address)
-        up.delegate = self
-        dedicated = up
-        // AUTH and SELECT go first; their replies are swallowed before the client's begin.
-        let handshake = worker.handshakeBytes
-        if !handshake.bytes.isEmpty {
-            up.output.append(handshake.bytes)
-            handshakeOwed = handshake.replies
-        }
-        connectTimer = Timer(loop: worker.loop, millis: cfg.upstreamConnectTimeoutMillis) { [unowned self] in
-            self.dedicatedFailed("timed out connecting to upstream \(cfg.upstream.host):\(cfg.upstream.port)")
-        }
+        // The link sends the proxy's AUTH/SELECT first and holds the client's bytes until
+        // Redis has accepted them.
+        dedicated = UpstreamLink(worker: worker, address: address, delegate: self)
     }
 
-    func connectionEstablished(_ connection: Connection) {
-        connectTimer?.cancel()
-        connectTimer = nil
-        dedicatedEstablished = true
-    }
+    func connectionEstablished(_ connection: Connection) {}   // only outgoing connections call it
 
     /// Commands after which replies stop being one per request.
     private func notice(_ frame: RequestFrame, at offset: Int) {
@@ -425,59 +407,41 @@ final class ClientSession: ConnectionDelegate {
 
     // MARK: - Replies through the dedicated connection
 
+    func linkReadable(_ link: UpstreamLink) { dedicatedReadable() }
+
     private func dedicatedReadable() {
         guard let up = dedicated else { return }
         let input = up.input
         var counted = 0
         var base = 0
         var lastEnd = 0
-        var handshakeEnd = 0            // bytes of swallowed handshake replies at the front
-        var handshakeErrorAt: Int?      // where a refused AUTH/SELECT reply starts
         var status = ParseStatus.ok
         // Reply ends, kept only when replies must be routed one by one (a handler is waiting).
         let perReply = interceptsPending || !held.isEmpty || capture != nil
-        var spans = worker.replySpans
+        var spans: [(end: Int, counts: Bool)] = []
+        swap(&spans, &worker.replySpans)       // reuse the loop's array without a copy-on-write
         spans.removeAll(keepingCapacity: true)
+        defer { swap(&spans, &worker.replySpans) }
         input.withSegments { segment in
             worker.replies.removeAll(keepingCapacity: true)
             status = scanner.feed(segment, replies: &worker.replies)
             for reply in worker.replies {
                 lastEnd = base + reply.end
-                if reply.isPush {
-                    if perReply { spans.append((lastEnd, false)) }
-                    continue
-                }
-                if handshakeOwed > 0 {
-                    handshakeOwed -= 1
-                    if reply.isError && handshakeErrorAt == nil { handshakeErrorAt = handshakeEnd }
-                    handshakeEnd = base + reply.end
-                    continue
-                }
-                counted += 1
-                if perReply { spans.append((lastEnd, true)) }
+                if !reply.isPush { counted += 1 }
+                if perReply { spans.append((lastEnd, !reply.isPush)) }
             }
             base += segment.count
             return status == .ok
         }
-        worker.replySpans = spans
         if status != .ok {
             Log.warning("Unparseable reply from upstream; closing the client")
             close()
             return
         }
-        if let start = handshakeErrorAt {
-            let text = String(decoding: input.copy(min(handshakeEnd - start, 512), offset: start), as: UTF8.self)
-            dedicatedFailed("upstream refused the proxy's AUTH/SELECT: \(firstLine(text))")
-            return
-        }
-        if handshakeEnd > 0 { input.drain(handshakeEnd) }
-        if handshakeOwed > 0 { return }          // the rest is the unfinished handshake reply
-
         midReply = lastEnd != base
         if perReply {
-            var consumed = handshakeEnd
-            let spans = worker.replySpans
-            for (end, counts) in spans where end > consumed {
+            var consumed = 0
+            for (end, counts) in spans {
                 if counts { takeReply(from: input, count: end - consumed, complete: true) }
                 else { appendUncounted(from: input, count: end - consumed) }
                 consumed = end
@@ -580,33 +544,32 @@ final class ClientSession: ConnectionDelegate {
             client.notifyWhenDrained = false
             dedicated?.isReading = true
             if !pinned && !shuttingDown && failure == nil && !waitingToPin { client.isReading = true }
-        } else {
-            connection.notifyWhenDrained = false
-            if !shuttingDown && failure == nil { client.isReading = true }
         }
+    }
+
+    func linkDrained(_ link: UpstreamLink) {
+        link.notifyWhenDrained = false
+        if !shuttingDown && failure == nil { client.isReading = true }
     }
 
     // MARK: - Failures and closing
 
     func connectionClosed(_ connection: Connection, error: String?) {
-        if connection === client {
-            // The client left (possibly mid-pipeline): release the upstream and every buffer now.
-            close()
-        } else {
-            dedicatedFailed(error.map { "upstream connection lost: \($0)" } ?? "upstream closed the connection")
-        }
+        // The client left (possibly mid-pipeline): release the upstream and every buffer now.
+        close()
     }
+
+    func linkFailed(_ link: UpstreamLink, reason: String) { dedicatedFailed(reason) }
 
     /// The dedicated upstream is gone, and the connection state with it. Requests still owed a
     /// reply get an error (unless a reply was cut in half); then the client is closed.
     private func dedicatedFailed(_ reason: String) {
         guard failure == nil, !isClosed else { return }
         failure = reason
-        connectTimer?.cancel()
-        connectTimer = nil
+        let wasConnected = dedicated?.connected ?? false
         if let up = dedicated {
             // Whatever the upstream sent before closing (QUIT's +OK, a last reply) still goes out.
-            if handshakeOwed == 0 && !up.input.isEmpty { dedicatedReadable() }
+            if !up.isHandshaking && !up.input.isEmpty { dedicatedReadable() }
             up.close()
         }
         dedicated = nil
@@ -628,7 +591,7 @@ final class ClientSession: ConnectionDelegate {
             if let m = protocolErrorAfterOwed { client.output.append(m) }
             protocolErrorAfterOwed = nil
             closeAfterFlush()
-        } else if shuttingDown || dedicatedEstablished || quitting {
+        } else if shuttingDown || wasConnected || quitting {
             close()
         } else {
             // Nothing was owed yet: wait briefly for a request so that it gets an error reply
@@ -676,9 +639,7 @@ final class ClientSession: ConnectionDelegate {
     func close() {
         guard !isClosed else { return }
         isClosed = true
-        connectTimer?.cancel()
         lingerTimer?.cancel()
-        connectTimer = nil
         lingerTimer = nil
         dedicated?.close()
         dedicated = nil

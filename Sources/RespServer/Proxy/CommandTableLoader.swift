@@ -1,15 +1,12 @@
 import RESP
 import Reactor
 
-/// Fetches the upstream's `COMMAND` reply on a connection of its own, retrying every second
-/// until Redis answers, and hands the table to its loop's worker.
-final class CommandTableLoader: ConnectionDelegate {
+/// Fetches the upstream's `COMMAND` reply on a link of its own, retrying every second until
+/// Redis answers, and hands the table to its loop's worker.
+final class CommandTableLoader: UpstreamLinkDelegate {
     private unowned let worker: Worker
-    private var connection: Connection?
-    private var scanner = ReplyScanner()
-    private var replies = [ReplyInfo]()
+    private var link: UpstreamLink?
     private var retry: Timer?
-    private var expected = 0
 
     init(worker: Worker) {
         self.worker = worker
@@ -18,45 +15,41 @@ final class CommandTableLoader: ConnectionDelegate {
 
     private func attempt() {
         guard let address = worker.upstreamAddress else { scheduleRetry(); return }
-        scanner = ReplyScanner()
-        let c = Connection(loop: worker.loop, connectingTo: address)
-        c.delegate = self
-        let handshake = worker.handshakeBytes
-        c.output.append(handshake.bytes)
-        c.output.append(UpstreamCommands.format(["COMMAND"]))
-        expected = handshake.replies + 1
-        connection = c
+        let l = UpstreamLink(worker: worker, address: address, delegate: self)
+        l.output.append(UpstreamCommands.format(["COMMAND"]))
+        l.flush()
+        link = l
     }
 
     private func scheduleRetry(millis: Int = 1000) {
-        connection?.close()
-        connection = nil
+        link?.close()
+        link = nil
         retry = Timer(loop: worker.loop, millis: millis) { [unowned self] in self.attempt() }
     }
 
-    func connectionEstablished(_ connection: Connection) {}
-    func connectionDrained(_ connection: Connection) {}
+    func linkDrained(_ link: UpstreamLink) {}
 
-    func connectionReadable(_ c: Connection) {
-        // Scan only to learn when the whole reply is in; hiredis parses it then.
-        var complete = 0
+    func linkFailed(_ link: UpstreamLink, reason: String) {
+        Log.debug("Command table: \(reason); retrying")
+        scheduleRetry()
+    }
+
+    /// The link has already taken the handshake's replies: the input holds COMMAND's reply.
+    func linkReadable(_ l: UpstreamLink) {
+        // Scan only to learn when the whole reply is in (rescanning: it stays in the buffer until
+        // then); hiredis parses it.
+        var scanner = ReplyScanner()
+        var replies = [ReplyInfo]()
+        var complete = false
         var status = ParseStatus.ok
-        var end = 0
-        var base = 0
-        scanner = ReplyScanner()   // rescan from the start: the reply stays in the buffer until complete
-        c.input.withSegments { segment in
-            replies.removeAll(keepingCapacity: true)
+        l.input.withSegments { segment in
             status = scanner.feed(segment, replies: &replies)
-            for r in replies where !r.isPush {
-                complete += 1
-                if complete == expected - 1 { end = base + r.end }
-            }
-            base += segment.count
-            return status == .ok
+            complete = replies.contains { !$0.isPush }
+            return status == .ok && !complete
         }
         guard status == .ok else { scheduleRetry(); return }
-        guard complete >= expected else { return }
-        let bytes = c.input.copy(c.input.count - end, offset: end)
+        guard complete else { return }
+        let bytes = l.input.copy(l.input.count)
         if bytes.starts(with: Array("-NOAUTH".utf8)) {
             // Redis wants a password the proxy does not have: each client must AUTH itself.
             worker.upstreamRequiresClientAuth()
@@ -65,23 +58,18 @@ final class CommandTableLoader: ConnectionDelegate {
         }
         if let table = CommandTable(commandReply: bytes) {
             worker.commandTableLoaded(table)
-            c.close()
-            connection = nil
+            l.close()
+            link = nil
         } else {
             Log.warning("Upstream's COMMAND reply could not be read (\(firstBytes(bytes))); retrying")
             scheduleRetry()
         }
     }
 
-    func connectionClosed(_ c: Connection, error: String?) {
-        Log.debug("Command table: upstream not reachable (\(error ?? "closed")); retrying")
-        scheduleRetry()
-    }
-
     func cancel() {
         retry?.cancel()
-        connection?.close()
-        connection = nil
+        link?.close()
+        link = nil
     }
 }
 

@@ -5,17 +5,17 @@ import Reactor
 /// mode (clients that have not touched connection state), pipelined, the way twemproxy does.
 /// Redis answers in order, so a FIFO of (session, replies owed) tells whose each reply is.
 /// A session that needs connection state moves to its own connection (`ClientSession.pin`).
-final class SharedUpstream: ConnectionDelegate {
+final class SharedUpstream: UpstreamLinkDelegate {
     private unowned(unsafe) let worker: Worker
-    private var connection: Connection?
+    private var link: UpstreamLink?
     private var scanner = ReplyScanner()
-    private var handshakeOwed = 0
-    private var connectTimer: Timer?
     /// Whose replies come next: sessions in the order their requests were written.
     private var queue: [(session: ClientSession, owed: Int)] = []
     private var head = 0
     /// Sessions paused because this connection's output was over the high-water mark.
     private var waiting: [ClientSession] = []
+    /// The head session has been handed the first part of a reply that is still arriving.
+    private var headMidReply = false
     /// One write per loop pass carries every client's requests that arrived in that pass.
     private var flushTask: DeferredTask!
 
@@ -27,17 +27,37 @@ final class SharedUpstream: ConnectionDelegate {
     /// Moves `bytes` of `session`'s input (complete requests owing `replies` replies) to Redis.
     /// Returns false if the connection is over its high-water mark (the caller pauses reading).
     func send(from session: ClientSession, bytes: Int, replies: Int) -> Bool {
-        guard let up = connection ?? open() else {
+        guard let up = linkOrFail(session, replies: replies) else {
             session.client.input.drain(bytes)
-            session.sharedFailed(replies: replies, reason: "cannot resolve upstream \(worker.config.upstream.host)",
-                                 cutMidReply: false)
             return true
         }
         session.client.input.move(bytes, to: up.output)
         return enqueue(session, replies: replies, on: up)
     }
 
-    private func enqueue(_ session: ClientSession, replies: Int, on up: Connection) -> Bool {
+    /// Sends a request the proxy composed for `session` (owing `replies` replies).
+    func send(from session: ClientSession, payload: [UInt8], replies: Int) -> Bool {
+        guard let up = linkOrFail(session, replies: replies) else { return true }
+        up.output.append(payload)
+        return enqueue(session, replies: replies, on: up)
+    }
+
+    /// The open link, or a new one; nil (the session's replies answered with an error) when the
+    /// upstream's address could not be resolved.
+    private func linkOrFail(_ session: ClientSession, replies: Int) -> UpstreamLink? {
+        if let up = link { return up }
+        guard let address = worker.upstreamAddress else {
+            session.sharedFailed(replies: replies, reason: "cannot resolve upstream \(worker.config.upstream.host)",
+                                 cutMidReply: false)
+            return nil
+        }
+        scanner = ReplyScanner()
+        let up = UpstreamLink(worker: worker, address: address, delegate: self)
+        link = up
+        return up
+    }
+
+    private func enqueue(_ session: ClientSession, replies: Int, on up: UpstreamLink) -> Bool {
         if head < queue.count, queue[queue.count - 1].session === session {
             queue[queue.count - 1].owed += replies
         } else {
@@ -52,62 +72,28 @@ final class SharedUpstream: ConnectionDelegate {
     }
 
     private func flushNow() {
-        guard let up = connection else { return }
+        guard let up = link else { return }
         if !up.flush() && !waiting.isEmpty {
             up.drainedAt = worker.config.proxyBufferHighWater / 2
             up.notifyWhenDrained = true
         } else if !waiting.isEmpty {
-            connectionDrained(up)
+            linkDrained(up)
         }
     }
 
-    /// Sends a request the proxy composed for `session` (owing `replies` replies).
-    func send(from session: ClientSession, payload: [UInt8], replies: Int) -> Bool {
-        guard let up = connection ?? open() else {
-            session.sharedFailed(replies: replies, reason: "cannot resolve upstream \(worker.config.upstream.host)",
-                                 cutMidReply: false)
-            return true
-        }
-        up.output.append(payload)
-        return enqueue(session, replies: replies, on: up)
-    }
-
-    private func open() -> Connection? {
-        let cfg = worker.config
-        guard let address = worker.upstreamAddress else { return nil }
-        let up = Connection(loop: worker.loop, connectingTo: address)
-        up.delegate = self
-        scanner = ReplyScanner()
-        let handshake = worker.handshakeBytes
-        up.output.append(handshake.bytes)
-        handshakeOwed = handshake.replies
-        connection = up
-        connectTimer = Timer(loop: worker.loop, millis: cfg.upstreamConnectTimeoutMillis) { [unowned self] in
-            self.failed("timed out connecting to upstream \(cfg.upstream.host):\(cfg.upstream.port)")
-        }
-        return up
-    }
-
-    func connectionEstablished(_ connection: Connection) {
-        connectTimer?.cancel()
-        connectTimer = nil
-    }
-
-    func connectionDrained(_ connection: Connection) {
-        connection.notifyWhenDrained = false
+    func linkDrained(_ link: UpstreamLink) {
+        link.notifyWhenDrained = false
         let resumed = waiting
         waiting.removeAll()
         for s in resumed where !s.isClosed { s.sharedOutputDrained() }
     }
 
-    func connectionClosed(_ connection: Connection, error: String?) {
-        failed(error.map { "upstream connection lost: \($0)" } ?? "upstream closed the connection")
-    }
+    func linkFailed(_ link: UpstreamLink, reason: String) { failed(reason) }
 
     /// Hands each complete reply to the session at the head of the queue. Bytes of a reply still
     /// arriving go to that same session at once, so a large value streams through.
-    func connectionReadable(_ c: Connection) {
-        let input = c.input
+    func linkReadable(_ link: UpstreamLink) {
+        let input = link.input
         var ends: [Int] = []
         swap(&ends, &worker.replyEnds)        // reuse the loop's array without a copy-on-write
         ends.removeAll(keepingCapacity: true)
@@ -130,18 +116,6 @@ final class SharedUpstream: ConnectionDelegate {
         var touched: ClientSession? = nil
         var touchedReplies = 0
         for end in ends {
-            if handshakeOwed > 0 {
-                handshakeOwed -= 1
-                if input.copy(1, offset: consumed).first == UInt8(ascii: "-") {
-                    let text = String(decoding: input.copy(min(end - consumed, 300), offset: consumed), as: UTF8.self)
-                    failed("upstream refused the proxy's AUTH/SELECT: \(text.split(separator: "\r").first ?? "")")
-                    return
-                }
-                input.drain(end - consumed)
-                base -= end - consumed
-                consumed = end
-                continue
-            }
             guard head < queue.count else {
                 Log.warning("Reply with no request waiting on the shared upstream connection; resetting it")
                 failed("reply with no request")
@@ -154,6 +128,7 @@ final class SharedUpstream: ConnectionDelegate {
                 touchedReplies = 0
             }
             session.takeSharedReply(from: input, count: end - consumed, complete: true)
+            headMidReply = false
             consumed = end
             touchedReplies += 1
             queue[head].owed -= 1
@@ -161,7 +136,7 @@ final class SharedUpstream: ConnectionDelegate {
         }
         // The start of a reply still arriving belongs to the head session.
         let rest = input.count
-        if rest > 0 && handshakeOwed == 0 && head < queue.count {
+        if rest > 0 && head < queue.count {
             let session = queue[head].session
             if touched !== session {
                 if let t = touched { t.sharedRepliesArrived(touchedReplies) }
@@ -169,6 +144,7 @@ final class SharedUpstream: ConnectionDelegate {
                 touchedReplies = 0
             }
             session.takeSharedReply(from: input, count: rest, complete: false)
+            headMidReply = true
         }
         if let t = touched { t.sharedRepliesArrived(touchedReplies) }
         compactQueue()
@@ -182,12 +158,11 @@ final class SharedUpstream: ConnectionDelegate {
     /// The connection is gone: every request still waiting gets an error reply; the sessions
     /// themselves keep going (they hold no connection state) and the next request reconnects.
     private func failed(_ reason: String) {
-        connectTimer?.cancel()
-        connectTimer = nil
-        let c = connection
-        connection = nil
+        let c = link
+        link = nil
         let pending = Array(queue[head...])
-        let streaming = (c?.input.count ?? 0) > 0 || scanner.partialBytes > 0
+        let streaming = headMidReply
+        headMidReply = false
         queue.removeAll()
         head = 0
         c?.close()
@@ -201,8 +176,7 @@ final class SharedUpstream: ConnectionDelegate {
     }
 
     func close() {
-        connectTimer?.cancel()
-        connection?.close()
-        connection = nil
+        link?.close()
+        link = nil
     }
 }

@@ -1,0 +1,136 @@
+import RESP
+import Reactor
+
+/// What an upstream link tells its owner (the shared connection, or a pinned session).
+protocol UpstreamLinkDelegate: AnyObject {
+    /// Replies are in `link.input` (the handshake's own replies are already gone).
+    func linkReadable(_ link: UpstreamLink)
+    /// Leftover output drained (only while `notifyWhenDrained` is set).
+    func linkDrained(_ link: UpstreamLink)
+    /// Connecting timed out or failed, Redis refused the handshake, or the connection ended.
+    func linkFailed(_ link: UpstreamLink, reason: String)
+}
+
+/// A connection to the upstream Redis that first sends the proxy's AUTH/SELECT and holds every
+/// other byte until Redis has accepted them. Pipelining requests behind the handshake would let
+/// Redis run them even when the handshake is refused: as the default user, or in database 0.
+/// Without a handshake (no password, db 0) nothing is held.
+final class UpstreamLink: ConnectionDelegate {
+    let connection: Connection
+    weak var delegate: UpstreamLinkDelegate?
+    /// The owner's bytes, held while the handshake is unanswered.
+    private var held: Buffer?
+    private var handshakeOwed: Int
+    private var connectTimer: Timer?
+    /// The TCP connection was established (a later failure is a loss, not an outage at connect).
+    private(set) var connected = false
+
+    init(worker: Worker, address: SocketAddress, delegate: UpstreamLinkDelegate) {
+        self.delegate = delegate
+        connection = Connection(loop: worker.loop, connectingTo: address)
+        let handshake = worker.handshakeBytes
+        handshakeOwed = handshake.replies
+        connection.delegate = self
+        if handshakeOwed > 0 {
+            connection.output.append(handshake.bytes)
+            held = Buffer.make()
+        }
+        let cfg = worker.config
+        connectTimer = Timer(loop: worker.loop, millis: cfg.upstreamConnectTimeoutMillis) { [unowned self] in
+            self.fail("timed out connecting to upstream \(cfg.upstream.host):\(cfg.upstream.port)")
+        }
+    }
+
+    var input: Buffer { connection.input }
+    /// Where the owner writes: held back until the handshake is accepted.
+    var output: Buffer { held ?? connection.output }
+    var isHandshaking: Bool { handshakeOwed > 0 }
+
+    /// Writes what the socket takes now (nothing while the handshake is unanswered).
+    @discardableResult
+    func flush() -> Bool { held == nil && connection.flush() }
+
+    var isReading: Bool {
+        get { connection.isReading }
+        set { connection.isReading = newValue }
+    }
+    var notifyWhenDrained: Bool {
+        get { connection.notifyWhenDrained }
+        set { connection.notifyWhenDrained = newValue }
+    }
+    var drainedAt: Int {
+        get { connection.drainedAt }
+        set { connection.drainedAt = newValue }
+    }
+
+    func close() {
+        connectTimer?.cancel()
+        connectTimer = nil
+        held?.free()
+        held = nil
+        connection.close()
+    }
+
+    // MARK: - ConnectionDelegate
+
+    func connectionEstablished(_ c: Connection) {
+        connectTimer?.cancel()
+        connectTimer = nil
+        connected = true
+    }
+
+    func connectionReadable(_ c: Connection) {
+        if handshakeOwed > 0 { readHandshake() } else { delegate?.linkReadable(self) }
+    }
+
+    func connectionDrained(_ c: Connection) { delegate?.linkDrained(self) }
+
+    func connectionClosed(_ c: Connection, error: String?) {
+        fail(error.map { "upstream connection lost: \($0)" } ?? "upstream closed the connection")
+    }
+
+    /// Only handshake replies can be in the input now (nothing else was sent): count them, check
+    /// each, and once all are in, release the owner's bytes.
+    private func readHandshake() {
+        let input = connection.input
+        var scanner = ReplyScanner()
+        var replies: [ReplyInfo] = []
+        var ends: [Int] = []
+        var base = 0
+        var status = ParseStatus.ok
+        input.withSegments { segment in
+            replies.removeAll(keepingCapacity: true)
+            status = scanner.feed(segment, replies: &replies)
+            for r in replies where !r.isPush { ends.append(base + r.end) }
+            base += segment.count
+            return status == .ok && ends.count < handshakeOwed
+        }
+        guard status == .ok else { fail("unparseable reply to the proxy's AUTH/SELECT"); return }
+        var start = 0
+        for end in ends.prefix(handshakeOwed) {
+            if input.copy(1, offset: start).first == UInt8(ascii: "-") {
+                let text = String(decoding: input.copy(min(end - start, 512), offset: start), as: UTF8.self)
+                let line = text.dropFirst().split(whereSeparator: { $0 == "\r" || $0 == "\n" }).first ?? ""
+                fail("upstream refused the proxy's AUTH/SELECT: \(line)")
+                return
+            }
+            start = end
+        }
+        guard ends.count >= handshakeOwed else { return }     // the rest is still arriving
+        input.drain(ends[handshakeOwed - 1])
+        handshakeOwed = 0
+        if let h = held {
+            h.moveAll(to: connection.output)
+            h.free()
+            held = nil
+        }
+        if connection.flush() && connection.notifyWhenDrained { delegate?.linkDrained(self) }
+        if !input.isEmpty { delegate?.linkReadable(self) }
+    }
+
+    private func fail(_ reason: String) {
+        connectTimer?.cancel()
+        connectTimer = nil
+        delegate?.linkFailed(self, reason: reason)
+    }
+}
