@@ -10,7 +10,7 @@ final class Server {
     private var threads: [LoopThread] = []
     private let mainLoop = EventLoop()
     private var signalWatchers: [SignalWatcher] = []
-    private var stoppedWorkers = AtomicCounter()
+    private let stoppedWorkers = AtomicCounter()
     private var deadline: Timer?
     private var stopping = false
 
