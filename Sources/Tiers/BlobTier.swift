@@ -19,6 +19,8 @@ public struct BlobTierConfig {
     public var compressThreshold = 1 << 20
     /// Largest value a read may decode.
     public var maxValueBytes = 256 << 20
+    /// Blobs asked for per List Blobs page (purge); the service returns at most 5000.
+    public var listPageSize = 5000
     public var tokenScope = "https://storage.azure.com/.default"
     public var retry = RetryPolicy()
     public var requestTimeoutMillis = 30_000
@@ -112,16 +114,15 @@ public final class BlobTier: Tier {
     }
 
     public func delete(_ key: TierKey, _ done: @escaping (Result<Void, TierError>) -> Void) {
-        let blob = TierNames.blobName(key)
-        let what = "blob delete \(blob)"
-        send(what, method: "DELETE", blob: blob) { [self] r in
-            done(r.flatMap { response in
-                switch response.status {
-                case 200, 202, 204, 404: return .success(())
-                default: return .failure(client.failed(tierError(for: response, what)))
-                }
-            })
-        }
+        deleteBlob(TierNames.blobName(key)) { done($0.map { _ in () }) }
+    }
+
+    /// Lists the container a page at a time (with metadata) and deletes each blob of database
+    /// `db` (by its `tp_db` metadata, absent meaning 0; every blob when `db` is nil).
+    public func purge(db: Int?, _ done: @escaping (Result<Int, TierError>) -> Void) {
+        PagedPurge.run(list: { [self] marker, listed in listPage(marker, db: db, listed) },
+                       remove: { [self] blob, removed in deleteBlob(blob, removed) },
+                       done)
     }
 
     public func check(_ done: @escaping (Result<String, TierError>) -> Void) {
@@ -149,6 +150,42 @@ public final class BlobTier: Tier {
         let what = "blob create container \(config.container)"
         send(what, method: "PUT", blob: nil, query: [("restype", "container")]) { [self] r in
             done(r.flatMap { [201, 409].contains($0.status) ? .success(()) : .failure(client.failed(tierError(for: $0, what))) })
+        }
+    }
+
+    // MARK: Blobs by name
+
+    /// Deletes one blob; true if it was there.
+    private func deleteBlob(_ blob: String, _ done: @escaping (Result<Bool, TierError>) -> Void) {
+        let what = "blob delete \(blob)"
+        send(what, method: "DELETE", blob: blob) { [self] r in
+            done(r.flatMap { response in
+                switch response.status {
+                case 200, 202, 204: return .success(true)
+                case 404: return .success(false)
+                default: return .failure(client.failed(tierError(for: response, what)))
+                }
+            })
+        }
+    }
+
+    /// One List Blobs page, reduced to the names of the blobs of database `db` (every blob when nil).
+    private func listPage(_ marker: String?, db: Int?, _ done: @escaping (Result<PagedPurge<String>.Page, TierError>) -> Void) {
+        let what = "blob list \(config.container)"
+        var query = [("restype", "container"), ("comp", "list"), ("include", "metadata"),
+                     ("maxresults", String(min(5000, max(1, config.listPageSize))))]
+        if let marker { query.append(("marker", marker)) }
+        send(what, method: "GET", blob: nil, query: query) { [self] r in
+            done(r.flatMap { response in
+                guard response.status == 200 else { return .failure(client.failed(tierError(for: response, what))) }
+                guard let listing = BlobListing.parse(response.body) else {
+                    return .failure(client.failed(.failed("\(what): the response is not a blob listing: \(response.bodySnippet)")))
+                }
+                let names = listing.blobs.filter { blob in
+                    !blob.name.isEmpty && (db == nil || EntryMetadata.db(fromField: blob.metadata[EntryMetadata.dbField]) == db)
+                }.map(\.name)
+                return .success((names, listing.nextMarker))
+            })
         }
     }
 

@@ -16,6 +16,8 @@ public struct CosmosTierConfig {
     public var requestTimeoutMillis = 10_000
     /// Largest value a read may decode (protects memory from a corrupt item).
     public var maxValueBytes = 256 << 20
+    /// Items asked for per page when reading the container's feed (purge).
+    public var feedPageSize = 100
 
     public init(endpoint: String) { self.endpoint = endpoint }
 }
@@ -64,7 +66,7 @@ public final class CosmosTier: Tier {
     public func get(_ key: TierKey, _ done: @escaping (Result<Entry?, TierError>) -> Void) {
         let id = TierNames.cosmosID(key)
         let what = "cosmos read \(id)"
-        send(what, verb: "GET", type: "docs", link: docLink(id), path: docPath(id), pkValue: id, body: nil) { [self] r in
+        send(what, verb: "GET", type: "docs", link: docLink(id), path: docPath(id), partitionKey: .string(id), body: nil) { [self] r in
             switch r {
             case .failure(let e): done(.failure(e))
             case .success(let response):
@@ -100,7 +102,7 @@ public final class CosmosTier: Tier {
             return
         }
         let what = "cosmos upsert \(id)"
-        send(what, verb: "POST", type: "docs", link: collectionLink, path: collectionPath + "/docs", pkValue: id,
+        send(what, verb: "POST", type: "docs", link: collectionLink, path: collectionPath + "/docs", partitionKey: .string(id),
              body: body) { [self] r in
             done(r.flatMap { response in
                 switch response.status {
@@ -114,15 +116,15 @@ public final class CosmosTier: Tier {
 
     public func delete(_ key: TierKey, _ done: @escaping (Result<Void, TierError>) -> Void) {
         let id = TierNames.cosmosID(key)
-        let what = "cosmos delete \(id)"
-        send(what, verb: "DELETE", type: "docs", link: docLink(id), path: docPath(id), pkValue: id, body: nil) { [self] r in
-            done(r.flatMap { response in
-                switch response.status {
-                case 200, 204, 404: return .success(())
-                default: return .failure(client.failed(tierError(for: response, what)))
-                }
-            })
-        }
+        deleteDocument(id, partitionKey: .string(id)) { done($0.map { _ in () }) }
+    }
+
+    /// Reads the container's feed a page at a time and deletes each item of database `db` (by its
+    /// `tp_db`, absent meaning 0; every item when `db` is nil), `feedPageSize` items per page.
+    public func purge(db: Int?, _ done: @escaping (Result<Int, TierError>) -> Void) {
+        PagedPurge.run(list: { [self] continuation, listed in readFeedPage(continuation, db: db, listed) },
+                       remove: { [self] item, removed in deleteDocument(item.id, partitionKey: item.partitionKey, removed) },
+                       done)
     }
 
     public func check(_ done: @escaping (Result<String, TierError>) -> Void) {
@@ -132,7 +134,7 @@ public final class CosmosTier: Tier {
         quick.maxAttempts = 2
         quick.deadlineMillis = min(quick.deadlineMillis, 5_000)
         client.policy = quick
-        send(what, verb: "GET", type: "colls", link: collectionLink, path: collectionPath, pkValue: nil, body: nil) { [self] r in
+        send(what, verb: "GET", type: "colls", link: collectionLink, path: collectionPath, partitionKey: nil, body: nil) { [self] r in
             client.policy = saved
             done(r.flatMap { response in
                 switch response.status {
@@ -161,7 +163,7 @@ public final class CosmosTier: Tier {
     /// on `partitionKeyPath`, with `defaultTtl` (-1: item ttl on, no default; nil: TTL off).
     public func createDatabaseAndContainer(defaultTtl: Int? = -1, _ done: @escaping (Result<Void, TierError>) -> Void) {
         let dbBody = JSONValue.object([("id", .string(config.database))]).serialized()
-        send("cosmos create database", verb: "POST", type: "dbs", link: "", path: "/dbs", pkValue: nil, body: dbBody,
+        send("cosmos create database", verb: "POST", type: "dbs", link: "", path: "/dbs", partitionKey: nil, body: dbBody,
              upsert: false) { [self] r in
             if case .failure(let e) = r { done(.failure(e)); return }
             if case .success(let resp) = r, ![200, 201, 409].contains(resp.status) {
@@ -174,9 +176,62 @@ public final class CosmosTier: Tier {
             if let ttl = defaultTtl { members.append(("defaultTtl", .number(String(ttl)))) }
             let dbPath = "/dbs/" + PercentEncoding.encode(config.database, keeping: PercentEncoding.unreserved)
             send("cosmos create container", verb: "POST", type: "colls", link: "dbs/\(config.database)",
-                 path: dbPath + "/colls", pkValue: nil, body: JSONValue.object(members).serialized(), upsert: false) { r in
+                 path: dbPath + "/colls", partitionKey: nil, body: JSONValue.object(members).serialized(), upsert: false) { r in
                 done(r.flatMap { [200, 201, 409].contains($0.status) ? .success(()) : .failure(tierError(for: $0, "cosmos create container")) })
             }
+        }
+    }
+
+    // MARK: Documents by id
+
+    /// Deletes one item; true if it was there.
+    private func deleteDocument(_ id: String, partitionKey: JSONValue, _ done: @escaping (Result<Bool, TierError>) -> Void) {
+        let what = "cosmos delete \(id)"
+        send(what, verb: "DELETE", type: "docs", link: docLink(id), path: docPath(id), partitionKey: partitionKey,
+             body: nil) { [self] r in
+            done(r.flatMap { response in
+                switch response.status {
+                case 200, 204: return .success(true)
+                case 404: return .success(false)
+                default: return .failure(client.failed(tierError(for: response, what)))
+                }
+            })
+        }
+    }
+
+    /// One page of the container's feed (List Documents), reduced to the ids and partition key
+    /// values of the items of database `db` (every item when nil).
+    private func readFeedPage(_ continuation: String?, db: Int?,
+                              _ done: @escaping (Result<PagedPurge<(id: String, partitionKey: JSONValue)>.Page, TierError>) -> Void) {
+        let what = "cosmos read feed \(collectionLink)"
+        var headers = [("x-ms-max-item-count", String(max(1, config.feedPageSize)))]
+        if let continuation { headers.append(("x-ms-continuation", continuation)) }
+        send(what, verb: "GET", type: "docs", link: collectionLink, path: collectionPath + "/docs", partitionKey: nil,
+             body: nil, headers: headers) { [self] r in
+            done(r.flatMap { response in
+                guard response.status == 200 else { return .failure(client.failed(tierError(for: response, what))) }
+                guard case .array(let docs)? = JSONValue.parse(response.body)?["Documents"] else {
+                    return .failure(client.failed(.failed("\(what): the response has no Documents array")))
+                }
+                var items = [(id: String, partitionKey: JSONValue)]()
+                for doc in docs {
+                    guard let id = doc["id"]?.string else { continue }
+                    if let db {
+                        let field: String?
+                        switch doc[EntryMetadata.dbField] {
+                        case .string(let s)?: field = s
+                        case .number(let n)?: field = n
+                        case nil: field = nil
+                        default: continue  // not a db index: no tierproxy entry of any db
+                        }
+                        guard EntryMetadata.db(fromField: field) == db else { continue }
+                    }
+                    // An item without the partition key property sits in the "undefined" partition, {}.
+                    items.append((id, doc[pkProperty] ?? .object([])))
+                }
+                let next = response.header("x-ms-continuation").flatMap { $0.isEmpty ? nil : $0 }
+                return .success((items, next))
+            })
         }
     }
 
@@ -188,13 +243,14 @@ public final class CosmosTier: Tier {
     }
 
     /// Sends one signed request (re-signed on each attempt).
-    private func send(_ what: String, verb: String, type: String, link: String, path: String, pkValue: String?,
-                      body: [UInt8]?, upsert: Bool = true, _ done: @escaping (Result<HTTPResponse, TierError>) -> Void) {
+    private func send(_ what: String, verb: String, type: String, link: String, path: String, partitionKey: JSONValue?,
+                      body: [UInt8]?, upsert: Bool = true, headers extra: [(String, String)] = [],
+                      _ done: @escaping (Result<HTTPResponse, TierError>) -> Void) {
         let url = origin + path
-        var fixed: [(String, String)] = [("x-ms-version", config.apiVersion), ("Accept", "application/json")]
-        if let pk = pkValue {
+        var fixed: [(String, String)] = [("x-ms-version", config.apiVersion), ("Accept", "application/json")] + extra
+        if let pk = partitionKey {
             fixed.append(("x-ms-documentdb-partitionkey",
-                          String(decoding: JSONValue.array([.string(pk)]).serialized(asciiOnly: true), as: UTF8.self)))
+                          String(decoding: JSONValue.array([pk]).serialized(asciiOnly: true), as: UTF8.self)))
         }
         if body != nil {
             fixed.append(("Content-Type", "application/json"))

@@ -73,6 +73,23 @@ public final class DirectoryTier: SharedTier {
         dispatch(keys, key: { $0 }, on: loop, done) { _, path in files.remove(path) }
     }
 
+    /// Each worker walks the fan-out directories and unlinks the files it owns (those whose keys
+    /// it serves), so the purge is ordered after every operation on those keys queued before it.
+    /// A file's db is read from its name, which is what decides which reads can see it.
+    public func purge(db: Int?, on loop: EventLoop, _ done: @escaping (Result<Int, TierError>) -> Void) {
+        let (files, root, count) = (self.files, self.root, UInt64(workers.count))
+        let gather = Gather<Int>(count: workers.count) { results in
+            // The total, or the first worker's failure.
+            done(results.reduce(.success(0)) { total, part in total.flatMap { t in part.map { t + $0 } } })
+        }
+        for i in 0..<count {
+            submit(i, on: loop, closed: { gather.set(Int(i), .failure($0)) }) {
+                let result = files.purge(root: root, db: db) { hash in hash % count == i }
+                return { gather.set(Int(i), result) }
+            }
+        }
+    }
+
     public func check(on loop: EventLoop, _ done: @escaping (Result<String, TierError>) -> Void) {
         let probe = TierKey(db: 0, Array(".check".utf8))  // dot names are never readable file names
         let entry = Entry(value: Array("probe".utf8))
@@ -191,6 +208,40 @@ private struct DirectoryFiles {
         } catch {
             return .failure(error)
         }
+    }
+
+    /// Unlinks the entry files under `root/ab/cd/` whose name hash `owns` accepts and whose name
+    /// is of database `db` (nil: any). Dot files (temp files, the check probe) are never entries.
+    func purge(root: String, db: Int?, owns: (UInt64) -> Bool) -> Result<Int, TierError> {
+        var deleted = 0
+        do throws(TierError) {
+            for top in try FileOps.names(in: root) where Self.isFanOut(top) {
+                for sub in try FileOps.names(in: root + "/" + top) where Self.isFanOut(sub) {
+                    let dir = root + "/" + top + "/" + sub
+                    var lastRemoved: String?
+                    for name in try FileOps.names(in: dir) where !name.hasPrefix(".") {
+                        guard owns(DirectoryTier.fnv1a(name.utf8)),
+                              let fileDB = TierNames.db(ofFileName: name), db == nil || fileDB == db else { continue }
+                        let path = dir + "/" + name
+                        if unlink(path) == 0 {
+                            deleted += 1
+                            lastRemoved = path
+                        } else if errno != ENOENT && errno != EISDIR {  // gone already; a stray directory
+                            throw FileOps.error("cannot delete \(path)")
+                        }
+                    }
+                    if sync == .full, let path = lastRemoved { FileOps.syncDirectory(of: path) }
+                }
+            }
+        } catch {
+            return .failure(error)
+        }
+        return .success(deleted)
+    }
+
+    /// A fan-out directory name: two lower-case hex digits.
+    private static func isFanOut(_ name: String) -> Bool {
+        name.utf8.count == 2 && name.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
     }
 
     func remove(_ path: String) -> Result<Void, TierError> {

@@ -71,15 +71,20 @@ public struct EntryMetadata: Equatable, Sendable {
             guard let enc = ValueEncoding(rawValue: e) else { throw .corrupt("unknown \(encodingField) \"\(e)\"") }
             m.encoding = enc
         }
-        if let d = field(dbField) {
-            guard let db = Int(d) else { throw .corrupt("\(dbField) \"\(d)\" is not a number") }
-            m.db = db
-        }
+        let d = field(dbField)
+        guard let db = db(fromField: d) else { throw .corrupt("\(dbField) \"\(d ?? "")\" is not a number") }
+        m.db = db
         if let k = field(keyField) {
             guard let key = decodeBase64(Array(k.utf8)) else { throw .corrupt("\(keyField) is not base64") }
             m.key = key
         }
         return m
+    }
+
+    /// The database an entry belongs to by its `tp_db` value (absent: 0); nil when malformed.
+    public static func db(fromField value: String?) -> Int? {
+        guard let value else { return 0 }
+        return Int(value)
     }
 
     /// True if this metadata, found under the name `TierNames` gives `wanted`, belongs to `wanted`.

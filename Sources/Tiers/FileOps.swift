@@ -71,6 +71,21 @@ enum FileOps {
         close(fd)
     }
 
+    /// The names in a directory (not `.` and `..`), unsorted; empty if it does not exist or is not one.
+    static func names(in path: String) throws(TierError) -> [String] {
+        guard let dir = opendir(path) else {
+            if errno == ENOENT || errno == ENOTDIR { return [] }
+            throw error("cannot list \(path)")
+        }
+        defer { closedir(dir) }
+        var names = [String]()
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
     /// `mkdir -p`.
     static func makeDirectories(_ path: String) throws(TierError) {
         if mkdir(path, 0o755) == 0 || errno == EEXIST { return }

@@ -153,6 +153,17 @@ final class SQLiteDatabase {
         return Int(sqlite3_changes(db))
     }
 
+    /// Deletes every row of database `index` (nil: every row); returns how many.
+    func deleteEntries(inDatabase index: Int?) throws(TierError) -> Int {
+        // Rare (FLUSHDB/FLUSHALL): prepared when used, not kept.
+        let stmt = try prepare(index == nil ? "DELETE FROM entries" : "DELETE FROM entries WHERE db = ?1")
+        defer { sqlite3_finalize(stmt) }
+        if let index { sqlite3_bind_int64(stmt, 1, Int64(index)) }
+        let rc = sqlite3_step(stmt)
+        guard rc == SQLITE_DONE else { throw error(rc, "purging a database") }
+        return Int(sqlite3_changes64(db))
+    }
+
     /// "ok", or what `PRAGMA quick_check` found.
     func quickCheck() throws(TierError) -> String {
         var stmt: OpaquePointer?

@@ -101,26 +101,23 @@ public final class SQLiteTier: SharedTier {
 
     public func check(on loop: EventLoop, _ done: @escaping (Result<String, TierError>) -> Void) {
         let name = self.name
-        submit(loop, count: 1, writes: false, { (r: [Result<String, TierError>]) in done(r[0]) }) { db, _ in
-            let result: Result<String, TierError>
-            do throws(TierError) {
-                let verdict = try db.quickCheck()
-                result = verdict == "ok" ? .success("ok: \(name)") : .failure(.corrupt("\(name): \(verdict)"))
-            } catch {
-                result = .failure(error)
-            }
-            return { done(result) }
+        submitOne(loop, writes: false, done) { db, _ throws(TierError) in
+            let verdict = try db.quickCheck()
+            guard verdict == "ok" else { throw .corrupt("\(name): \(verdict)") }
+            return "ok: \(name)"
         }
+    }
+
+    /// Deletes every row of database `db` (nil: every row), expired ones included, in one
+    /// transaction after every job queued before it.
+    public func purge(db: Int?, on loop: EventLoop, _ done: @escaping (Result<Int, TierError>) -> Void) {
+        submitOne(loop, writes: true, done) { database, _ throws(TierError) in try database.deleteEntries(inDatabase: db) }
     }
 
     /// Deletes up to `limit` expired rows (reads never serve them anyway; this reclaims space).
     /// Call it from a timer; it competes with requests for the worker only briefly.
     public func purgeExpired(limit: Int = 1000, on loop: EventLoop, _ done: @escaping (Result<Int, TierError>) -> Void) {
-        submit(loop, count: 1, writes: true, { (r: [Result<Int, TierError>]) in done(r[0]) }) { db, now in
-            let result: Result<Int, TierError>
-            do throws(TierError) { result = .success(try db.purgeExpired(now: now, limit: limit)) } catch { result = .failure(error) }
-            return { done(result) }
-        }
+        submitOne(loop, writes: true, done) { db, now throws(TierError) in try db.purgeExpired(now: now, limit: limit) }
     }
 
     // MARK: - Worker side
@@ -146,6 +143,16 @@ public final class SQLiteTier: SharedTier {
         let fail: (TierError) -> () -> Void = { error in { done(Array(repeating: .failure(error), count: count)) } }
         if !worker.submit(Job(loop: loop, writes: writes, run: run, fail: fail)) {
             loop.execute(fail(.unavailable("\(name) is closed")))
+        }
+    }
+
+    /// Queues `body` as a job with one result.
+    private func submitOne<T>(_ loop: EventLoop, writes: Bool, _ done: @escaping (Result<T, TierError>) -> Void,
+                              _ body: @escaping (SQLiteDatabase, Int64) throws(TierError) -> T) {
+        submit(loop, count: 1, writes: writes, { (r: [Result<T, TierError>]) in done(r[0]) }) { db, now in
+            let result: Result<T, TierError>
+            do throws(TierError) { result = .success(try body(db, now)) } catch { result = .failure(error) }
+            return { done(result) }
         }
     }
 

@@ -8,6 +8,8 @@ public protocol SharedTier: AnyObject {
     func get(_ keys: [TierKey], on loop: EventLoop, _ done: @escaping ([Result<Entry?, TierError>]) -> Void)
     func put(_ items: [(TierKey, Entry)], on loop: EventLoop, _ done: @escaping ([Result<Void, TierError>]) -> Void)
     func delete(_ keys: [TierKey], on loop: EventLoop, _ done: @escaping ([Result<Void, TierError>]) -> Void)
+    /// Deletes every entry of database `db` (nil: of every database); completes with how many were deleted.
+    func purge(db: Int?, on loop: EventLoop, _ done: @escaping (Result<Int, TierError>) -> Void)
     func check(on loop: EventLoop, _ done: @escaping (Result<String, TierError>) -> Void)
 }
 
@@ -50,6 +52,10 @@ final class LoopBoundTier: Tier {
 
     func deleteMany(_ keys: [TierKey], _ done: @escaping ([Result<Void, TierError>]) -> Void) {
         shared.delete(keys, on: loop, done)
+    }
+
+    func purge(db: Int?, _ done: @escaping (Result<Int, TierError>) -> Void) {
+        shared.purge(db: db, on: loop, done)
     }
 
     func check(_ done: @escaping (Result<String, TierError>) -> Void) {

@@ -46,6 +46,8 @@ public protocol Tier: AnyObject {
     func getMany(_ keys: [TierKey], _ done: @escaping ([Result<Entry?, TierError>]) -> Void)
     func putMany(_ items: [(TierKey, Entry)], _ done: @escaping ([Result<Void, TierError>]) -> Void)
     func deleteMany(_ keys: [TierKey], _ done: @escaping ([Result<Void, TierError>]) -> Void)
+    /// Deletes every entry of database `db` (nil: of every database); completes with how many were deleted.
+    func purge(db: Int?, _ done: @escaping (Result<Int, TierError>) -> Void)
     /// Connects with the configured credentials and reports "ok" or what is wrong (for `tiers check`).
     func check(_ done: @escaping (Result<String, TierError>) -> Void)
 }

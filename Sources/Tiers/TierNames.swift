@@ -65,12 +65,20 @@ public enum TierNames {
 
     /// The file name for `key` in the directory tier (one path component, at most 255 bytes).
     public static func fileName(_ key: TierKey) -> String {
-        if key.db == 0, !key.bytes.isEmpty, key.bytes.count <= fileReadableMaxLength,
-           key.bytes[0] != UInt8(ascii: "."), key.bytes.allSatisfy(fileByteAllowed),
-           !key.bytes.starts(with: reservedPrefixBytes) {
-            return String(decoding: key.bytes, as: UTF8.self)
-        }
+        if key.db == 0, isReadableFileName(key.bytes) { return String(decoding: key.bytes, as: UTF8.self) }
         return encoded(key, maxLength: fileMaxLength, base32)
+    }
+
+    /// The database a directory-tier file name belongs to: 0 for a readable name, `<db>` for an
+    /// encoded one; nil for names this scheme never makes (temp files, strays).
+    public static func db(ofFileName name: String) -> Int? {
+        let bytes = Array(name.utf8)
+        guard bytes.starts(with: reservedPrefixBytes) else { return isReadableFileName(bytes) ? 0 : nil }
+        let parts = bytes[reservedPrefixBytes.count...].split(separator: UInt8(ascii: "~"), maxSplits: 1,
+                                                              omittingEmptySubsequences: false)
+        // The body may be empty: that is the empty key.
+        guard parts.count == 2 else { return nil }
+        return decimal(parts[0])
     }
 
     /// True if the name is a SHA-256 name, whose entry must be checked against the wanted key.
@@ -134,6 +142,11 @@ public enum TierNames {
             if segment.isEmpty || segment.elementsEqual([0x2E]) || segment.elementsEqual([0x2E, 0x2E]) { return false }
         }
         return true
+    }
+
+    private static func isReadableFileName(_ bytes: [UInt8]) -> Bool {
+        !bytes.isEmpty && bytes.count <= fileReadableMaxLength && bytes[0] != UInt8(ascii: ".")
+            && bytes.allSatisfy(fileByteAllowed) && !bytes.starts(with: reservedPrefixBytes)
     }
 
     private static func fileByteAllowed(_ b: UInt8) -> Bool {

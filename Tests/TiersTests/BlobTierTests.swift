@@ -107,6 +107,33 @@ final class BlobTierTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(monotonicMillis() - started, 1000, "Retry-After honoured")
     }
 
+    func testPurgeTakesBlobsOfOtherWritersByTheirDbMetadata() throws {
+        // A container of its own: purges see every blob in it.
+        let container = "own-\(UInt32.random(in: 0...UInt32.max))"
+        try emu.createBlobContainer(container)
+        let tier = makeTier { $0.container = container; $0.listPageSize = 2 }
+        XCTAssertNoThrow(try put(tier, TierKey(db: 1, "ours-1"), Entry(value: [1]))?.get())
+        XCTAssertNoThrow(try put(tier, TierKey(db: 0, "ours-0"), Entry(value: [0]))?.get())
+        // Seed blobs (no metadata: db 0, one whose name XML must escape), tp_db set by another
+        // writer, and a tp_db that is not a number.
+        let (st, _, err) = runPython(pyPrelude + """
+        own = svc.get_container_client("\(container)")
+        own.upload_blob("seed", b"s")
+        own.upload_blob("a&b<c>'\\"d", b"x")
+        own.upload_blob("tagged", b"t", metadata={"tp_db": "2"})
+        own.upload_blob("junk", b"j", metadata={"tp_db": "two"})
+        """, env: pyEnv)
+        XCTAssertEqual(st, 0, err)
+        func purge(_ db: Int?) -> Result<Int, TierError>? { runOp(loop) { tier.purge(db: db, $0) } }
+        XCTAssertEqual(try purge(2)?.get(), 1)
+        XCTAssertEqual(try purge(1)?.get(), 1)
+        XCTAssertEqual(try get(tier, TierKey(db: 1, "ours-1"))?.get(), .some(nil))
+        XCTAssertEqual(try purge(0)?.get(), 3, "ours-0, seed and the escaped name")
+        XCTAssertEqual(try get(tier, TierKey("seed"))?.get(), .some(nil))
+        XCTAssertEqual(try purge(nil)?.get(), 1, "only the blob with an unreadable tp_db is left")
+        XCTAssertEqual(try purge(nil)?.get(), 0)
+    }
+
     func testCheckOkWrongKeyMissingContainer() throws {
         XCTAssertTrue((try check(makeTier())?.get())?.hasPrefix("ok") ?? false)
         let wrong = makeTier(auth: .sharedKey(SecretSetting(Base64.encode(Array("bad key".utf8)))))

@@ -234,6 +234,67 @@ final class CosmosTierTests: XCTestCase {
         guard case .failure(.unavailable(let m3))? = r3, m3.contains("connect") else { return XCTFail("\(String(describing: r3))") }
     }
 
+    func purge(_ tier: Tier, db: Int?) -> Result<Int, TierError>? { runOp(loop) { tier.purge(db: db, $0) } }
+
+    func testPurgeTakesItemsOfOtherWritersByTheirDbAndPartitionKey() throws {
+        // A container of its own: purges see every item in it.
+        let container = "own-\(UInt32.random(in: 0...UInt32.max))"
+        try emu.createCosmosContainer(container, partitionKeyPath: "/pk")
+        var cfg = CosmosTierConfig(endpoint: emu.cosmos)
+        cfg.container = container
+        cfg.partitionKeyPath = "/pk"
+        cfg.feedPageSize = 2
+        let tier = try CosmosTier(loop: loop, config: cfg, auth: .sharedKey(SecretSetting(emu.cosmosKey)), http: HTTPClient(loop: loop))
+        XCTAssertNoThrow(try put(tier, TierKey(db: 1, "ours-1"), Entry(value: [1]))?.get())
+        XCTAssertNoThrow(try put(tier, TierKey(db: 0, "ours-0"), Entry(value: [0]))?.get())
+        // Seed items (no tp_db: db 0), one in a partition other than its id, one in the undefined
+        // partition (no pk property), and tp_db written as a JSON number or as junk.
+        let (status, _, err) = runPython("""
+        import os
+        from azure.cosmos import CosmosClient
+        c = CosmosClient(os.environ["COSMOS_ENDPOINT"], credential=os.environ["COSMOS_KEY"])
+        cont = c.get_database_client("memory").get_container_client("\(container)")
+        cont.upsert_item({"id": "seed", "pk": "seed", "value": "s"})
+        cont.upsert_item({"id": "grouped", "pk": "group-7", "value": "g"})
+        cont.upsert_item({"id": "loose", "value": "no pk property"})
+        cont.upsert_item({"id": "numeric", "pk": "numeric", "value": "n", "tp_db": 3})
+        cont.upsert_item({"id": "junk", "pk": "junk", "value": "j", "tp_db": "three"})
+        """, env: pythonEnv)
+        XCTAssertEqual(status, 0, err)
+        XCTAssertEqual(try purge(tier, db: 3)?.get(), 1)
+        XCTAssertEqual(try purge(tier, db: 1)?.get(), 1)
+        XCTAssertEqual(try get(tier, TierKey(db: 1, "ours-1"))?.get(), .some(nil))
+        XCTAssertEqual(try purge(tier, db: 0)?.get(), 4, "ours-0, seed, grouped, loose")
+        XCTAssertEqual(try get(tier, TierKey("seed"))?.get(), .some(nil))
+        XCTAssertEqual(try purge(tier, db: nil)?.get(), 1, "only the item with an unreadable tp_db is left")
+        XCTAssertEqual(try purge(tier, db: nil)?.get(), 0)
+    }
+
+    func testPurgeRidesOutThrottlingAndReportsPersistentFailure() throws {
+        let container = "own-\(UInt32.random(in: 0...UInt32.max))"
+        try emu.createCosmosContainer(container)
+        var cfg = CosmosTierConfig(endpoint: emu.cosmos)
+        cfg.container = container
+        cfg.feedPageSize = 3
+        cfg.retry.maxAttempts = 3
+        cfg.retry.baseDelayMillis = 10
+        let tier = try CosmosTier(loop: loop, config: cfg, auth: .sharedKey(SecretSetting(emu.cosmosKey)), http: HTTPClient(loop: loop))
+        let keys = (0..<10).map { TierKey(db: 1, "k\($0)") }
+        for k in keys { XCTAssertNoThrow(try put(tier, k, Entry(value: [1]))?.get()) }
+        defer { emu.clearFaults() }
+        emu.addFault("cosmos", ["kind": "throttle", "op": "ReadFeedDocuments", "path": container, "count": 2, "retry_after_ms": 20])
+        emu.addFault("cosmos", ["kind": "throttle", "op": "DeleteDocument", "path": container, "count": 3, "retry_after_ms": 20])
+        XCTAssertEqual(try purge(tier, db: 1)?.get(), 10)
+        XCTAssertEqual(tier.counters.snapshot.throttled, 5)
+
+        for k in keys { XCTAssertNoThrow(try put(tier, k, Entry(value: [1]))?.get()) }
+        emu.addFault("cosmos", ["kind": "status", "status": 500, "op": "DeleteDocument", "path": container, "count": -1])
+        guard case .failure(.unavailable(let msg))? = purge(tier, db: 1) else { return XCTFail("expected unavailable") }
+        XCTAssertTrue(msg.contains("cosmos delete") && msg.contains("HTTP 500"), msg)
+        emu.clearFaults()
+        XCTAssertEqual(try purge(tier, db: 1)?.get(), 10, "a failed purge deleted nothing it could not")
+    }
+
     func testEntraIDTokenFromManagedIdentity() throws {
         let http = HTTPClient(loop: loop)
         var env = IdentityEnvironment()

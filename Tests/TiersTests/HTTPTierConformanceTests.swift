@@ -10,24 +10,37 @@ import Testing
     @Test(arguments: cosmosScenarios)
     func cosmos(_ scenario: TierScenario) throws {
         let emu = try Emulators.sharedPrepared()
+        var cfg = CosmosTierConfig(endpoint: emu.cosmos)
+        if scenario.ownStore {
+            cfg.container = Self.privateName()
+            try emu.createCosmosContainer(cfg.container)
+        }
+        cfg.feedPageSize = 4  // purges page through the feed
         try TierConformance.run(scenario) { loop in
-            try CosmosTier(loop: loop, config: CosmosTierConfig(endpoint: emu.cosmos),
-                           auth: .sharedKey(SecretSetting(emu.cosmosKey)), http: HTTPClient.forLoop(loop))
+            try CosmosTier(loop: loop, config: cfg, auth: .sharedKey(SecretSetting(emu.cosmosKey)), http: HTTPClient.forLoop(loop))
         }
     }
 
     @Test(arguments: TierConformance.scenarios)
     func blob(_ scenario: TierScenario) throws {
         let emu = try Emulators.sharedPrepared()
+        var cfg = BlobTierConfig(accountURL: emu.blob)
+        if scenario.ownStore {
+            cfg.container = Self.privateName()
+            try emu.createBlobContainer(cfg.container)
+        }
+        // Small limits so the 5 MB scenario goes up in blocks and compressed, and purges page.
+        cfg.singlePutLimit = 1 << 20
+        cfg.blockSize = 256 << 10
+        cfg.compressThreshold = 64 << 10
+        cfg.listPageSize = 4
         try TierConformance.run(scenario) { loop in
-            var cfg = BlobTierConfig(accountURL: emu.blob)
-            // Small limits so the 5 MB scenario goes up in blocks and compressed.
-            cfg.singlePutLimit = 1 << 20
-            cfg.blockSize = 256 << 10
-            cfg.compressThreshold = 64 << 10
-            return BlobTier(loop: loop, config: cfg, auth: .sharedKey(SecretSetting(emu.blobKey)), http: HTTPClient.forLoop(loop))
+            BlobTier(loop: loop, config: cfg, auth: .sharedKey(SecretSetting(emu.blobKey)), http: HTTPClient.forLoop(loop))
         }
     }
+
+    /// A container name valid for both services and unused in this emulator process.
+    static func privateName() -> String { "own-\(UInt32.random(in: 0...UInt32.max))" }
 
     @Test func cosmosRefusesFiveMegabytes() throws {
         let emu = try Emulators.sharedPrepared()

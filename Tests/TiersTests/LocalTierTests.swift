@@ -104,6 +104,56 @@ import Testing
         #expect(try a.wait("get after reopen") { reopened.tier(for: a.loop).get(TierKey("a499"), $0) }.get()?.value == [1])
     }
 
+    /// Writes queued before a purge are purged; writes queued after it survive. Everything is
+    /// started in one loop turn, so only the tier's ordering decides.
+    @Test(arguments: ["sqlite", "directory"])
+    func purgeIsOrderedWithTheWritesAroundIt(_ backend: String) throws {
+        let dir = try TempDir()
+        let harness = LoopHarness()
+        let shared: SharedTier = backend == "sqlite" ? try SQLiteTier(path: dir.path + "/warm.db")
+                                                     : try DirectoryTier(path: dir.path + "/cold", sync: .none, workers: 4)
+        defer { (shared as? SQLiteTier)?.close(); (shared as? DirectoryTier)?.close() }
+        let tier = shared.tier(for: harness.loop)
+        let before = (0..<200).map { TierKey(db: 1, "before-\($0)") }
+        let after = (0..<200).map { TierKey(db: 1, "after-\($0)") }
+        let other = TierKey(db: 2, "other")
+        let purged: Result<Int, TierError> = try harness.wait("purge between writes") { done in
+            var purged: Result<Int, TierError>?
+            var writesLeft = 3
+            func finished() { if writesLeft == 0, let purged { done(purged) } }
+            let wrote: ([Result<Void, TierError>]) -> Void = { _ in writesLeft -= 1; finished() }
+            tier.putMany(before.map { ($0, Entry(value: [1])) }, wrote)
+            tier.putMany([(other, Entry(value: [3]))], wrote)
+            tier.purge(db: 1) { purged = $0; finished() }
+            tier.putMany(after.map { ($0, Entry(value: [2])) }, wrote)
+        }
+        #expect(try purged.get() == before.count)
+        let got = try harness.wait("get") { tier.getMany(before + after + [other], $0) }
+        #expect(got.prefix(before.count).allSatisfy { (try? $0.get()) == .some(nil) })
+        #expect(got.dropFirst(before.count).prefix(after.count).allSatisfy { (try? $0.get())??.value == [2] })
+        #expect(try got.last?.get()?.value == [3])
+    }
+
+    @Test func directoryPurgeLeavesTempFilesAndStraysAlone() throws {
+        let dir = try TempDir()
+        let harness = LoopHarness()
+        let store = try DirectoryTier(path: dir.path)
+        defer { store.close() }
+        let tier = store.tier(for: harness.loop)
+        let keys = [TierKey("user:1"), TierKey(db: 3, [0xFF, 0]), TierKey(db: 3, [])]
+        for k in keys { try harness.wait("put") { tier.put(k, Entry(value: [1]), $0) }.get() }
+        let fanOut = FileOps.parent(of: store.path(for: keys[0]))
+        let strays = [fanOut + "/.tmp.999.1", dir.path + "/stray", dir.path + "/zz/yy/user:2", fanOut + "/Not-An-Entry"]
+        for path in strays { try FileOps.writeAtomically(path, [0], sync: .none) }
+        try FileOps.makeDirectories(fanOut + "/a-directory")
+
+        #expect(try harness.wait("purge") { tier.purge(db: 3, $0) }.get() == 2)
+        #expect(try harness.wait("purge") { tier.purge(db: nil, $0) }.get() == 1)
+        for k in keys { #expect(try harness.wait("get") { tier.get(k, $0) }.get() == nil) }
+        for path in strays { #expect(try FileOps.readFile(path) == [0], "\(path)") }
+        #expect(listDirectory(fanOut + "/a-directory") == [])
+    }
+
     @Test func sqliteRejectsAFileThatIsNotADatabase() throws {
         let dir = try TempDir()
         let path = dir.path + "/junk.db"
@@ -114,14 +164,7 @@ import Testing
 }
 
 func listDirectory(_ path: String) -> [String] {
-    guard let dir = opendir(path) else { return [] }
-    defer { closedir(dir) }
-    var names = [String]()
-    while let entry = readdir(dir) {
-        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-        if name != "." && name != ".." { names.append(name) }
-    }
-    return names.sorted()
+    ((try? FileOps.names(in: path)) ?? []).sorted()
 }
 
 @Suite struct LocalTierConcurrency {

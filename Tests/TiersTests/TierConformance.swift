@@ -13,7 +13,8 @@ import Testing
 ///     }
 ///
 /// Each run gets a fresh loop on its own thread and a random key prefix, so scenarios can share
-/// a real container. Completions are awaited with deadlines; nothing sleeps and hopes.
+/// a real container; those marked `ownStore` (purges) need one of their own. Completions are
+/// awaited with deadlines; nothing sleeps and hopes.
 enum TierConformance {
     static let scenarios: [TierScenario] = [
         TierScenario("empty value") { t in
@@ -123,7 +124,48 @@ enum TierConformance {
         TierScenario("check reports ok") { t in
             _ = try t.check()
         },
+        TierScenario("purge one database", ownStore: true) { t in
+            let entries = TierConformance.purgeEntries(t)
+            for (k, e) in entries { try t.put(k, e) }
+            let inDB1 = entries.filter { $0.0.db == 1 }.count
+            #expect(inDB1 > 0)
+            #expect(try t.purge(db: 1) == inDB1)
+            for (k, e) in entries {
+                #expect(try t.get(k) == (k.db == 1 ? nil : e), "db \(k.db), \(k.bytes.count)-byte key \(k.bytes.prefix(16))")
+            }
+            #expect(try t.purge(db: 1) == 0)
+            #expect(try t.purge(db: 7) == 0)
+            // The purged db takes writes again.
+            let again = try #require(entries.first { $0.0.db == 1 }).0
+            try t.put(again, Entry(value: [9]))
+            #expect(try t.get(again)?.value == [9])
+        },
+        TierScenario("purge every database", ownStore: true) { t in
+            let entries = TierConformance.purgeEntries(t)
+            for (k, e) in entries { try t.put(k, e) }
+            #expect(try t.purge(db: nil) == entries.count)
+            for (k, _) in entries { #expect(try t.get(k) == nil, "db \(k.db), \(k.bytes.count)-byte key \(k.bytes.prefix(16))") }
+            #expect(try t.purge(db: nil) == 0)
+            try t.put(entries[0].0, Entry(value: [9]))
+            #expect(try t.get(entries[0].0)?.value == [9])
+        },
     ]
+
+    /// The same keys in dbs 0, 1 and 2: readable names (db 0), base64/base32 names, binary, long
+    /// keys that every backend stores under a hash name, with values, types and expiries that vary.
+    static func purgeEntries(_ t: TierUnderTest) -> [(TierKey, Entry)] {
+        let keys: [[UInt8]] = [Array("plain".utf8), Array("ключ".utf8), Array("a/b?c#d e".utf8), [0xFF, 0x00, 0x41],
+                               [UInt8](repeating: 0x61, count: 600), [UInt8](repeating: 0x62, count: 1100)]
+        let later = wallClockMillis() + 3_600_000
+        var out = [(TierKey, Entry)]()
+        for db in 0...2 {
+            for (i, k) in keys.enumerated() {
+                out.append((t.key(k, db: db), Entry(value: [UInt8(db), UInt8(i)], type: i % 2 == 0 ? .string : .hash,
+                                                    expiresAtMillis: i == 3 ? later : nil)))
+            }
+        }
+        return out
+    }
 
     /// Runs `scenario` against a tier `makeTier` builds on a fresh loop (called on that loop's thread).
     static func run(_ scenario: TierScenario, makeTier: @escaping (EventLoop) throws -> Tier) throws {
@@ -150,9 +192,12 @@ enum TierConformance {
 /// One named conformance scenario.
 struct TierScenario: Sendable, CustomStringConvertible {
     let name: String
+    /// The scenario touches every entry of the store (purge): give it a store no other run shares.
+    let ownStore: Bool
     let run: @Sendable (TierUnderTest) throws -> Void
-    init(_ name: String, _ run: @escaping @Sendable (TierUnderTest) throws -> Void) {
+    init(_ name: String, ownStore: Bool = false, _ run: @escaping @Sendable (TierUnderTest) throws -> Void) {
         self.name = name
+        self.ownStore = ownStore
         self.run = run
     }
     var description: String { name }
@@ -192,6 +237,9 @@ final class TierUnderTest {
     }
     func deleteMany(_ keys: [TierKey]) throws -> [Result<Void, TierError>] {
         try harness.wait("deleteMany") { done in self.tier.deleteMany(keys, done) }
+    }
+    func purge(db: Int?) throws -> Int {
+        try harness.wait("purge") { done in self.tier.purge(db: db, done) }.get()
     }
     func check() throws -> String {
         try harness.wait("check") { done in self.tier.check(done) }.get()

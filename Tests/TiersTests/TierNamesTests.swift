@@ -11,6 +11,16 @@ import Testing
         #expect(TierNames.fileName(TierKey(db: 0, "user:42")) == "user:42")
     }
 
+    @Test func fileNamesSayTheirDatabase() {
+        let keys: [[UInt8]] = [Array("user:42".utf8), Array("User:42".utf8), [0xFF, 0], [UInt8](repeating: 0x61, count: 600), []]
+        for db in [0, 1, 15, 123_456] {
+            for key in keys { #expect(TierNames.db(ofFileName: TierNames.fileName(TierKey(db: db, key))) == db, "\(db) \(key.prefix(8))") }
+        }
+        for stray in [".tmp.12.3", ".check-probe", "~tp~", "~tp~x~abc", "~tp~1", "~tp~~abc", "Upper", "a b", ""] {
+            #expect(TierNames.db(ofFileName: stray) == nil, "\(stray)")
+        }
+    }
+
     @Test func invalidIdsAreEncoded() {
         for key in ["a/b", "a\\b", "a?b", "a#b", "tab\there", "cr\rlf\n", "trailing ", "", "~tp~0~abc",
                     String(repeating: "x", count: 256)] {

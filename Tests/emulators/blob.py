@@ -146,6 +146,7 @@ MESSAGES = {
     "InvalidBlockList": (400, "The specified block list is invalid."),
     "InvalidBlobOrBlock": (400, "The specified blob or block content is invalid."),
     "InvalidQueryParameterValue": (400, "Value for one of the query parameters specified in the request URI is invalid."),
+    "OutOfRangeQueryParameterValue": (400, "One of the query parameters specified in the request URI is outside the permissible range."),
     "MissingRequiredHeader": (400, "An HTTP header that's mandatory for this request is not specified."),
     "InvalidHeaderValue": (400, "The value for one of the HTTP headers is not in the correct format."),
     "Md5Mismatch": (400, "The MD5 value specified in the request did not match with the MD5 value calculated by the server."),
@@ -677,12 +678,49 @@ class BlobEmulator(Emulator):
         b.last_modified = time.time()
         return Response(200, b"", self._base_headers(req, {"ETag": b.etag, "Last-Modified": http_date(b.last_modified)}))
 
+    @staticmethod
+    def _list_window(req):
+        """`maxresults` (default and ceiling 5000; <= 0 is 400) and where `marker` resumes."""
+        raw = req.query.get("maxresults")
+        limit = 5000
+        if raw is not None:
+            try:
+                limit = int(raw)
+            except ValueError:
+                raise err("InvalidQueryParameterValue", QueryParameterName="maxresults", QueryParameterValue=raw)
+            if limit <= 0:
+                raise err("OutOfRangeQueryParameterValue", QueryParameterName="maxresults", QueryParameterValue=raw,
+                          MinimumAllowed="1", MaximumAllowed="5000")
+            limit = min(limit, 5000)
+        marker = req.query.get("marker", "")
+        start = ""
+        if marker:
+            # The service's markers are opaque; this one is "2!<length>!<base64 of the next name>".
+            try:
+                _, _, b64 = marker.split("!", 2)
+                start = base64.b64decode(b64, validate=True).decode()
+            except ValueError:
+                raise err("InvalidQueryParameterValue", QueryParameterName="marker", QueryParameterValue=marker)
+        return limit, marker, start
+
+    @staticmethod
+    def _marker_for(name: str) -> str:
+        b64 = base64.b64encode(name.encode()).decode()
+        return f"2!{len(b64)}!{b64}"
+
     def _list_blobs(self, req, c: BlobContainer):
+        """Blobs in name order, `maxresults` per page; `NextMarker` names the next blob, so blobs
+        deleted between pages never make the listing skip one."""
         prefix = req.query.get("prefix", "")
+        limit, marker, start = self._list_window(req)
         items = []
+        next_marker = ""
         for n in sorted(c.blobs):
-            if not n.startswith(prefix):
+            if not n.startswith(prefix) or n < start:
                 continue
+            if len(items) == limit:
+                next_marker = self._marker_for(n)
+                break
             b = c.blobs[n]
             props = "".join(f"<{k}>{escape(v)}</{k}>" for k, v in b.props.items())
             meta = ""
@@ -694,9 +732,14 @@ class BlobEmulator(Emulator):
                          f"<BlobType>BlockBlob</BlobType><LeaseStatus>unlocked</LeaseStatus>"
                          f"<LeaseState>available</LeaseState><ServerEncrypted>true</ServerEncrypted>"
                          f"</Properties>{meta}</Blob>")
+        echo = f"<Prefix>{escape(prefix)}</Prefix>"
+        if marker:
+            echo += f"<Marker>{escape(marker)}</Marker>"
+        if "maxresults" in req.query:
+            echo += f"<MaxResults>{limit}</MaxResults>"
+        tail = f"<NextMarker>{escape(next_marker)}</NextMarker>" if next_marker else "<NextMarker />"
         body = (f'<?xml version="1.0" encoding="utf-8"?><EnumerationResults ServiceEndpoint="{self.account_url}/" '
-                f'ContainerName="{escape(c.name)}"><Prefix>{escape(prefix)}</Prefix><Blobs>{"".join(items)}</Blobs>'
-                f'<NextMarker /></EnumerationResults>')
+                f'ContainerName="{escape(c.name)}">{echo}<Blobs>{"".join(items)}</Blobs>{tail}</EnumerationResults>')
         return Response(200, body.encode(), self._base_headers(req, {"Content-Type": "application/xml"}))
 
 

@@ -539,10 +539,45 @@ class CosmosEmulator(Emulator):
             return Response(204, b"", self._headers(req, extra))
         raise CosmosError(405, "MethodNotAllowed", "Method not allowed")
 
+    @staticmethod
+    def _doc_seq(doc: dict) -> int:
+        """The creation sequence number inside a document's _rid (its position in the feed)."""
+        return struct.unpack("<Q", base64.b64decode(doc["_rid"].replace("-", "/"))[-8:])[0]
+
+    @staticmethod
+    def _page_size(req) -> int | None:
+        raw = req.header("x-ms-max-item-count")
+        if raw is None:
+            return None
+        try:
+            n = int(raw)
+        except ValueError:
+            raise CosmosError(400, "BadRequest", f"Invalid value for header x-ms-max-item-count: '{raw}'.")
+        if n == -1:
+            return None  # "let the service decide": this emulator returns everything
+        if n < 1:
+            raise CosmosError(400, "BadRequest", f"Invalid value for header x-ms-max-item-count: '{raw}'.")
+        return n
+
+    @staticmethod
+    def _resume_after(req) -> int:
+        """The feed position a continuation token names (the service's tokens are opaque JSON)."""
+        raw = req.header("x-ms-continuation")
+        if not raw:
+            return 0
+        try:
+            return int(json.loads(raw)["token"])
+        except (ValueError, KeyError, TypeError):
+            raise CosmosError(400, "BadRequest", "Invalid Continuation Token")
+
     def query_docs(self, req, coll: Container, extra):
-        """Read feed / trivial query: returns all live documents (optionally of one partition).
+        """Read feed / trivial query: returns the live documents (optionally of one partition) in
+        creation order, `x-ms-max-item-count` per page with an `x-ms-continuation` token for the
+        rest. A token is a position in that order, so deleting documents does not shift pages.
         Only `SELECT * FROM c` (with optional WHERE c.id = @id) is understood."""
         pk = self._pk_header(req, coll) if req.header("x-ms-documentdb-partitionkey") else None
+        page_size = self._page_size(req)
+        after = self._resume_after(req)
         docs = []
         want_id = None
         if req.method == "POST":
@@ -558,9 +593,17 @@ class CosmosEmulator(Emulator):
                 continue
             if want_id is not None and did != want_id:
                 continue
+            if self._doc_seq(d) <= after:
+                continue
             docs.append(d)
-        return self._json(req, 200, {"_rid": _b64rid(coll.rid), "Documents": docs, "_count": len(docs)},
-                          dict(extra, **{"x-ms-item-count": str(len(docs))}))
+        docs.sort(key=self._doc_seq)
+        headers = dict(extra)
+        if page_size is not None and len(docs) > page_size:
+            docs = docs[:page_size]
+            token = {"token": str(self._doc_seq(docs[-1])), "range": {"min": "", "max": "FF"}}
+            headers["x-ms-continuation"] = json.dumps(token, separators=(",", ":"))
+        headers["x-ms-item-count"] = str(len(docs))
+        return self._json(req, 200, {"_rid": _b64rid(coll.rid), "Documents": docs, "_count": len(docs)}, headers)
 
 
 def main(argv=None):

@@ -244,6 +244,23 @@ def test_cosmos_partition_key_and_etag_rules(container):
     assert sorted(d["value"] for d in c.query_items("SELECT * FROM c", enable_cross_partition_query=True)) == [2, 3]
 
 
+def test_cosmos_feed_pages_follow_continuations_even_across_deletes(emu, container):
+    c = container
+    for i in range(7):
+        c.create_item({"id": f"d{i}", "pk": f"p{i % 3}", "value": i})
+    emu.reset_stats()
+    pages = [[d["value"] for d in page] for page in c.read_all_items(max_item_count=3).by_page()]
+    assert pages == [[0, 1, 2], [3, 4, 5], [6]]
+    assert emu.ops("cosmos") == {"ReadFeedDocuments": 3}
+    # Deleting what was already read does not make the next page skip anything.
+    seen = []
+    for page in c.read_all_items(max_item_count=2).by_page():
+        for d in page:
+            seen.append(d["value"])
+            c.delete_item(d["id"], partition_key=d["pk"])
+    assert seen == list(range(7)) and list(c.read_all_items()) == []
+
+
 def test_cosmos_container_default_ttl_and_item_ttl_expiry(cosmos):
     _, db = cosmos
     c = db.create_container(_uid("ttl"), partition_key=PartitionKey(path="/pk"), default_ttl=-1)
@@ -383,6 +400,27 @@ def test_blob_connection_string_small_upload_download_metadata_delete(emu, blob_
     with pytest.raises(ResourceNotFoundError) as ei:
         blob_service.get_blob_client("nosuchcontainer", "x").upload_blob(b"x")
     assert ei.value.error_code == "ContainerNotFound"
+
+
+def test_blob_list_pages_follow_next_marker_even_across_deletes(emu, blob_service):
+    cont = blob_service.get_container_client(_uid("list"))
+    cont.create_container()
+    for i in range(7):
+        cont.upload_blob(f"b{i}", b"x", metadata={"tp_db": str(i % 2)})
+    emu.reset_stats()
+    pages = [[(b.name, b.metadata["tp_db"]) for b in page]
+             for page in cont.list_blobs(include=["metadata"], results_per_page=3).by_page()]
+    assert pages == [[("b0", "0"), ("b1", "1"), ("b2", "0")], [("b3", "1"), ("b4", "0"), ("b5", "1")], [("b6", "0")]]
+    assert emu.ops("blob") == {"ListBlobs": 3}
+    seen = []
+    for page in cont.list_blobs(results_per_page=2).by_page():
+        for b in page:
+            seen.append(b.name)
+            cont.delete_blob(b.name)
+    assert seen == [f"b{i}" for i in range(7)] and list(cont.list_blobs()) == []
+    with pytest.raises(HttpResponseError) as ei:
+        list(cont.list_blobs(results_per_page=0))
+    assert ei.value.status_code == 400
 
 
 def test_blob_account_url_and_key_block_upload(emu, blob_service):

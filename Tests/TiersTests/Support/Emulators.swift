@@ -92,21 +92,36 @@ final class Emulators {
         let e = try shared()
         sharedLock.lock(); defer { sharedLock.unlock() }
         if prepared { return e }
-        let loop = EventLoop()
-        let http = HTTPClient(loop: loop)
         for pk in ["/id", "/pk", "/service"] {
-            var cfg = CosmosTierConfig(endpoint: e.cosmos)
-            cfg.container = pk == "/id" ? "state" : "state" + pk.dropFirst()
-            cfg.partitionKeyPath = pk
-            let cosmos = try CosmosTier(loop: loop, config: cfg, auth: .sharedKey(SecretSetting(e.cosmosKey)), http: http)
-            let r: Result<Void, TierError>? = runOp(loop) { cosmos.createDatabaseAndContainer(defaultTtl: -1, $0) }
-            try r?.get()
+            try e.createCosmosContainer(pk == "/id" ? "state" : "state" + pk.dropFirst(), partitionKeyPath: pk)
         }
-        let blob = BlobTier(loop: loop, config: BlobTierConfig(accountURL: e.blob), auth: .sharedKey(SecretSetting(e.blobKey)), http: http)
-        let r: Result<Void, TierError>? = runOp(loop) { blob.createContainer($0) }
-        try r?.get()
-        http.close()
+        try e.createBlobContainer("memory")
         prepared = true
         return e
+    }
+
+    /// Creates a Cosmos container (and the database) in the emulator, TTL on; an existing one is fine.
+    func createCosmosContainer(_ name: String, partitionKeyPath: String = "/id") throws {
+        let loop = EventLoop()
+        let http = HTTPClient(loop: loop)
+        defer { http.close() }
+        var cfg = CosmosTierConfig(endpoint: cosmos)
+        cfg.container = name
+        cfg.partitionKeyPath = partitionKeyPath
+        let tier = try CosmosTier(loop: loop, config: cfg, auth: .sharedKey(SecretSetting(cosmosKey)), http: http)
+        let r: Result<Void, TierError>? = runOp(loop) { tier.createDatabaseAndContainer(defaultTtl: -1, $0) }
+        try r?.get()
+    }
+
+    /// Creates a blob container in the emulator; an existing one is fine.
+    func createBlobContainer(_ name: String) throws {
+        let loop = EventLoop()
+        let http = HTTPClient(loop: loop)
+        defer { http.close() }
+        var cfg = BlobTierConfig(accountURL: blob)
+        cfg.container = name
+        let tier = BlobTier(loop: loop, config: cfg, auth: .sharedKey(SecretSetting(blobKey)), http: http)
+        let r: Result<Void, TierError>? = runOp(loop) { tier.createContainer($0) }
+        try r?.get()
     }
 }
