@@ -7,4 +7,4 @@ bash scripts/deps.sh
 swift build -c release --product tierproxy
 swift build -c release --product tierbench
 swift test
-TIERPROXY_BIN="$PWD/.build/release/tierproxy" python3 -m pytest -q -p no:cacheprovider Tests/integration "$@"
+TIERPROXY_BIN="$PWD/.build/release/tierproxy" python3 -m pytest -q -p no:cacheprovider Tests/integration Tests/tiered "$@"

@@ -15,6 +15,7 @@ final class Server {
     private var stopping = false
 
     private let tierSetup: TierSetup
+    private var tiering: TieringCore!
 
     init(config: Config, environment: [String: String]) throws {
         self.config = config
@@ -32,9 +33,10 @@ final class Server {
         }
         let addresses = try bindAddresses()
         let clientCount = AtomicCounter()
+        tiering = TieringCore(config: config)
         for i in 0..<config.effectiveThreads {
             let w = Worker(index: i, config: config, upstreamAddress: upstream, clientCount: clientCount,
-                           tierSetup: tierSetup)
+                           tierSetup: tierSetup, tiering: tiering)
             for (address, optional) in addresses {
                 do { try w.listen(on: address) } catch {
                     if optional { if i == 0 { Log.verbose("Skipping optional bind \(address): \(error)") } ; continue }
@@ -58,6 +60,7 @@ final class Server {
         mainLoop.run()
         threads.forEach { $0.join() }
         tierSetup.close()
+        tiering.close()
         if !config.pidfile.isEmpty { unlink(config.pidfile) }
         Log.notice("tierproxy is now ready to exit, bye bye...")
     }

@@ -1,3 +1,5 @@
+import Tiers
+
 /// Output-buffer limits for one client class, as in redis.conf's `client-output-buffer-limit`.
 struct OutputLimit: Equatable {
     var hard = 0          // bytes; 0 = no limit
@@ -39,6 +41,11 @@ struct Config {
     var compressThreshold = 1 << 20
     /// CA bundle for HTTPS to the lower tiers, Entra ID and Key Vault (empty: the system store).
     var tlsCaCertFile = ""
+    /// Placement rules, in order (first match wins).
+    var rules: [PlacementRule] = []
+    var tierTimeoutMillis = 5000
+    var tiersAllowFlush = false
+    var negativeCacheMillis = 1000
 
     /// Number of event loops: `threads`, or one per core when 0.
     var effectiveThreads: Int {

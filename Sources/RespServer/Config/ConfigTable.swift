@@ -1,3 +1,5 @@
+import Tiers
+
 /// One configuration directive: its name, default, documentation, and how it sets `Config`.
 /// The conf parser, env vars (`TIERPROXY_<NAME>`), flags (`--name`), `--help` and
 /// `conf/tierproxy.conf` all come from this one table.
@@ -115,6 +117,34 @@ let configTable: [Directive] = [
     Directive(name: "compress-threshold", defaultArgs: "1mb", doc: [
         "Values at least this large are stored gzip-compressed in the cold tier (read back either way).",
     ]) { c, a in c.compressThreshold = try Units.memory(try one(a, "compress-threshold")) },
+    Directive(name: "rule", defaultArgs: "", doc: [
+        "rule PATTERN policy write-through|write-behind|hot-only [ttl SECONDS] [tier warm|cold]",
+        "How writes of keys matching PATTERN (Redis glob, as KEYS) reach the lower tiers; repeatable,",
+        "first match wins; keys no rule matches are write-through to warm. write-through replies after",
+        "the lower tier acknowledged; write-behind replies once the key is recorded durably (in <dir>)",
+        "and flushes in batches; hot-only never writes below and never looks below on a miss.",
+        "ttl: the expiry a write gets when the command sets none. tier: where values go first",
+        "(values over the warm tier's 2 MB item limit go to cold). The seed library's presets:",
+        "  rule session:* policy hot-only ttl 300",
+        "  rule profile:* policy write-through tier warm",
+        "  rule catalog:* policy write-through tier cold",
+    ]) { c, a in
+        let words = a.count == 1 ? try ConfigLoader.split(a[0]) : a
+        do { c.rules.append(try PlacementRule(arguments: words)) } catch let e as RuleError {
+            throw ConfigError(e.message)
+        }
+    },
+    Directive(name: "tier-timeout", defaultArgs: "5000", doc: [
+        "Milliseconds a request waits for a lower tier (retries included) before the client gets an",
+        "error reply; a miss that needs an unavailable tier is answered with an error, never a nil.",
+    ]) { c, a in c.tierTimeoutMillis = try Units.int(try one(a, "tier-timeout"), 1...3_600_000) },
+    Directive(name: "tiers-allow-flush", defaultArgs: "no", doc: [
+        "FLUSHDB/FLUSHALL through the proxy: refused (no), or applied to hot and the lower tiers (yes).",
+    ]) { c, a in c.tiersAllowFlush = try Units.bool(try one(a, "tiers-allow-flush")) },
+    Directive(name: "negative-cache-ms", defaultArgs: "1000", doc: [
+        "How long a key found absent in every tier is answered as absent without asking again",
+        "(writes through the proxy end it at once); 0 turns the cache off.",
+    ]) { c, a in c.negativeCacheMillis = try Units.int(try one(a, "negative-cache-ms"), 0...3_600_000) },
     Directive(name: "tls-ca-cert-file", defaultArgs: "\"\"", doc: [
         "PEM file of CA certificates trusted for HTTPS to Cosmos DB, Blob Storage, Entra ID and",
         "Key Vault; empty = the system's store. Certificates are always verified.",

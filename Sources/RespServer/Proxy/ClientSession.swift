@@ -1,4 +1,5 @@
 import RESP
+import Tiers
 import Reactor
 
 /// One client connection. Requests are parsed only to find their ends and names; their bytes move
@@ -59,6 +60,14 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     /// The database this client's commands run in (tracked from SELECT/RESET replies).
     private(set) var db: Int
 
+    // Tiering (Sources/RespServer/Tiering).
+    /// A tiered command is running: later requests wait in the input until it has answered.
+    private var keyedOpRunning = false
+    /// Parsing stopped at a tiered command that waits for every earlier reply first.
+    private var waitingForBarrier = false
+    /// Between the client's MULTI and EXEC/DISCARD: commands are queued by Redis, not tiered.
+    private var inTransaction = false
+
     init(worker: Worker, fd: Int32) {
         self.worker = worker
         self.client = Connection(loop: worker.loop, fd: fd)
@@ -79,7 +88,7 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     }
 
     private func clientReadable() {
-        if waitingToPin || isClosed { return }
+        if waitingToPin || keyedOpRunning || waitingForBarrier || isClosed { return }
         let input = client.input
         let available = input.count
         if available > worker.config.clientQueryBufferLimit {
@@ -168,6 +177,23 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
                 sendProxyRequest(plan.upstreamCommand)
                 continue
             }
+            if sequenced && !inTransaction && worker.tierAccess != nil && frame.name != Commands.get
+                && frame.name != Commands.mget && TieredCommand.names.contains(frame.name) {
+                let args = arguments(frame, at: forward)
+                if let route = TieredCommand.route(frame.name, args) {
+                    send(&forward, &replies)
+                    if !allAnswered {
+                        // Its bring-up and its db must follow every earlier reply: wait for them.
+                        waitingForBarrier = true
+                        client.isReading = false
+                        parser.reset()
+                        return false
+                    }
+                    input.drain(frame.length)
+                    startTiered(route, args)
+                    return false
+                }
+            }
             if frame.name == Commands.quit {
                 // Uncounted mode: the proxy is a plain pipe. Redis answers QUIT (or, under
                 // CLIENT REPLY OFF, does not) and decides what follows; when it closes, so do we.
@@ -177,7 +203,7 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
                 // A client with many shared requests in flight is pinned instead: its own
                 // connection lets TCP, and Redis's buffers, hold what it has not read yet.
                 if worker.canShare(frame) && sharedOwed + replies < Worker.maxSharedInFlight {
-                    if sequenced { expectReply(handler: replyHandler(for: frame, at: forward)) }
+                    if sequenced { expectReply(handler: replyHandler(for: frame, at: forward), onlyNull: frame.name == Commands.get) }
                     forward += frame.length
                     replies += 1
                     continue
@@ -194,8 +220,9 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
                 pin()
                 if isClosed { return false }
             }
-            if sequenced { expectReply(handler: replyHandler(for: frame, at: forward)) }
+            if sequenced { expectReply(handler: replyHandler(for: frame, at: forward), onlyNull: frame.name == Commands.get) }
             notice(frame, at: forward)
+            noticeTransaction(frame.name)
             if sequenced { owed += 1 }
             forward += frame.length
         }
@@ -223,28 +250,106 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     }
 
     /// Sends a request the proxy composed (in place of the client's), on the client's route.
-    private func sendProxyRequest(_ bytes: [UInt8]) {
+    private func sendProxyRequest(_ bytes: [UInt8], replies: Int = 1) {
         if !pinned {
-            sharedOwed += 1
-            if !worker.shared.send(from: self, payload: bytes, replies: 1) { client.isReading = false }
+            sharedOwed += replies
+            if !worker.shared.send(from: self, payload: bytes, replies: replies) { client.isReading = false }
         } else if let up = dedicated {
-            owed += 1
+            owed += replies
             up.output.append(bytes)
             up.flush()
         } else {
-            owed += 1   // the dedicated connection failed: dedicatedFailed answers it
+            owed += replies   // the dedicated connection failed: dedicatedFailed answers it
         }
     }
 
+    // MARK: - Tiered commands
+
+    var tierAccess: TierAccess? { worker.tierAccess }
+    var hot: HotClient { worker.hot }
+
+    /// Runs a tiered command while the client's later requests wait; they are parsed again
+    /// once it has answered.
+    private func startTiered(_ route: TieredCommand.Route, _ args: [[UInt8]]) {
+        keyedOpRunning = true
+        client.isReading = false
+        parser.reset()
+        let access = worker.tierAccess!
+        let finished: () -> Void = { [self] in tieredFinished() }
+        switch route {
+        case .keyed(let plan):
+            KeyedOp(session: self, args: args, plan: plan, access: access, done: finished).start()
+        case .flush(let all):
+            FlushOp.run(args, all: all, session: self, access: access, done: finished)
+        case .get, .mget:
+            break
+        }
+    }
+
+    private func tieredFinished() {
+        keyedOpRunning = false
+        resumeReading()
+    }
+
+    /// Parses again what waited in the input (a tiered command finished, or the replies it
+    /// waited for arrived), unless the session is stopping.
+    private func resumeReading() {
+        guard !isClosed, !shuttingDown, failure == nil, !closeWhenFlushed, !quitting else { return }
+        client.isReading = true
+        clientReadable()
+    }
+
+    /// Sends `commands` on the client's route as one write (nothing of another client's can
+    /// come between them on a shared connection); `done` gets every reply, and the slot of the
+    /// last one, which it must fill with what the client is to see. The others show nothing.
+    func sendComposed(_ commands: [[[UInt8]]], _ done: @escaping (_ replies: [[UInt8]], _ slot: ReplySlot) -> Void) {
+        if isClosed || failure != nil {
+            let error = ReplyParts.errorReply("ERR tierproxy: client connection closed")
+            done(commands.map { _ in error }, ReplySlot())
+            return
+        }
+        var bytes = [UInt8]()
+        for c in commands { RESPWriter.command(c, into: &bytes) }
+        var collected: [[UInt8]] = []
+        let last = commands.count - 1
+        for i in 0...last {
+            expectReply(handler: { [self] reply, slot in
+                collected.append(reply)
+                if i < last { fill(slot, []) } else { done(collected, slot) }
+            })
+        }
+        sendProxyRequest(bytes, replies: commands.count)
+    }
+
+    /// The client's own transaction: inside it Redis queues commands, so the proxy tiers none.
+    private func noticeTransaction(_ name: CommandName) {
+        if name == Commands.multi { inTransaction = true }
+        else if name == Commands.exec || name == Commands.discard || name == Commands.reset { inTransaction = false }
+    }
+
     /// Notes that the next request sent owes a reply, and who takes it (nil: the client).
-    private func expectReply(handler: ReplyHandler?) {
-        if let handler { intercepts.append(Intercept(seq: requestsSent, handler: handler)) }
+    private func expectReply(handler: ReplyHandler?, onlyNull: Bool = false) {
+        if let handler { intercepts.append(Intercept(seq: requestsSent, handler: handler, onlyNull: onlyNull)) }
         requestsSent += 1
     }
 
     /// The few forwarded commands whose replies the proxy reads or amends.
     private func replyHandler(for frame: RequestFrame, at offset: Int) -> ReplyHandler? {
         let name = frame.name
+        if worker.tierAccess != nil && !inTransaction {
+            if name == Commands.get && frame.argc == 2 {
+                let key = argumentBytes(frame, 1, at: offset)
+                return { [unowned self] reply, slot in
+                    ReadThrough.get(TierKey(db: self.db, key), nullReply: reply, session: self, slot: slot)
+                }
+            }
+            if name == Commands.mget && frame.argc >= 2 {
+                let keys = (1..<frame.argc).map { argumentBytes(frame, $0, at: offset) }
+                return { [unowned self] reply, slot in
+                    ReadThrough.mget(keys, db: self.db, reply: reply, session: self, slot: slot)
+                }
+            }
+        }
         if name == Commands.info {
             let sections = (1..<max(frame.argc, 1)).map { argument(frame, $0, at: offset).lowercased() }
             return { [unowned self] reply, slot in self.fill(slot, TiersCommand.infoWithTiers(reply, sections: sections, worker: self.worker)) }
@@ -306,6 +411,13 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
         }
     }
 
+    /// One argument of `frame` (which starts `offset` bytes into the client input), whole.
+    private func argumentBytes(_ frame: RequestFrame, _ index: Int, at offset: Int) -> [UInt8] {
+        if let inline = frame.inlineArgs { return inline[index] }
+        let span = worker.spans[frame.spanStart + index]
+        return client.input.copy(span.count, offset: offset + span.offset)
+    }
+
     /// A small argument of `frame` (which starts `offset` bytes into the client input), as text.
     private func argument(_ frame: RequestFrame, _ index: Int, at offset: Int) -> String {
         if let inline = frame.inlineArgs {
@@ -320,7 +432,39 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     /// Reply bytes for this client, in order: a whole reply, or (`complete` false) the first part
     /// of one still arriving.
     func takeSharedReply(from buffer: Buffer, count: Int, complete: Bool) {
-        if isClosed { buffer.drain(count) } else { takeReply(from: buffer, count: count, complete: complete) }
+        if isClosed { takeReplyAfterClose(from: buffer, count: count, complete: complete) }
+        else { takeReply(from: buffer, count: count, complete: complete) }
+    }
+
+    /// The client is gone, but a tiered command of its may still wait for replies (holding
+    /// key locks, with a write to copy below): those still reach their handlers.
+    private func takeReplyAfterClose(from buffer: Buffer, count: Int, complete: Bool) {
+        guard interceptsPending && intercepts[interceptHead].seq == repliesTaken else {
+            buffer.drain(count)
+            if complete { repliesTaken += 1 }
+            return
+        }
+        let c = capture ?? Buffer.make()
+        capture = c
+        buffer.move(count, to: c)
+        guard complete else { return }
+        let bytes = c.copy(c.count)
+        c.free()
+        capture = nil
+        let handler = intercepts[interceptHead].handler
+        interceptHead += 1
+        repliesTaken += 1
+        handler(bytes, ReplySlot())
+    }
+
+    /// Handlers still waiting when their replies can no longer come get an error instead, so
+    /// that what they hold (key locks) is let go.
+    private func failPendingIntercepts() {
+        let pending = intercepts[interceptHead...]
+        intercepts.removeAll()
+        interceptHead = 0
+        let error = ReplyParts.errorReply("ERR tierproxy: client connection closed")
+        for i in pending { i.handler(error, ReplySlot()) }
     }
 
     /// `count` whole replies were handed over by `takeSharedReply`.
@@ -335,7 +479,12 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     /// connection state, so it gets errors and carries on; the next request reconnects.
     func sharedFailed(replies: Int, reason: String, cutMidReply: Bool) {
         sharedOwed -= replies
-        if isClosed { return }
+        if isClosed {
+            capture?.free()
+            capture = nil
+            failPendingIntercepts()
+            return
+        }
         if cutMidReply { close(); return }
         let error = Buffer.make()
         defer { error.free() }
@@ -352,6 +501,12 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     /// Routes one reply (or its first part) from `buffer`: to the client's output, behind a slot
     /// still being filled, or to the handler that asked for it.
     private func takeReply(from buffer: Buffer, count: Int, complete: Bool) {
+        if interceptsPending && intercepts[interceptHead].seq == repliesTaken && intercepts[interceptHead].onlyNull
+            && capture == nil && !mayBeNull(buffer, count: count, complete: complete) {
+            // A GET hit: it goes out as it came, with no copy.
+            interceptHead += 1
+            if interceptHead == intercepts.count { intercepts.removeAll(keepingCapacity: true); interceptHead = 0 }
+        }
         if interceptsPending && intercepts[interceptHead].seq == repliesTaken {
             let c = capture ?? Buffer.make()
             capture = c
@@ -379,6 +534,16 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
             held.append(.bytes(part))
         }
         if complete { repliesTaken += 1 }
+    }
+
+    /// False if the reply starting at `buffer`'s front surely is not a null (`$-1`, `*-1`, `_`):
+    /// a complete reply is judged by its first bytes, a partial one by its size (nulls are short).
+    private func mayBeNull(_ buffer: Buffer, count: Int, complete: Bool) -> Bool {
+        if !complete { return count <= 5 }
+        let head = buffer.pullup(min(count, 2))
+        guard let t = head.first else { return false }
+        if t == UInt8(ascii: "_") { return true }
+        return (t == UInt8(ascii: "$") || t == UInt8(ascii: "*")) && head.count > 1 && head[1] == UInt8(ascii: "-")
     }
 
     /// A handler's reply is ready: it goes out in its place, with whatever waited behind it.
@@ -495,6 +660,11 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
             if isClosed { return }
             client.isReading = !shuttingDown
             clientReadable()          // re-parse from the request that asked to pin
+            if isClosed { return }
+        }
+        if waitingForBarrier && allAnswered && !isClosed {
+            waitingForBarrier = false
+            resumeReading()
             if isClosed { return }
         }
         if let message = protocolErrorAfterOwed, allAnswered {
@@ -645,11 +815,15 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
         dedicated = nil
         for part in held { if case .bytes(let b) = part { b.free() } }
         held.removeAll()
-        capture?.free()
-        capture = nil
-        intercepts.removeAll()
         client.close()
         worker.sessionClosed(self)
+        // Replies still owed on the shared connection will reach their handlers; those owed
+        // on the dedicated one never will.
+        if pinned || sharedOwed == 0 {
+            capture?.free()
+            capture = nil
+            failPendingIntercepts()
+        }
     }
 }
 
@@ -664,6 +838,8 @@ typealias ReplyHandler = (_ reply: [UInt8], _ slot: ReplySlot) -> Void
 struct Intercept {
     let seq: Int
     let handler: ReplyHandler
+    /// Only a null reply goes to the handler; any other passes straight to the client.
+    var onlyNull = false
 }
 
 enum HeldPart {

@@ -13,4 +13,9 @@ enum Commands {
     static let info = CommandName("info")
     static let select = CommandName("select")
     static let reset = CommandName("reset")
+    static let get = CommandName("get")
+    static let mget = CommandName("mget")
+    static let multi = CommandName("multi")
+    static let exec = CommandName("exec")
+    static let discard = CommandName("discard")
 }

@@ -93,6 +93,7 @@ enum TiersCommand {
         var body = Array(reply[(headerEnd + 1)..<(reply.count - 2)])   // without the trailing CRLF
         let config = worker.tierSetup.config
         let section = "# Tiers\r\nwarm_tier:\(config.warm)\r\ncold_tier:\(config.cold)\r\n"
+            + worker.tiering.infoLines().map { "\($0.0):\($0.1)\r\n" }.joined()
         let prefixLength = type == UInt8(ascii: "=") ? 4 : 0                // verbatim: "txt:"
         if body.count > prefixLength { body += Array("\r\n".utf8) }
         body += Array(section.utf8)

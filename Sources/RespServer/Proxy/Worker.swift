@@ -37,11 +37,20 @@ final class Worker {
     /// This loop's warm and cold tiers (nil: none configured, or they could not be built).
     private(set) var warm: Tier?
     private(set) var cold: Tier?
+    /// The tiering state all loops share, and this loop's way to the lower tiers (nil: no lower
+    /// tier configured, or none could be built: every command is hot's alone).
+    let tiering: TieringCore
+    private(set) var tierAccess: TierAccess?
+    /// The proxy's own connection to hot (promotions, write-behind reads).
+    private(set) var hot: HotClient!
+    /// Loop 0 drains the write-behind backlog and the deletes to retry.
+    private var flusher: WriteBehindFlusher?
 
     init(index: Int, config: Config, upstreamAddress: SocketAddress?, clientCount: AtomicCounter,
-         tierSetup: TierSetup) {
+         tierSetup: TierSetup, tiering: TieringCore) {
         self.loop = EventLoop()
         self.tierSetup = tierSetup
+        self.tiering = tiering
         self.index = index
         self.config = config
         self.upstreamAddress = upstreamAddress
@@ -51,6 +60,7 @@ final class Worker {
         spans.reserveCapacity(1024)
         replies.reserveCapacity(256)
         shared = SharedUpstream(worker: self)
+        hot = HotClient(worker: self)
     }
 
     /// Opens a listening socket on `address` (SO_REUSEPORT: every loop has its own).
@@ -66,6 +76,14 @@ final class Worker {
             (warm, cold) = try tierSetup.tiers(for: loop)
         } catch {
             Log.warning("\(error)")
+        }
+        if warm != nil || cold != nil {
+            let access = TierAccess(core: tiering, loop: loop, warm: warm, cold: cold)
+            tierAccess = access
+            if index == 0 {
+                flusher = WriteBehindFlusher(access: access, hot: hot, homeDB: config.upstream.db)
+                flusher?.start()
+            }
         }
         if index == 0 {
             tierSetup.resolveSecrets(on: loop) { errors in
@@ -166,7 +184,12 @@ final class Worker {
         stopLoop()
     }
 
+    /// The write-behind flusher's counters (loop 0 only).
+    var flushCounters: Flusher.Counters? { flusher?.flusher?.counters }
+
     private func stopLoop() {
+        flusher?.stop()
+        hot.close()
         shared.close()
         loop.stop()
         onStopped?()

@@ -1,0 +1,294 @@
+import Reactor
+import Tiers
+
+/// One tiered command other than GET/MGET, run while the client's later requests wait (so every
+/// reply stays in order and the client's db is settled):
+///
+/// 1. take the keys' locks (shared by every loop), so no other tiered command of these keys
+///    runs in between;
+/// 2. bring up: `EXISTS` each key the command reads, on the client's own route (Redis judges
+///    NOAUTH/ACL as usual; on any error the command just passes through); keys hot lacks are
+///    looked up below and promoted with their expiry;
+/// 3. run it on hot. A writing command runs as `MULTI; cmd; GET k; PTTL k …; EXEC`, so the
+///    state each written key has right after the command is captured with it, atomically: a
+///    key evicted a moment later is not mistaken for a delete. The client gets element 0;
+/// 4. copy each written key's state below, as its rule says (write-through: before the reply;
+///    write-behind: recorded durably first), then release the keys and answer.
+final class KeyedOp {
+    private let session: ClientSession
+    private let args: [[UInt8]]
+    private let plan: TieredCommand.KeyedPlan
+    private let access: TierAccess
+    private let db: Int
+    private var lockKeys: [TierKey] = []
+    /// Keys the command wrote in hot: their generation moves again when the locks go.
+    private var writtenKeys: [TierKey] = []
+    /// Keys that existed (in hot or below) before the command: decides `ttl` for creators.
+    private var existed: Set<TierKey> = []
+    private let done: () -> Void
+
+    init(session: ClientSession, args: [[UInt8]], plan: TieredCommand.KeyedPlan, access: TierAccess,
+         done: @escaping () -> Void) {
+        self.session = session
+        self.args = args
+        self.plan = plan
+        self.access = access
+        self.db = session.db
+        self.done = done
+    }
+
+    private var core: TieringCore { access.core }
+
+    private func tierKey(_ k: TieredCommand.KeyArg) -> TierKey { TierKey(db: k.db ?? db, args[k.index]) }
+
+    func start() {
+        lockKeys = (plan.bringUp + plan.written).map(tierKey).filter(core.isTiered)
+        let needsDefaultTTL = plan.defaultTTL != .never && plan.written.contains { core.rules.rule(for: args[$0.index]).ttlSeconds != nil }
+        guard access.hasLowerTiers, !lockKeys.isEmpty || needsDefaultTTL else { passThrough(); return }
+        core.locks.acquire(lockKeys, on: access.loop) { [self] in bringUp() }
+    }
+
+    // MARK: - Bring up
+
+    private func bringUp() {
+        let keys = unique(plan.bringUp.map(tierKey).filter(core.isTiered))
+        if keys.isEmpty { execute(); return }
+        var batch = DBBatch(home: db)
+        for k in keys { batch.add([Array("EXISTS".utf8), k.bytes], db: k.db) }
+        session.sendComposed(batch.finish()) { [self] replies, slot in
+            let answers = batch.ours(replies)
+            guard !answers.contains(where: ReplyParts.isError), !session.isClosed else {
+                session.fill(slot, [])
+                release()
+                passThroughUnlocked()
+                return
+            }
+            var missing: [TierKey] = []
+            for (k, r) in zip(keys, answers) {
+                if ReplyParts.integer(r) == 1 { existed.insert(k) } else { missing.append(k) }
+            }
+            if missing.isEmpty { session.fill(slot, []); execute(); return }
+            lookUp(missing, slot)
+        }
+    }
+
+    private func lookUp(_ keys: [TierKey], _ slot: ReplySlot) {
+        var results = [Result<Found?, TierError>?](repeating: nil, count: keys.count)
+        var remaining = keys.count
+        for (i, k) in keys.enumerated() {
+            access.lookup(k) { [self] result in
+                results[i] = result
+                remaining -= 1
+                if remaining == 0 { promote(zip(keys, results.map { $0! }), slot) }
+            }
+        }
+    }
+
+    private func promote<S: Sequence>(_ results: S, _ slot: ReplySlot) where S.Element == (TierKey, Result<Found?, TierError>) {
+        var found: [(TierKey, Found)] = []
+        for (k, r) in results {
+            switch r {
+            case .failure(let e):
+                finish(slot, ReplyParts.errorReply("ERR tierproxy: \(e)"))
+                return
+            case .success(let f?):
+                found.append((k, f))
+                existed.insert(k)
+            case .success(nil):
+                break
+            }
+        }
+        if found.isEmpty { session.fill(slot, []); execute(); return }
+        var batch = DBBatch(home: db)
+        for (k, f) in found { batch.add(Promotion.setCommand(k, f.entry), db: k.db) }
+        session.sendComposed(batch.finish()) { [self] replies, promoted in
+            session.fill(slot, [])
+            if let error = batch.ours(replies).first(where: ReplyParts.isError) {
+                finish(promoted, Array(error))     // e.g. OOM: what Redis says to a write it cannot take
+                return
+            }
+            core.stats.promotions.add(found.count)
+            var pending = found.count
+            for (k, f) in found {
+                access.copyUp(k, f) { [self] in
+                    pending -= 1
+                    if pending == 0 { session.fill(promoted, []); execute() }
+                }
+            }
+        }
+    }
+
+    // MARK: - Run on hot
+
+    private func execute() {
+        let allWritten = unique(plan.written.map(tierKey))
+        let written = allWritten.filter(core.isTiered)
+        let expiring = allWritten.compactMap { k in defaultTTL(for: k).map { (k, $0) } }
+        if written.isEmpty && expiring.isEmpty {
+            session.sendComposed([args]) { [self] replies, slot in finish(slot, replies[0]) }
+            return
+        }
+        var batch = DBBatch(home: db)
+        batch.raw([Array("MULTI".utf8)])
+        batch.raw(args)
+        for (k, ttl) in expiring {
+            batch.add([Array("EXPIRE".utf8), k.bytes, Array(String(ttl).utf8), Array("NX".utf8)], db: k.db)
+        }
+        var captures: [(get: Int, pttl: Int)] = []
+        for k in written {
+            let g = batch.add([Array("GET".utf8), k.bytes], db: k.db)
+            let p = batch.add([Array("PTTL".utf8), k.bytes], db: k.db)
+            captures.append((g, p))
+        }
+        var commands = batch.finish()
+        commands.append([Array("EXEC".utf8)])
+        session.sendComposed(commands) { [self] replies, slot in
+            // A command refused while queueing (arity, NOAUTH, ACL) ran nowhere: its own error.
+            let queued = replies[1]
+            if queued != Array("+QUEUED\r\n".utf8) { finish(slot, queued); return }
+            guard let exec = replies.last, let elements = ReplyParts.elements(exec),
+                  elements.count == commands.count - 2 else {
+                // EXEC itself failed (e.g. the user may not run GET/PTTL): hot did not run the
+                // command; let it run alone, untiered, so the client gets Redis's own answer.
+                session.fill(slot, [])
+                release()
+                passThroughUnlocked()
+                return
+            }
+            let reply = Array(elements[0])
+            if ReplyParts.isError(reply) { finish(slot, reply); return }   // nothing changed
+            let now = unixMillis()
+            // Offsets into EXEC's elements: the commands after MULTI, so one less than in `commands`.
+            let states = captures.map { c in
+                KeyState(get: elements[c.get - 1], pttl: elements[c.pttl - 1], now: now)
+            }
+            for k in written { core.generations.bump(k) }
+            writtenKeys = written
+            sync(Array(zip(written, states)), reply: reply, slot: slot)
+        }
+    }
+
+    private func defaultTTL(for key: TierKey) -> Int? {
+        guard let ttl = core.rules.rule(for: key.bytes).ttlSeconds else { return nil }
+        switch plan.defaultTTL {
+        case .never: return nil
+        case .always: return ttl
+        case .ifCreated: return existed.contains(key) ? nil : ttl
+        }
+    }
+
+    // MARK: - Below
+
+    private func sync(_ states: [(TierKey, KeyState)], reply: [UInt8], slot: ReplySlot) {
+        if states.isEmpty { finish(slot, reply); return }
+        var remaining = states.count
+        var failedWrites: [(TierKey, TierError)] = []
+        for (key, state) in states {
+            LowerWrite.apply(key, state, access: access) { [self] result in
+                if case .failure(let e) = result { failedWrites.append((key, e)) }
+                remaining -= 1
+                if remaining == 0 { synced(failedWrites, reply: reply, slot: slot) }
+            }
+        }
+    }
+
+    /// A write a lower tier did not take must not leave an older value readable there: the key
+    /// is removed from hot too and its delete recorded durably (retried until it lands; reads
+    /// see it absent meanwhile). The client gets an error: its write may not have happened.
+    private func synced(_ failures: [(TierKey, TierError)], reply: [UInt8], slot: ReplySlot) {
+        guard let (_, error) = failures.first else { finish(slot, reply); return }
+        let keys = failures.map { $0.0 }
+        var batch = DBBatch(home: db)
+        for k in keys { batch.add([Array("DEL".utf8), k.bytes], db: k.db) }
+        session.hot.send(batch.finish()) { [self] _ in
+            LowerWrite.recordDeletes(keys, access: access) { [self] in
+                finish(slot, ReplyParts.errorReply("ERR tierproxy: the lower tier did not take the write, "
+                                                   + "so the key was removed from every tier: \(error)"))
+            }
+        }
+    }
+
+    // MARK: - Endings
+
+    private func finish(_ slot: ReplySlot, _ reply: [UInt8]) {
+        release()
+        session.fill(slot, reply)
+        done()
+    }
+
+    private func release() {
+        // Bumped again at the end: a lookup that began while the lower tiers still held the old
+        // state must not promote it once the keys are free.
+        for k in writtenKeys { core.generations.bump(k) }
+        writtenKeys = []
+        if !lockKeys.isEmpty { core.locks.release(lockKeys) }
+        lockKeys = []
+    }
+
+    /// Hot answers the command alone (not tiered, or refused in a way Redis must judge).
+    private func passThrough() {
+        session.sendComposed([args]) { [self] replies, slot in finish(slot, replies[0]) }
+    }
+
+    private func passThroughUnlocked() { passThrough() }
+
+    private func unique(_ keys: [TierKey]) -> [TierKey] {
+        var seen = Set<TierKey>()
+        return keys.filter { seen.insert($0).inserted }
+    }
+}
+
+/// Commands for one route that may touch other databases than the client's: each key's command
+/// is wrapped in SELECT when its db differs, and the client's db is selected again at the end.
+struct DBBatch {
+    let home: Int
+    private var current: Int
+    private(set) var commands: [[[UInt8]]] = []
+    /// Indices in `commands` of the commands added with `add` (not the SELECTs).
+    private(set) var mine: [Int] = []
+
+    init(home: Int) {
+        self.home = home
+        self.current = home
+    }
+
+    /// Adds `args` to run in `db`; returns its index in the batch.
+    @discardableResult
+    mutating func add(_ args: [[UInt8]], db: Int) -> Int {
+        if db != current {
+            commands.append([Array("SELECT".utf8), Array(String(db).utf8)])
+            current = db
+        }
+        commands.append(args)
+        mine.append(commands.count - 1)
+        return commands.count - 1
+    }
+
+    /// Adds a command that runs in whatever db is current, outside `mine`.
+    mutating func raw(_ args: [[UInt8]]) { commands.append(args) }
+
+    /// The commands, with the home db selected again if a key moved it.
+    mutating func finish() -> [[[UInt8]]] {
+        if current != home {
+            commands.append([Array("SELECT".utf8), Array(String(home).utf8)])
+            current = home
+        }
+        return commands
+    }
+
+    /// The replies to the commands added with `add`, in order.
+    func ours(_ replies: [[UInt8]]) -> [ArraySlice<UInt8>] { mine.map { replies[$0][...] } }
+}
+
+extension KeyState {
+    /// The state GET and PTTL replies describe, read at `now`. Anything but a string (WRONGTYPE)
+    /// is `.absent` for the lower tiers: only strings are tiered, and an older string copy below
+    /// must not outlive it.
+    init(get: ArraySlice<UInt8>, pttl: ArraySlice<UInt8>, now: Int64) {
+        guard case .some(.some(let value)) = ReplyParts.bulk(get), let ms = ReplyParts.integer(pttl), ms != -2 else {
+            self = .absent
+            return
+        }
+        self = .value(value, expiresAtMillis: ms >= 0 ? now + Int64(ms) : nil)
+    }
+}

@@ -1,0 +1,80 @@
+import Reactor
+import Tiers
+
+/// How one key's new state reaches the lower tiers, per its rule (DESIGN "Semantics" 3, 4, 10).
+/// Called with the key's lock held, so states of one key arrive here in the order hot applied them.
+enum LowerWrite {
+    static func apply(_ key: TierKey, _ state: KeyState, access: TierAccess,
+                      _ done: @escaping (Result<Void, TierError>) -> Void) {
+        let core = access.core
+        switch core.rules.rule(for: key.bytes).policy {
+        case .hotOnly:
+            done(.success(()))
+        case .writeBehind:
+            guard let log = core.keyLog else { writeThrough(key, state, access, done); return }
+            core.setPendingState(key, state)
+            let record: (TierKey, EventLoop, @escaping (Result<Void, TierError>) -> Void) -> Void =
+                state.entry == nil ? log.markDeleted : log.markDirty
+            record(key, access.loop) { result in
+                if case .failure(let e) = result {
+                    // Backlog full or log broken: this write goes through instead.
+                    Log.warning("Write-behind could not record a key (\(e)); writing it through")
+                    writeThrough(key, state, access, done)
+                    return
+                }
+                done(.success(()))
+            }
+        case .writeThrough:
+            writeThrough(key, state, access, done)
+        }
+    }
+
+    private static func writeThrough(_ key: TierKey, _ state: KeyState, _ access: TierAccess,
+                                     _ done: @escaping (Result<Void, TierError>) -> Void) {
+        let core = access.core
+        access.store(key, state) { result in
+            switch result {
+            case .success:
+                // An older op still owed for this key (a delete to retry, a write-behind flush)
+                // must not undo this write when it lands: it now carries this state instead.
+                if let log = core.keyLog, log.pendingItem(key) != nil {
+                    core.setPendingState(key, state)
+                    log.markDirty(key, on: access.loop) { _ in done(.success(())) }
+                    return
+                }
+                done(.success(()))
+            case .failure(let e) where state.entry == nil:
+                // A delete that did not land is recorded and retried; reads see the key absent.
+                recordDeletes([key], access: access) {
+                    done(core.keyLog == nil ? .failure(e) : .success(()))
+                }
+            case .failure(let e):
+                done(.failure(e))
+            }
+        }
+    }
+
+    /// Records durably that `keys` must be deleted below; until that lands they read as absent.
+    static func recordDeletes(_ keys: [TierKey], access: TierAccess, _ done: @escaping () -> Void) {
+        guard let log = access.core.keyLog, !keys.isEmpty else { done(); return }
+        var remaining = keys.count
+        for k in keys {
+            access.core.setPendingState(k, .absent)
+            log.markDeleted(k, on: access.loop) { result in
+                if case .failure(let e) = result { Log.warning("Could not record a delete to retry: \(e)") }
+                remaining -= 1
+                if remaining == 0 { done() }
+            }
+        }
+    }
+}
+
+/// Promotion: a copy found below is written to hot with its absolute expiry, only if hot has no
+/// value of its own by then (NX: a write that landed meanwhile, through any path, wins).
+enum Promotion {
+    static func setCommand(_ key: TierKey, _ entry: Entry) -> [[UInt8]] {
+        var args: [[UInt8]] = [Array("SET".utf8), key.bytes, entry.value, Array("NX".utf8)]
+        if let at = entry.expiresAtMillis { args += [Array("PXAT".utf8), Array(String(at).utf8)] }
+        return args
+    }
+}

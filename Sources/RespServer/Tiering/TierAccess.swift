@@ -1,0 +1,181 @@
+import Reactor
+import Tiers
+
+/// One loop's way to the lower tiers: lookups through the shared single-flight table and negative
+/// cache, writes of a key's new state per its placement rule, each bounded by `tier-timeout`.
+/// Every completion runs on this loop.
+final class TierAccess {
+    let core: TieringCore
+    let loop: EventLoop
+    let warm: Tier?
+    let cold: Tier?
+    let lowerTiers: LowerTiers
+
+    /// The warm item limit for every warm backend (Cosmos DB's 2 MB), so placement does not
+    /// depend on which backend runs: a value that would not fit Cosmos goes to cold on SQLite too.
+    static let warmItemLimit = 2 * 1024 * 1024
+
+    init(core: TieringCore, loop: EventLoop, warm: Tier?, cold: Tier?) {
+        self.core = core
+        self.loop = loop
+        self.warm = warm
+        self.cold = cold
+        lowerTiers = LowerTiers(hasWarm: warm != nil, warmItemLimit: TierAccess.warmItemLimit, hasCold: cold != nil)
+    }
+
+    var hasLowerTiers: Bool { warm != nil || cold != nil }
+
+    // MARK: - Lookups
+
+    /// The live copy of `key` below hot, if any: the write-behind state not yet flushed first,
+    /// then warm, then cold. A key with a delete still owed below, or found absent everywhere
+    /// moments ago, is absent without asking. Concurrent lookups of one key, from any loop, share
+    /// one read of each tier.
+    func lookup(_ key: TierKey, _ done: @escaping (Result<Found?, TierError>) -> Void) {
+        guard hasLowerTiers, core.isTiered(key) else { done(.success(nil)); return }
+        core.stats.lookups.add(1)
+        if let state = core.pendingState(key) {
+            done(.success(state.entry.map { Found(entry: $0, tier: .warm) }))
+            return
+        }
+        if core.keyLog?.isPendingDelete(key) == true { done(.success(nil)); return }
+        if core.negative.isKnownAbsent(key, now: loop.nowMillis) {
+            core.stats.negativeHits.add(1)
+            done(.success(nil))
+            return
+        }
+        let generation = core.generations.snapshot(key)
+        core.flights.lookup(key, generation: generation, on: loop, start: { finish in
+            self.readBelow(key) { result in
+                if case .success(nil) = result {
+                    self.core.negative.rememberAbsent(key, since: generation, now: self.loop.nowMillis)
+                }
+                finish(result)
+            }
+        }, done: done)
+    }
+
+    /// Warm, then cold when warm does not have it. An error from a tier that had to be asked is
+    /// the answer: a nil then could be a lie.
+    private func readBelow(_ key: TierKey, _ done: @escaping (Result<Found?, TierError>) -> Void) {
+        let stats = core.stats
+        func askCold() {
+            guard let cold else { stats.misses.add(1); done(.success(nil)); return }
+            timed(cold, { cold.get(key, $0) }) { result in
+                switch result {
+                case .success(let entry?) where !entry.isExpired(at: unixMillis()):
+                    stats.coldHits.add(1)
+                    done(.success(Found(entry: entry, tier: .cold)))
+                case .success:
+                    stats.misses.add(1)
+                    done(.success(nil))
+                case .failure(let e):
+                    stats.tierErrors.add(1)
+                    done(.failure(e))
+                }
+            }
+        }
+        guard let warm else { askCold(); return }
+        timed(warm, { warm.get(key, $0) }) { result in
+            switch result {
+            case .success(let entry?) where !entry.isExpired(at: unixMillis()):
+                stats.warmHits.add(1)
+                done(.success(Found(entry: entry, tier: .warm)))
+            case .success:
+                askCold()
+            case .failure(let e):
+                stats.tierErrors.add(1)
+                done(.failure(e))
+            }
+        }
+    }
+
+    // MARK: - Writes
+
+    /// Makes the lower tiers hold `state` for `key`, as its rule places it: the value in one tier
+    /// and no copy in the others, or no copy anywhere. Hot-only keys are left alone.
+    func store(_ key: TierKey, _ state: KeyState, _ done: @escaping (Result<Void, TierError>) -> Void) {
+        guard hasLowerTiers, core.isTiered(key) else { done(.success(())); return }
+        var puts: [(Tier, Entry)] = []
+        var deletes: [Tier] = []
+        var configured: [(LowerTier, Tier)] = []
+        if let warm { configured.append((.warm, warm)) }
+        if let cold { configured.append((.cold, cold)) }
+        if let entry = state.entry, !entry.isExpired(at: unixMillis()) {
+            let placement: Placement
+            do {
+                placement = try core.rules.place(key.bytes, valueSize: entry.value.count, tiers: lowerTiers)
+            } catch {
+                done(.failure(error as? TierError ?? .failed("\(error)")))
+                return
+            }
+            for (role, tier) in configured {
+                if role == placement.store { puts.append((tier, entry)) } else { deletes.append(tier) }
+            }
+        } else {
+            deletes = configured.map { $0.1 }
+        }
+        var remaining = puts.count + deletes.count
+        var failure: TierError?
+        let stats = core.stats
+        func finished(_ result: Result<Void, TierError>) {
+            if case .failure(let e) = result {
+                failure = failure ?? e
+                stats.lowerFailures.add(1)
+            }
+            remaining -= 1
+            if remaining == 0 { done(failure.map { .failure($0) } ?? .success(())) }
+        }
+        if remaining == 0 { done(.success(())); return }
+        for (tier, entry) in puts {
+            stats.lowerWrites.add(1)
+            timed(tier, { tier.put(key, entry, $0) }, finished)
+        }
+        for tier in deletes {
+            stats.lowerDeletes.add(1)
+            timed(tier, { tier.delete(key, $0) }, finished)
+        }
+    }
+
+    /// Copies a value found in cold to warm, when warm is where the key's rule puts it.
+    func copyUp(_ key: TierKey, _ found: Found, _ done: @escaping () -> Void) {
+        guard found.tier == .cold, let warm,
+              let placement = try? core.rules.place(key.bytes, valueSize: found.entry.value.count, tiers: lowerTiers),
+              placement.store == .warm else { done(); return }
+        timed(warm, { warm.put(key, found.entry, $0) }) { _ in done() }
+    }
+
+    /// Deletes every entry of `db` (nil: every db) in every lower tier.
+    func purge(db: Int?, _ done: @escaping (Result<Void, TierError>) -> Void) {
+        let tiers = [warm, cold].compactMap { $0 }
+        var remaining = tiers.count
+        var failure: TierError?
+        if remaining == 0 { done(.success(())); return }
+        for tier in tiers {
+            tier.purge(db: db) { result in
+                if case .failure(let e) = result { failure = failure ?? e }
+                remaining -= 1
+                if remaining == 0 { done(failure.map { .failure($0) } ?? .success(())) }
+            }
+        }
+    }
+
+    /// Runs one tier operation; if it has not completed within `tier-timeout`, completes with
+    /// `.unavailable` (a late completion is then ignored).
+    private func timed<T>(_ tier: Tier, _ start: (@escaping (Result<T, TierError>) -> Void) -> Void,
+                          _ done: @escaping (Result<T, TierError>) -> Void) {
+        var finished = false
+        let limit = core.tierTimeoutMillis
+        let timer = Timer(loop: loop, millis: limit) {
+            guard !finished else { return }
+            finished = true
+            done(.failure(.unavailable("\(tier.name): no answer within tier-timeout (\(limit) ms)")))
+        }
+        start { result in
+            timer.cancel()
+            guard !finished else { return }
+            finished = true
+            done(result)
+        }
+    }
+}

@@ -1,0 +1,128 @@
+import RESP
+
+/// The string commands that see the lower tiers (issue 4), and what each needs: which keys must
+/// be brought up from below before hot runs it (it reads them), and which keys' new state must
+/// reach the lower tiers after. Everything else passes through to hot untouched.
+enum TieredCommand {
+    /// How a tiered command is handled.
+    enum Route {
+        /// GET: sent as is; only a nil reply looks below.
+        case get
+        /// MGET: sent as is; only its nil positions look below.
+        case mget
+        /// Keys brought up first and/or written keys synced after: see `KeyedPlan`.
+        case keyed(KeyedPlan)
+        /// FLUSHDB (db: the client's) or FLUSHALL (every db).
+        case flush(all: Bool)
+    }
+
+    /// When a write gets its rule's default expiry (`rule … ttl SECONDS`).
+    enum DefaultTTL {
+        case never
+        /// The command replaces the key's expiry with none (SET, GETSET, MSET).
+        case always
+        /// Only if the key did not exist before (INCR, APPEND, SETNX … create it without one).
+        case ifCreated
+    }
+
+    /// A key argument: its index in the request, and its database when not the client's own.
+    struct KeyArg: Equatable {
+        var index: Int
+        var db: Int?
+    }
+
+    struct KeyedPlan {
+        /// Keys hot must hold (if they exist anywhere) before the command runs.
+        var bringUp: [KeyArg] = []
+        /// Keys whose state after the command is copied to the lower tiers.
+        var written: [KeyArg] = []
+        var defaultTTL: DefaultTTL = .never
+    }
+
+    private static let simpleReads: Set<CommandName> = Set(["strlen", "type", "ttl", "pttl", "expiretime",
+                                                             "pexpiretime"].map { CommandName($0) })
+    private static let readModifyWrite: [CommandName: (argc: Int, ttl: DefaultTTL)] = [
+        CommandName("incr"): (2, .ifCreated), CommandName("decr"): (2, .ifCreated),
+        CommandName("incrby"): (3, .ifCreated), CommandName("decrby"): (3, .ifCreated),
+        CommandName("incrbyfloat"): (3, .ifCreated), CommandName("append"): (3, .ifCreated),
+        CommandName("setrange"): (4, .ifCreated), CommandName("setnx"): (3, .ifCreated),
+        CommandName("getset"): (3, .always), CommandName("getdel"): (2, .never),
+        CommandName("persist"): (2, .never),
+    ]
+    private static let expireFamily: Set<CommandName> = Set(["expire", "pexpire", "expireat", "pexpireat"].map { CommandName($0) })
+
+    /// How `args` (the whole request, name first) is handled; nil: not tiered, or malformed in a
+    /// way Redis itself will reject (wrong arity), so hot answers it alone.
+    static func route(_ name: CommandName, _ args: [[UInt8]]) -> Route? {
+        let argc = args.count
+        func key(_ i: Int) -> KeyArg { KeyArg(index: i) }
+        switch name.description {
+        case "get":
+            return argc == 2 ? .get : nil
+        case "mget":
+            return argc >= 2 ? .mget : nil
+        case "set":
+            guard argc >= 3 else { return nil }
+            let options = Set(args[3...].map { String(decoding: $0, as: UTF8.self).uppercased() })
+            let reads = !options.isDisjoint(with: ["NX", "XX", "GET", "KEEPTTL"])
+            let ownExpiry = !options.isDisjoint(with: ["EX", "PX", "EXAT", "PXAT", "KEEPTTL"])
+            return .keyed(KeyedPlan(bringUp: reads ? [key(1)] : [], written: [key(1)],
+                                    defaultTTL: ownExpiry ? .never : options.contains("NX") ? .ifCreated : .always))
+        case "setex", "psetex":
+            return argc == 4 ? .keyed(KeyedPlan(written: [key(1)])) : nil
+        case "mset", "msetnx":
+            guard argc >= 3, argc % 2 == 1 else { return nil }
+            let keys = stride(from: 1, to: argc, by: 2).map(key)
+            let nx = name.description == "msetnx"
+            return .keyed(KeyedPlan(bringUp: nx ? keys : [], written: keys, defaultTTL: nx ? .ifCreated : .always))
+        case "getex":
+            guard argc >= 2 else { return nil }
+            return .keyed(KeyedPlan(bringUp: [key(1)], written: argc > 2 ? [key(1)] : []))
+        case "getrange":
+            return argc == 4 ? .keyed(KeyedPlan(bringUp: [key(1)])) : nil
+        case "exists", "touch":
+            return argc >= 2 ? .keyed(KeyedPlan(bringUp: (1..<argc).map(key))) : nil
+        case "del", "unlink":
+            guard argc >= 2 else { return nil }
+            let keys = (1..<argc).map(key)
+            return .keyed(KeyedPlan(bringUp: keys, written: keys))
+        case "rename", "renamenx":
+            return argc == 3 ? .keyed(KeyedPlan(bringUp: [key(1), key(2)], written: [key(1), key(2)])) : nil
+        case "copy":
+            guard argc >= 3 else { return nil }
+            var db: Int?
+            var i = 3
+            while i < argc {
+                let option = String(decoding: args[i], as: UTF8.self).uppercased()
+                if option == "REPLACE" { i += 1; continue }
+                guard option == "DB", i + 1 < argc, let n = Int(String(decoding: args[i + 1], as: UTF8.self)),
+                      n >= 0 else { return nil }
+                db = n
+                i += 2
+            }
+            let destination = KeyArg(index: 2, db: db)
+            return .keyed(KeyedPlan(bringUp: [key(1), destination], written: [destination]))
+        case "flushdb", "flushall":
+            return .flush(all: name.description == "flushall")
+        default:
+            break
+        }
+        if simpleReads.contains(name) {
+            return argc == 2 ? .keyed(KeyedPlan(bringUp: [key(1)])) : nil
+        }
+        if let rmw = readModifyWrite[name] {
+            return argc == rmw.argc ? .keyed(KeyedPlan(bringUp: [key(1)], written: [key(1)], defaultTTL: rmw.ttl)) : nil
+        }
+        if expireFamily.contains(name) {
+            return argc == 3 || argc == 4 ? .keyed(KeyedPlan(bringUp: [key(1)], written: [key(1)])) : nil
+        }
+        return nil
+    }
+
+    /// Names worth a look at dispatch (a cheap filter before `route` copies arguments).
+    static let names: Set<CommandName> = Set((
+        "get mget set setex psetex setnx getset getex getdel mset msetnx append incr incrby incrbyfloat "
+        + "decr decrby setrange getrange strlen exists type del unlink expire pexpire expireat pexpireat "
+        + "persist ttl pttl expiretime pexpiretime rename renamenx copy touch flushdb flushall"
+    ).split(separator: " ").map { CommandName(String($0)) })
+}

@@ -1,0 +1,79 @@
+import Reactor
+import Synchronization
+
+/// Per-key locks shared by every loop (DESIGN "Semantics" 9): a tiered command holds its keys
+/// from the moment it is sent to hot until every lower tier has its result, so the order in
+/// which hot applies writes of one key is the order in which they reach the lower tiers, and a
+/// promotion can never land between a write and its copy below.
+///
+/// Waiting is asynchronous: a waiter's continuation runs on its own loop when the key is handed
+/// to it (FIFO per key). Several keys are taken one at a time in one global order (db, then
+/// bytes), so two commands over the same keys can never wait for each other in a cycle.
+public final class KeyLocks: @unchecked Sendable {
+    private struct Waiter {
+        let loop: EventLoop
+        let resume: () -> Void
+    }
+
+    /// Held keys and who waits for each; a key absent here is free.
+    private let state = Mutex<[TierKey: [Waiter]]>([:])
+
+    public init() {}
+
+    /// Takes every key of `keys` (duplicates allowed), then calls `granted`: at once on this
+    /// thread if all were free, else later on `loop`. Pass the same keys to `release`.
+    public func acquire(_ keys: [TierKey], on loop: EventLoop, _ granted: @escaping () -> Void) {
+        let ordered = KeyLocks.ordered(keys)
+        acquire(ordered, from: 0, on: loop, granted)
+    }
+
+    private func acquire(_ keys: [TierKey], from index: Int, on loop: EventLoop, _ granted: @escaping () -> Void) {
+        var i = index
+        while i < keys.count {
+            let key = keys[i]
+            let next = i + 1
+            let taken: Bool = state.withLock { held in
+                if held[key] == nil { held[key] = []; return true }
+                held[key]!.append(Waiter(loop: loop) { [self] in acquire(keys, from: next, on: loop, granted) })
+                return false
+            }
+            if !taken { return }
+            i = next
+        }
+        granted()
+    }
+
+    /// Takes `key` only if it is free now; true if taken (release it with `release([key])`).
+    public func tryAcquire(_ key: TierKey) -> Bool {
+        state.withLock { held in
+            if held[key] != nil { return false }
+            held[key] = []
+            return true
+        }
+    }
+
+    /// Gives back keys taken by `acquire` or `tryAcquire`; each passes to its next waiter.
+    public func release(_ keys: [TierKey]) {
+        for key in KeyLocks.ordered(keys) {
+            let next: Waiter? = state.withLock { held in
+                guard var waiters = held[key] else { return nil }
+                if waiters.isEmpty { held[key] = nil; return nil }
+                let first = waiters.removeFirst()
+                held[key] = waiters
+                return first
+            }
+            if let next { next.loop.execute(next.resume) }
+        }
+    }
+
+    /// Keys held now (for INFO and tests).
+    public var heldCount: Int { state.withLock { $0.count } }
+
+    /// Distinct keys in the one global order.
+    static func ordered(_ keys: [TierKey]) -> [TierKey] {
+        var seen = Set<TierKey>()
+        return keys.filter { seen.insert($0).inserted }.sorted { a, b in
+            a.db != b.db ? a.db < b.db : a.bytes.lexicographicallyPrecedes(b.bytes)
+        }
+    }
+}
