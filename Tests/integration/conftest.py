@@ -82,7 +82,10 @@ def _shared_proxy(tmp_root: Path, redis_server: RedisServer) -> Iterator[Any]:
     if DIRECT:
         yield DirectTarget(redis_server)
         return
-    p = Proxy(tmp_root, upstream=redis_server.url, flags={"loglevel": "notice"}).start()
+    # The proxy core on its own: lower tiers would remember keys across the per-test FLUSHALL
+    # done directly on hot (Tests/tiered is where tiering is tested).
+    p = Proxy(tmp_root, upstream=redis_server.url,
+              flags={"loglevel": "notice", "warm": "none", "cold": "none"}).start()
     yield p
     p.cleanup()
 

@@ -177,23 +177,7 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
                 sendProxyRequest(plan.upstreamCommand)
                 continue
             }
-            if sequenced && !inTransaction && worker.tierAccess != nil && frame.name != Commands.get
-                && frame.name != Commands.mget && TieredCommand.names.contains(frame.name) {
-                let args = arguments(frame, at: forward)
-                if let route = TieredCommand.route(frame.name, args) {
-                    send(&forward, &replies)
-                    if !allAnswered {
-                        // Its bring-up and its db must follow every earlier reply: wait for them.
-                        waitingForBarrier = true
-                        client.isReading = false
-                        parser.reset()
-                        return false
-                    }
-                    input.drain(frame.length)
-                    startTiered(route, args)
-                    return false
-                }
-            }
+            let tiered = tieredRoute(frame, at: forward)
             if frame.name == Commands.quit {
                 // Uncounted mode: the proxy is a plain pipe. Redis answers QUIT (or, under
                 // CLIENT REPLY OFF, does not) and decides what follows; when it closes, so do we.
@@ -202,23 +186,40 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
             if !pinned {
                 // A client with many shared requests in flight is pinned instead: its own
                 // connection lets TCP, and Redis's buffers, hold what it has not read yet.
-                if worker.canShare(frame) && sharedOwed + replies < Worker.maxSharedInFlight {
+                if worker.canShare(frame) && sharedOwed + replies < Worker.maxSharedInFlight && tiered == nil {
                     if sequenced { expectReply(handler: replyHandler(for: frame, at: forward), onlyNull: frame.name == Commands.get) }
                     forward += frame.length
                     replies += 1
                     continue
                 }
                 send(&forward, &replies)
-                if sharedOwed > 0 {
-                    // Pin only once every shared reply is in; re-parse from this request then.
-                    waitingToPin = true
+                // A tiered command that may share runs on the shared route (it waits for every
+                // earlier reply anyway); anything else that may not share pins the client.
+                if tiered == nil || !worker.canShare(frame) {
+                    if sharedOwed > 0 {
+                        // Pin only once every shared reply is in; re-parse from this request then.
+                        waitingToPin = true
+                        client.isReading = false
+                        parser.reset()
+                        Log.debug("Client waits for \(sharedOwed) shared replies before pinning (\(frame.name))")
+                        return false
+                    }
+                    pin()
+                    if isClosed { return false }
+                }
+            }
+            if let (route, args) = tiered {
+                send(&forward, &replies)
+                if !allAnswered {
+                    // Its bring-up and its db must follow every earlier reply: wait for them.
+                    waitingForBarrier = true
                     client.isReading = false
                     parser.reset()
-                    Log.debug("Client waits for \(sharedOwed) shared replies before pinning (\(frame.name))")
                     return false
                 }
-                pin()
-                if isClosed { return false }
+                input.drain(frame.length)
+                startTiered(route, args)
+                return false
             }
             if sequenced { expectReply(handler: replyHandler(for: frame, at: forward), onlyNull: frame.name == Commands.get) }
             notice(frame, at: forward)
@@ -228,6 +229,15 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
         }
         send(&forward, &replies)
         return true
+    }
+
+    /// The tiered handling `frame` needs beyond forwarding (GET and MGET need none: their
+    /// replies are read on the way back), with its arguments; nil for every other command.
+    private func tieredRoute(_ frame: RequestFrame, at offset: Int) -> (TieredCommand.Route, [[UInt8]])? {
+        guard sequenced && !inTransaction && worker.tierAccess != nil && frame.name != Commands.get
+                && frame.name != Commands.mget && TieredCommand.names.contains(frame.name) else { return nil }
+        let args = arguments(frame, at: offset)
+        return TieredCommand.route(frame.name, args).map { ($0, args) }
     }
 
     /// Moves `forward` bytes from the client's input to the route they belong to.
@@ -444,27 +454,42 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
             if complete { repliesTaken += 1 }
             return
         }
+        if let (bytes, handler) = captureIntercepted(from: buffer, count: count, complete: complete) {
+            handler(bytes, ReplySlot())
+        }
+    }
+
+    /// Collects an intercepted reply; once it is complete, returns it with its handler (and
+    /// moves past that intercept).
+    private func captureIntercepted(from buffer: Buffer, count: Int, complete: Bool) -> ([UInt8], ReplyHandler)? {
         let c = capture ?? Buffer.make()
         capture = c
         buffer.move(count, to: c)
-        guard complete else { return }
+        guard complete else { return nil }
         let bytes = c.copy(c.count)
         c.free()
         capture = nil
         let handler = intercepts[interceptHead].handler
         interceptHead += 1
+        if interceptHead == intercepts.count { intercepts.removeAll(keepingCapacity: true); interceptHead = 0 }
         repliesTaken += 1
-        handler(bytes, ReplySlot())
+        return (bytes, handler)
     }
 
     /// Handlers still waiting when their replies can no longer come get an error instead, so
     /// that what they hold (key locks) is let go.
-    private func failPendingIntercepts() {
+    @discardableResult
+    private func failPendingIntercepts() -> Int {
         let pending = intercepts[interceptHead...]
         intercepts.removeAll()
         interceptHead = 0
-        let error = ReplyParts.errorReply("ERR tierproxy: client connection closed")
-        for i in pending { i.handler(error, ReplySlot()) }
+        let error = ReplyParts.errorReply("ERR tierproxy: \(failure ?? "client connection closed")")
+        for i in pending {
+            let slot = ReplySlot()
+            if !isClosed { held.append(.slot(slot)) }
+            i.handler(error, slot)
+        }
+        return pending.count
     }
 
     /// `count` whole replies were handed over by `takeSharedReply`.
@@ -508,17 +533,7 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
             if interceptHead == intercepts.count { intercepts.removeAll(keepingCapacity: true); interceptHead = 0 }
         }
         if interceptsPending && intercepts[interceptHead].seq == repliesTaken {
-            let c = capture ?? Buffer.make()
-            capture = c
-            buffer.move(count, to: c)
-            guard complete else { return }
-            let bytes = c.copy(c.count)
-            c.free()
-            capture = nil
-            let handler = intercepts[interceptHead].handler
-            interceptHead += 1
-            if interceptHead == intercepts.count { intercepts.removeAll(keepingCapacity: true); interceptHead = 0 }
-            repliesTaken += 1
+            guard let (bytes, handler) = captureIntercepted(from: buffer, count: count, complete: complete) else { return }
             let slot = ReplySlot()
             held.append(.slot(slot))
             handler(bytes, slot)
@@ -745,6 +760,13 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
         dedicated = nil
         if isClosed { return }
         Log.verbose("Client failed: \(reason)")
+        if interceptsPending && !midReply && capture == nil {
+            // Replies the proxy's own requests still wait for will not come: their handlers
+            // get an error now and finish (a tiered command answers with what Redis did say,
+            // e.g. the protocol error before it closed), so their slots can go out.
+            owed -= failPendingIntercepts()
+            if isClosed { return }
+        }
         // A reply cut in half, or replies the proxy still has to compose, cannot be followed
         // by sensible error replies: close. Except after QUIT (or malformed bytes Redis was
         // given to judge): Redis closed on purpose with every reply it owed delivered, and only

@@ -100,11 +100,7 @@ enum TiersCommand {
         return Array("\(Character(Unicode.Scalar(type)))\(body.count)\r\n".utf8) + body + Array("\r\n".utf8)
     }
 
-    static func errorReply(_ message: String) -> [UInt8] {
-        var out = [UInt8]()
-        RESPWriter.error(message, into: &out)
-        return out
-    }
+    static func errorReply(_ message: String) -> [UInt8] { ReplyParts.errorReply(message) }
 
     /// An array of bulk strings (the same bytes as a RESP command with these arguments).
     static func arrayReply(_ items: [[UInt8]]) -> [UInt8] {

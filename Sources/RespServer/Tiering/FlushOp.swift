@@ -8,10 +8,12 @@ enum FlushOp {
                     done: @escaping () -> Void) {
         let core = access.core
         guard core.allowFlush else {
-            // PING stands in for the command so that Redis still judges NOAUTH first.
-            session.sendComposed([[Array("PING".utf8)]]) { replies, slot in
+            // Queued in a transaction that is then discarded: Redis still judges NOAUTH, ACL
+            // and arity first, and runs nothing.
+            session.sendComposed([[Array("MULTI".utf8)], args, [Array("DISCARD".utf8)]]) { replies, slot in
                 let name = all ? "FLUSHALL" : "FLUSHDB"
-                session.fill(slot, ReplyParts.isError(replies[0]) ? replies[0] : ReplyParts.errorReply(
+                let judged = replies[1]
+                session.fill(slot, ReplyParts.isError(judged) ? judged : ReplyParts.errorReply(
                     "ERR tierproxy: \(name) would empty hot while the lower tiers keep every key; "
                     + "set tiers-allow-flush yes to flush the lower tiers too"))
                 done()
