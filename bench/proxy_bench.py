@@ -126,7 +126,7 @@ def main():
             name = f"tierproxy -t{threads}" if threads != "0" else f"tierproxy -t{os.cpu_count()}"
             targets.append(Target(name, [binary, "--port", str(pport), "--bind", "127.0.0.1",
                                          "--upstream", f"redis://127.0.0.1:{rport}", "--threads", threads,
-                                         "--loglevel", "warning"], pport))
+                                         "--loglevel", "warning", "--warm", "none", "--cold", "none"], pport))
         for key, spec in sorted(os.environ.items()):
             if key.startswith("PEER_"):
                 path, _, extra = spec.partition(":")
