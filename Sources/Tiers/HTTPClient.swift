@@ -16,6 +16,9 @@ public struct HTTPClientOptions: Sendable {
     public var http2 = true
     /// Connections per host (0 = no limit; HTTP/2 multiplexes on fewer).
     public var maxConnectionsPerHost = 0
+    /// Idle connections kept for reuse. curl's default follows the number of requests in
+    /// flight, so a burst that ends closes the connections the next burst will want again.
+    public var maxIdleConnections = 256
 
     public init() {}
 }
@@ -55,6 +58,7 @@ public final class HTTPClient {
         _ = tp_multi_setopt_timerfn(multi, curlTimerCallback)
         _ = tp_multi_setopt_ptr(multi, CURLMOPT_TIMERDATA, me)
         _ = tp_multi_setopt_long(multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX)
+        _ = tp_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, options.maxIdleConnections)
         if options.maxConnectionsPerHost > 0 {
             _ = tp_multi_setopt_long(multi, CURLMOPT_MAX_HOST_CONNECTIONS, options.maxConnectionsPerHost)
         }

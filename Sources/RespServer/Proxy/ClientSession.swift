@@ -49,6 +49,8 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     // Replies the proxy rewrites or makes itself (TIERS, INFO's # Tiers …), kept in request order.
     /// Requests whose reply goes to a handler instead of the client, by request sequence number.
     private var intercepts: [Intercept] = []
+    /// The keys of GETs in `intercepts`, back to back (reused: a hit costs no allocation).
+    private var getKeys: [UInt8] = []
     private var interceptHead = 0
     /// Output waiting behind a reply slot not yet filled; empty means replies go straight out.
     private var held: [HeldPart] = []
@@ -187,7 +189,7 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
                 // A client with many shared requests in flight is pinned instead: its own
                 // connection lets TCP, and Redis's buffers, hold what it has not read yet.
                 if worker.canShare(frame) && sharedOwed + replies < Worker.maxSharedInFlight && tiered == nil {
-                    if sequenced { expectReply(handler: replyHandler(for: frame, at: forward), onlyNull: frame.name == Commands.get) }
+                    if sequenced { expectReply(for: frame, at: forward) }
                     forward += frame.length
                     replies += 1
                     continue
@@ -221,7 +223,7 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
                 startTiered(route, args)
                 return false
             }
-            if sequenced { expectReply(handler: replyHandler(for: frame, at: forward), onlyNull: frame.name == Commands.get) }
+            if sequenced { expectReply(for: frame, at: forward) }
             notice(frame, at: forward)
             noticeTransaction(frame.name)
             if sequenced { owed += 1 }
@@ -338,26 +340,58 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     }
 
     /// Notes that the next request sent owes a reply, and who takes it (nil: the client).
-    private func expectReply(handler: ReplyHandler?, onlyNull: Bool = false) {
-        if let handler { intercepts.append(Intercept(seq: requestsSent, handler: handler, onlyNull: onlyNull)) }
+    private func expectReply(handler: ReplyHandler?) {
+        if let handler { intercepts.append(Intercept(seq: requestsSent, handler: handler)) }
         requestsSent += 1
+    }
+
+    /// Notes that `frame` (forwarded as it is) owes a reply, and who reads it on the way back.
+    /// A tiered GET only wants its reply if it is nil: it keeps its key, no closure.
+    private func expectReply(for frame: RequestFrame, at offset: Int) {
+        guard frame.name == Commands.get && frame.argc == 2 && worker.tierAccess != nil && !inTransaction else {
+            expectReply(handler: replyHandler(for: frame, at: offset))
+            return
+        }
+        let start = getKeys.count
+        if let inline = frame.inlineArgs {
+            getKeys.append(contentsOf: inline[1])
+        } else {
+            let span = worker.spans[frame.spanStart + 1]
+            client.input.withSegments(offset: offset + span.offset, limit: span.count) { segment in
+                getKeys.append(contentsOf: segment)
+                return true
+            }
+        }
+        intercepts.append(Intercept(seq: requestsSent, handler: nil, key: start..<getKeys.count))
+        requestsSent += 1
+    }
+
+    /// Who takes `intercept`'s reply: its handler, or for a GET the read-through of its key.
+    private func handler(for intercept: Intercept) -> ReplyHandler {
+        if let h = intercept.handler { return h }
+        let key = Array(getKeys[intercept.key])
+        return { [unowned self] reply, slot in
+            ReadThrough.get(TierKey(db: self.db, key), nullReply: reply, session: self, slot: slot)
+        }
+    }
+
+    /// Moves past the head intercept (its reply has been taken).
+    private func dropIntercept() {
+        interceptHead += 1
+        if interceptHead == intercepts.count {
+            intercepts.removeAll(keepingCapacity: true)
+            getKeys.removeAll(keepingCapacity: true)
+            interceptHead = 0
+        }
     }
 
     /// The few forwarded commands whose replies the proxy reads or amends.
     private func replyHandler(for frame: RequestFrame, at offset: Int) -> ReplyHandler? {
         let name = frame.name
-        if worker.tierAccess != nil && !inTransaction {
-            if name == Commands.get && frame.argc == 2 {
-                let key = argumentBytes(frame, 1, at: offset)
-                return { [unowned self] reply, slot in
-                    ReadThrough.get(TierKey(db: self.db, key), nullReply: reply, session: self, slot: slot)
-                }
-            }
-            if name == Commands.mget && frame.argc >= 2 {
-                let keys = (1..<frame.argc).map { argumentBytes(frame, $0, at: offset) }
-                return { [unowned self] reply, slot in
-                    ReadThrough.mget(keys, db: self.db, reply: reply, session: self, slot: slot)
-                }
+        if worker.tierAccess != nil && !inTransaction && name == Commands.mget && frame.argc >= 2 {
+            let keys = (1..<frame.argc).map { argumentBytes(frame, $0, at: offset) }
+            return { [unowned self] reply, slot in
+                ReadThrough.mget(keys, db: self.db, reply: reply, session: self, slot: slot)
             }
         }
         if name == Commands.info {
@@ -441,9 +475,10 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
 
     /// Reply bytes for this client, in order: a whole reply, or (`complete` false) the first part
     /// of one still arriving.
-    func takeSharedReply(from buffer: Buffer, count: Int, complete: Bool) {
+    /// `isNull`, for a complete reply: whether it is a nil (the scanner knows; saves a look at its bytes).
+    func takeSharedReply(from buffer: Buffer, count: Int, complete: Bool, isNull: Bool? = nil) {
         if isClosed { takeReplyAfterClose(from: buffer, count: count, complete: complete) }
-        else { takeReply(from: buffer, count: count, complete: complete) }
+        else { takeReply(from: buffer, count: count, complete: complete, isNull: isNull) }
     }
 
     /// The client is gone, but a tiered command of its may still wait for replies (holding
@@ -469,9 +504,8 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
         let bytes = c.copy(c.count)
         c.free()
         capture = nil
-        let handler = intercepts[interceptHead].handler
-        interceptHead += 1
-        if interceptHead == intercepts.count { intercepts.removeAll(keepingCapacity: true); interceptHead = 0 }
+        let handler = handler(for: intercepts[interceptHead])
+        dropIntercept()
         repliesTaken += 1
         return (bytes, handler)
     }
@@ -480,14 +514,15 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     /// that what they hold (key locks) is let go.
     @discardableResult
     private func failPendingIntercepts() -> Int {
-        let pending = intercepts[interceptHead...]
+        let pending = intercepts[interceptHead...].map(handler(for:))
         intercepts.removeAll()
+        getKeys.removeAll()
         interceptHead = 0
         let error = ReplyParts.errorReply("ERR tierproxy: \(failure ?? "client connection closed")")
-        for i in pending {
+        for h in pending {
             let slot = ReplySlot()
             if !isClosed { held.append(.slot(slot)) }
-            i.handler(error, slot)
+            h(error, slot)
         }
         return pending.count
     }
@@ -525,12 +560,11 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
 
     /// Routes one reply (or its first part) from `buffer`: to the client's output, behind a slot
     /// still being filled, or to the handler that asked for it.
-    private func takeReply(from buffer: Buffer, count: Int, complete: Bool) {
-        if interceptsPending && intercepts[interceptHead].seq == repliesTaken && intercepts[interceptHead].onlyNull
-            && capture == nil && !mayBeNull(buffer, count: count, complete: complete) {
+    private func takeReply(from buffer: Buffer, count: Int, complete: Bool, isNull: Bool? = nil) {
+        if interceptsPending && intercepts[interceptHead].seq == repliesTaken && intercepts[interceptHead].handler == nil
+            && capture == nil && !(isNull ?? mayBeNull(buffer, count: count, complete: complete)) {
             // A GET hit: it goes out as it came, with no copy.
-            interceptHead += 1
-            if interceptHead == intercepts.count { intercepts.removeAll(keepingCapacity: true); interceptHead = 0 }
+            dropIntercept()
         }
         if interceptsPending && intercepts[interceptHead].seq == repliesTaken {
             guard let (bytes, handler) = captureIntercepted(from: buffer, count: count, complete: complete) else { return }
@@ -859,9 +893,10 @@ typealias ReplyHandler = (_ reply: [UInt8], _ slot: ReplySlot) -> Void
 
 struct Intercept {
     let seq: Int
-    let handler: ReplyHandler
-    /// Only a null reply goes to the handler; any other passes straight to the client.
-    var onlyNull = false
+    /// Takes the reply. nil for a tiered GET: only a nil reply is read (by `ReadThrough.get`,
+    /// with the key at `key` in the session's `getKeys`); any other passes straight on.
+    let handler: ReplyHandler?
+    var key: Range<Int> = 0..<0
 }
 
 enum HeldPart {

@@ -95,15 +95,21 @@ final class SharedUpstream: UpstreamLinkDelegate {
     func linkReadable(_ link: UpstreamLink) {
         let input = link.input
         var ends: [Int] = []
-        swap(&ends, &worker.replyEnds)        // reuse the loop's array without a copy-on-write
+        var nulls: [Bool] = []                // which replies are nil (read-through wants those)
+        swap(&ends, &worker.replyEnds)        // reuse the loop's arrays without a copy-on-write
+        swap(&nulls, &worker.replyNulls)
         ends.removeAll(keepingCapacity: true)
-        defer { swap(&ends, &worker.replyEnds) }
+        nulls.removeAll(keepingCapacity: true)
+        defer { swap(&ends, &worker.replyEnds); swap(&nulls, &worker.replyNulls) }
         var base = 0
         var status = ParseStatus.ok
         input.withSegments { segment in
             worker.replies.removeAll(keepingCapacity: true)
             status = scanner.feed(segment, replies: &worker.replies)
-            for r in worker.replies where !r.isPush { ends.append(base + r.end) }
+            for r in worker.replies where !r.isPush {
+                ends.append(base + r.end)
+                nulls.append(r.isNull)
+            }
             base += segment.count
             return status == .ok
         }
@@ -115,7 +121,7 @@ final class SharedUpstream: UpstreamLinkDelegate {
         var consumed = 0
         var touched: ClientSession? = nil
         var touchedReplies = 0
-        for end in ends {
+        for (n, end) in ends.enumerated() {
             guard head < queue.count else {
                 Log.warning("Reply with no request waiting on the shared upstream connection; resetting it")
                 failed("reply with no request")
@@ -127,7 +133,7 @@ final class SharedUpstream: UpstreamLinkDelegate {
                 touched = session
                 touchedReplies = 0
             }
-            session.takeSharedReply(from: input, count: end - consumed, complete: true)
+            session.takeSharedReply(from: input, count: end - consumed, complete: true, isNull: nulls[n])
             headMidReply = false
             consumed = end
             touchedReplies += 1

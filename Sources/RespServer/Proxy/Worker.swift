@@ -30,6 +30,7 @@ final class Worker {
     var spans: [ArgSpan] = []
     var replies: [ReplyInfo] = []
     var replyEnds: [Int] = []
+    var replyNulls: [Bool] = []
     var replySpans: [(end: Int, counts: Bool)] = []
 
 
