@@ -69,6 +69,8 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     private var waitingForBarrier = false
     /// Between the client's MULTI and EXEC/DISCARD: commands are queued by Redis, not tiered.
     private var inTransaction = false
+    /// Keys written by tiered commands queued in that transaction.
+    private var transactionWrites: [TierKey] = []
 
     init(worker: Worker, fd: Int32) {
         self.worker = worker
@@ -223,6 +225,7 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
                 startTiered(route, args)
                 return false
             }
+            if inTransaction { noteTransactionWrite(frame, at: forward) }
             if sequenced { expectReply(for: frame, at: forward) }
             notice(frame, at: forward)
             noticeTransaction(frame.name)
@@ -336,7 +339,20 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     /// The client's own transaction: inside it Redis queues commands, so the proxy tiers none.
     private func noticeTransaction(_ name: CommandName) {
         if name == Commands.multi { inTransaction = true }
-        else if name == Commands.exec || name == Commands.discard || name == Commands.reset { inTransaction = false }
+        else if name == Commands.exec || name == Commands.discard || name == Commands.reset {
+            inTransaction = false
+            transactionWrites = []
+        }
+    }
+
+    /// A tiered write queued in the client's own transaction: its keys are copied below once
+    /// EXEC has run (see `TransactionSync`).
+    private func noteTransactionWrite(_ frame: RequestFrame, at offset: Int) {
+        guard worker.tierAccess != nil, TieredCommand.names.contains(frame.name), frame.name != Commands.get,
+              frame.name != Commands.mget else { return }
+        let args = arguments(frame, at: offset)
+        guard case .keyed(let plan)? = TieredCommand.route(frame.name, args) else { return }
+        transactionWrites += plan.written.map { TierKey(db: $0.db ?? db, args[$0.index]) }
     }
 
     /// Notes that the next request sent owes a reply, and who takes it (nil: the client).
@@ -388,6 +404,10 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     /// The few forwarded commands whose replies the proxy reads or amends.
     private func replyHandler(for frame: RequestFrame, at offset: Int) -> ReplyHandler? {
         let name = frame.name
+        if name == Commands.exec && !transactionWrites.isEmpty, let access = worker.tierAccess {
+            let keys = transactionWrites
+            return { [unowned self] reply, slot in TransactionSync.run(keys, execReply: reply, access: access) { self.fill(slot, reply) } }
+        }
         if worker.tierAccess != nil && !inTransaction && name == Commands.mget && frame.argc >= 2 {
             let keys = (1..<frame.argc).map { argumentBytes(frame, $0, at: offset) }
             return { [unowned self] reply, slot in
