@@ -198,7 +198,7 @@ final class KeyedOp {
     private func synced(_ failures: [(TierKey, TierError)], reply: [UInt8], slot: ReplySlot) {
         guard let (_, error) = failures.first else { finish(slot, reply); return }
         let keys = failures.map { $0.0 }
-        var batch = DBBatch(home: db)
+        var batch = DBBatch(home: session.worker.config.upstream.db)   // the loop's own connection
         for k in keys { batch.add([Array("DEL".utf8), k.bytes], db: k.db) }
         session.hot.send(batch.finish()) { [self] _ in
             LowerWrite.recordDeletes(keys, access: access) { [self] in

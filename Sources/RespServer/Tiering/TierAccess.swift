@@ -59,35 +59,25 @@ final class TierAccess {
     /// the answer: a nil then could be a lie.
     private func readBelow(_ key: TierKey, _ done: @escaping (Result<Found?, TierError>) -> Void) {
         let stats = core.stats
-        func askCold() {
-            guard let cold else { stats.misses.add(1); done(.success(nil)); return }
-            timed(cold, { cold.get(key, $0) }) { result in
+        let tiers: [(LowerTier, Tier, AtomicCounter)] = [(.warm, warm, stats.warmHits), (.cold, cold, stats.coldHits)]
+            .compactMap { role, tier, hits in tier.map { (role, $0, hits) } }
+        func ask(_ i: Int) {
+            guard i < tiers.count else { stats.misses.add(1); done(.success(nil)); return }
+            let (role, tier, hits) = tiers[i]
+            timed(tier, { tier.get(key, $0) }) { result in
                 switch result {
                 case .success(let entry?) where !entry.isExpired(at: unixMillis()):
-                    stats.coldHits.add(1)
-                    done(.success(Found(entry: entry, tier: .cold)))
+                    hits.add(1)
+                    done(.success(Found(entry: entry, tier: role)))
                 case .success:
-                    stats.misses.add(1)
-                    done(.success(nil))
+                    ask(i + 1)
                 case .failure(let e):
                     stats.tierErrors.add(1)
                     done(.failure(e))
                 }
             }
         }
-        guard let warm else { askCold(); return }
-        timed(warm, { warm.get(key, $0) }) { result in
-            switch result {
-            case .success(let entry?) where !entry.isExpired(at: unixMillis()):
-                stats.warmHits.add(1)
-                done(.success(Found(entry: entry, tier: .warm)))
-            case .success:
-                askCold()
-            case .failure(let e):
-                stats.tierErrors.add(1)
-                done(.failure(e))
-            }
-        }
+        ask(0)
     }
 
     // MARK: - Writes
