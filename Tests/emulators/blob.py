@@ -8,6 +8,7 @@ See README.md for the control API and the list of what is not emulated.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import threading
@@ -77,8 +78,13 @@ def _collate(a: str, b: str) -> int:
     return 0
 
 
+@functools.lru_cache(maxsize=16)
+def _key_bytes(key_b64: str) -> bytes:
+    return base64.b64decode(key_b64)
+
+
 def sign(key_b64: str, text: str) -> str:
-    return base64.b64encode(hmac.new(base64.b64decode(key_b64), text.encode("utf-8"), hashlib.sha256).digest()).decode()
+    return base64.b64encode(hmac.new(_key_bytes(key_b64), text.encode("utf-8"), hashlib.sha256).digest()).decode()
 
 
 def shared_key_string_to_sign(method: str, raw_path: str, query_string: str, headers, account=ACCOUNT) -> str:
@@ -97,14 +103,26 @@ def shared_key_string_to_sign(method: str, raw_path: str, query_string: str, hea
         lk = k.lower()
         if lk.startswith("x-ms-"):
             xms[lk] = v.strip() if lk not in xms else xms[lk] + "," + v.strip()
-    canon_headers = "".join(f"{k}:{xms[k]}\n" for k in sorted(xms, key=cmp_to_key(_collate)))
+    canon_headers = "".join(f"{k}:{xms[k]}\n" for k in _collated(tuple(xms)))
+    return "\n".join(parts) + "\n" + canon_headers + _canonical_resource(account, raw_path, query_string)
+
+
+@functools.lru_cache(maxsize=512)
+def _collated(names: tuple) -> tuple:
+    """sorted(names, key=cmp_to_key(_collate)); a function of the names in their order (names the
+    collation ranks equal keep it), so cached: clients send the same x-ms-* sets again and again."""
+    return tuple(sorted(names, key=cmp_to_key(_collate)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _canonical_resource(account: str, raw_path: str, query_string: str) -> str:
     resource = f"/{account}{raw_path}"
     params: dict[str, list[str]] = {}
     for k, v in parse_qsl(query_string, keep_blank_values=True):
         params.setdefault(k.lower(), []).append(v)
     for k in sorted(params):
         resource += f"\n{k}:{','.join(sorted(params[k]))}"
-    return "\n".join(parts) + "\n" + canon_headers + resource
+    return resource
 
 
 def account_sas_string_to_sign(q: dict, account=ACCOUNT) -> str:

@@ -9,6 +9,7 @@ See README.md for the control API and the list of what is not emulated.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -33,6 +34,33 @@ def sign(key_b64: str, verb: str, resource_type: str, resource_link: str, x_ms_d
     """Service-side master-key signature (base64 HMAC-SHA256)."""
     text = f"{verb.lower()}\n{resource_type.lower()}\n{resource_link}\n{x_ms_date.lower()}\n{date.lower()}\n"
     return base64.b64encode(hmac.new(base64.b64decode(key_b64), text.encode(), hashlib.sha256).digest()).decode()
+
+
+_SEGMENTS: dict[str, tuple] = {}      # percent-encoded path -> decoded segments (the same paths recur)
+
+
+@functools.lru_cache(maxsize=16)
+def _key_bytes(key_b64: str) -> bytes:
+    return base64.b64decode(key_b64)
+
+
+@functools.lru_cache(maxsize=256)
+def _date_ts(text: str) -> float:
+    """parsedate_to_datetime(text).timestamp() (raises the same errors; results cached: a client
+    sends the same x-ms-date for a whole second)."""
+    from email.utils import parsedate_to_datetime
+    return parsedate_to_datetime(text).timestamp()
+
+
+@functools.lru_cache(maxsize=1024)
+def _auth_fields(raw: str) -> tuple:
+    """(type, ver, sig) of an `authorization` header value. .NET HttpUtility.UrlDecode semantics:
+    '+' means space, so an unencoded base64 '+' fails. Cached (a pure function of the header)."""
+    parts = {}
+    for item in unquote_plus(raw).split("&"):
+        k, _, v = item.partition("=")
+        parts[k.strip().lower()] = v
+    return parts.get("type", ""), parts.get("ver"), parts.get("sig", "")
 
 
 def string_to_sign(verb, resource_type, resource_link, x_ms_date, date=""):
@@ -121,7 +149,13 @@ class CosmosEmulator(Emulator):
     # ------------------------------------------------------------------ routing
     @staticmethod
     def _segments(req: Request) -> list[str]:
-        return [unquote(s) for s in req.path.strip("/").split("/") if s != ""]
+        seg = _SEGMENTS.get(req.path)
+        if seg is None:
+            seg = tuple(unquote(s) for s in req.path.strip("/").split("/") if s != "")
+            if len(_SEGMENTS) >= 4096:
+                _SEGMENTS.clear()
+            _SEGMENTS[req.path] = seg
+        return list(seg)
 
     def operation(self, req: Request) -> str:
         seg = self._segments(req)
@@ -201,14 +235,8 @@ class CosmosEmulator(Emulator):
         if not raw:
             raise CosmosError(401, "Unauthorized", "Required Header authorization is missing. "
                               "Ensure a valid Authorization token is passed.")
-        # .NET HttpUtility.UrlDecode semantics: '+' means space, so an unencoded base64 '+' fails.
-        decoded = unquote_plus(raw)
-        parts = {}
-        for item in decoded.split("&"):
-            k, _, v = item.partition("=")
-            parts[k.strip().lower()] = v
-        typ, sig = parts.get("type", ""), parts.get("sig", "")
-        if parts.get("ver") != "1.0" or typ not in ("master", "aad", "resource"):
+        typ, ver, sig = _auth_fields(raw)
+        if ver != "1.0" or typ not in ("master", "aad", "resource"):
             raise CosmosError(401, "Unauthorized", "Invalid authorization header. Expected format "
                               "'type={typeoftoken}&ver={tokenversion}&sig={hashsignature}'.")
         if typ == "aad":
@@ -225,8 +253,7 @@ class CosmosEmulator(Emulator):
             raise CosmosError(401, "Unauthorized", "The input authorization token can't serve the request. "
                               "Required header x-ms-date or date is missing.")
         try:
-            from email.utils import parsedate_to_datetime
-            t = parsedate_to_datetime(x_date or date).timestamp()
+            t = _date_ts(x_date or date)
             if abs(t - time.time()) > DATE_SKEW_S:
                 raise CosmosError(403, "Forbidden", "The authorization token is not valid at the current time. "
                                   f"Please create another token and retry (token start time: {x_date or date}, "
@@ -243,7 +270,7 @@ class CosmosEmulator(Emulator):
         # With x-ms-date present the last slot is empty (the service signs with x-ms-date);
         # without it, the Date header goes in the last slot.
         payload = string_to_sign(req.method, rtype, link, x_date, "" if x_date else date)
-        expected = base64.b64encode(hmac.new(base64.b64decode(self.key), payload.encode(),
+        expected = base64.b64encode(hmac.new(_key_bytes(self.key), payload.encode(),
                                              hashlib.sha256).digest()).decode()
         if not hmac.compare_digest(expected, sig):
             shown = payload.replace("\n", "\\n")

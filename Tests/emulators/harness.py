@@ -7,7 +7,7 @@
         emu.stats("cosmos")["ops"]["ReadDocument"]
         emu.reset()                                    # faults + stats (+ data with data=True)
 
-`InProcessEmulators` offers the same API with server threads in the calling process.
+`InProcessEmulators` offers the same API with the servers on an event-loop thread in the calling process.
 """
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+
+from Tests.emulators.common import stop_process
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SERVICES = ("cosmos", "blob", "identity")
@@ -176,13 +178,8 @@ class EmulatorProcess(_Control):
         return self
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        if self.proc:
+            stop_process(self.proc)
         if self.proc and self.proc.stdout:
             self.proc.stdout.close()
 
@@ -194,7 +191,7 @@ class EmulatorProcess(_Control):
 
 
 class InProcessEmulators(_Control):
-    """Same API, servers on threads of this process (fast; shares the GIL with the test)."""
+    """Same API, servers on an event-loop thread of this process (one process; shares the GIL with the test)."""
 
     def __init__(self, latency_ms: float = 0, tls: bool = False, verbose: bool = False):
         self.kw = dict(latency_ms=latency_ms, tls=tls, verbose=verbose)
