@@ -120,9 +120,13 @@ public final class HTTPClient {
         _ = tp_easy_setopt_long(easy, CURLOPT_SSL_VERIFYPEER, options.verifyTLS ? 1 : 0)
         _ = tp_easy_setopt_long(easy, CURLOPT_SSL_VERIFYHOST, options.verifyTLS ? 2 : 0)
         if let ca = options.caBundlePath { _ = tp_easy_setopt_str(easy, CURLOPT_CAINFO, ca) }
-        if options.http2 {
+        if options.http2 && request.url.hasPrefix("https:") {
             _ = tp_easy_setopt_long(easy, CURLOPT_HTTP_VERSION, Int(CURL_HTTP_VERSION_2TLS))
             // Wait for an HTTP/2 connection to multiplex on rather than opening one per request.
+            // Only over TLS: there ALPN tells at the handshake whether a connection multiplexes.
+            // Over plain http a new connection's kind is known only from its first response, so
+            // a request would wait behind a first one that hangs (seen: every read of a tier
+            // stuck for as long as one hung request lasted).
             _ = tp_easy_setopt_long(easy, CURLOPT_PIPEWAIT, 1)
         } else {
             _ = tp_easy_setopt_long(easy, CURLOPT_HTTP_VERSION, Int(CURL_HTTP_VERSION_1_1))
