@@ -60,7 +60,7 @@ final class KeyedOp {
             guard !answers.contains(where: ReplyParts.isError), !session.isClosed else {
                 session.fill(slot, [])
                 release()
-                passThroughUnlocked()
+                passThrough()
                 return
             }
             var missing: [TierKey] = []
@@ -152,7 +152,7 @@ final class KeyedOp {
                 // command; let it run alone, untiered, so the client gets Redis's own answer.
                 session.fill(slot, [])
                 release()
-                passThroughUnlocked()
+                passThrough()
                 return
             }
             let reply = Array(elements[0])
@@ -229,8 +229,6 @@ final class KeyedOp {
     private func passThrough() {
         session.sendComposed([args]) { [self] replies, slot in finish(slot, replies[0]) }
     }
-
-    private func passThroughUnlocked() { passThrough() }
 
     private func unique(_ keys: [TierKey]) -> [TierKey] {
         var seen = Set<TierKey>()
