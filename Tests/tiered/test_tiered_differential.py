@@ -22,7 +22,9 @@ OPS = int(os.environ.get("TIERED_DIFF_OPS", "20000"))
 SEED = difftest.pick_seed(os.environ.get("TIERED_SEED"), default=20_250_401)
 EVICT_RATE = 0.03     # ~600 evictions of 1-3 keys in 20 000 ops
 FLUSH_RATE = 0.0008   # ~16 FLUSHALLs directly on hot
-BUDGET_S = 60.0
+# A bound against a hang, not a speed target: the azure run spends most of its time in the
+# Python emulators (35-50 s here on a quiet 2-core machine, 60+ s when it shares the cores).
+BUDGET_S = 150.0
 
 
 @pytest.fixture
