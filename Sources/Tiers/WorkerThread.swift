@@ -129,8 +129,9 @@ struct CompletionBatch {
     }
 }
 
-/// Wall-clock Unix milliseconds, read on worker threads (the loop's cached clock is not theirs).
-func wallClockMillis() -> Int64 {
+/// Wall-clock Unix milliseconds, read from the clock: on worker threads (the loop's cached clock is
+/// not theirs), and wherever an expiry must be exact.
+public func wallClockMillis() -> Int64 {
     var ts = timespec()
     clock_gettime(CLOCK_REALTIME, &ts)
     return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000

@@ -239,8 +239,15 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     /// The tiered handling `frame` needs beyond forwarding (GET and MGET need none: their
     /// replies are read on the way back), with its arguments; nil for every other command.
     private func tieredRoute(_ frame: RequestFrame, at offset: Int) -> (TieredCommand.Route, [[UInt8]])? {
-        guard sequenced && !inTransaction && worker.tierAccess != nil && frame.name != Commands.get
-                && frame.name != Commands.mget && TieredCommand.names.contains(frame.name) else { return nil }
+        guard sequenced && !inTransaction else { return nil }
+        return tieredCommand(frame, at: offset)
+    }
+
+    /// How `frame` is tiered, with its arguments, whatever the session's mode; nil if it is not
+    /// (or is GET/MGET, which are only read on the way back).
+    private func tieredCommand(_ frame: RequestFrame, at offset: Int) -> (TieredCommand.Route, [[UInt8]])? {
+        guard worker.tierAccess != nil && frame.name != Commands.get && frame.name != Commands.mget
+                && TieredCommand.names.contains(frame.name) else { return nil }
         let args = arguments(frame, at: offset)
         return TieredCommand.route(frame.name, args).map { ($0, args) }
     }
@@ -348,10 +355,7 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     /// A tiered write queued in the client's own transaction: its keys are copied below once
     /// EXEC has run (see `TransactionSync`).
     private func noteTransactionWrite(_ frame: RequestFrame, at offset: Int) {
-        guard worker.tierAccess != nil, TieredCommand.names.contains(frame.name), frame.name != Commands.get,
-              frame.name != Commands.mget else { return }
-        let args = arguments(frame, at: offset)
-        guard case .keyed(let plan)? = TieredCommand.route(frame.name, args) else { return }
+        guard case (.keyed(let plan), let args)? = tieredCommand(frame, at: offset) else { return }
         transactionWrites += plan.written.map { TierKey(db: $0.db ?? db, args[$0.index]) }
     }
 

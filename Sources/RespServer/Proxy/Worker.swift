@@ -185,9 +185,6 @@ final class Worker {
         stopLoop()
     }
 
-    /// The write-behind flusher's counters (loop 0 only).
-    var flushCounters: Flusher.Counters? { flusher?.flusher?.counters }
-
     private func stopLoop() {
         flusher?.stop()
         hot.close()

@@ -157,7 +157,7 @@ final class KeyedOp {
             }
             let reply = Array(elements[0])
             if ReplyParts.isError(reply) { finish(slot, reply); return }   // nothing changed
-            let now = unixMillis()
+            let now = wallClockMillis()
             // Offsets into EXEC's elements: the commands after MULTI, so one less than in `commands`.
             let states = captures.map { c in
                 KeyState(get: elements[c.get - 1], pttl: elements[c.pttl - 1], now: now)

@@ -1,5 +1,4 @@
 import RESP
-import Glibc
 
 /// Reading the few replies the tiering logic must understand: the proxy's own EXISTS, GET,
 /// PTTL and EXEC answers, and MGET arrays. Replies are whole RESP2/RESP3 messages as bytes.
@@ -87,11 +86,4 @@ enum ReplyParts {
         RESPWriter.command(args, into: &out)
         return out
     }
-}
-
-/// Unix time in milliseconds, read from the clock (expiries must be exact, not loop-cached).
-func unixMillis() -> Int64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_REALTIME, &ts)
-    return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
 }

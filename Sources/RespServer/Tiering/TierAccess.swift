@@ -66,7 +66,7 @@ final class TierAccess {
             let (role, tier, hits) = tiers[i]
             timed(tier, { tier.get(key, $0) }) { result in
                 switch result {
-                case .success(let entry?) where !entry.isExpired(at: unixMillis()):
+                case .success(let entry?) where !entry.isExpired(at: wallClockMillis()):
                     hits.add(1)
                     done(.success(Found(entry: entry, tier: role)))
                 case .success:
@@ -91,7 +91,7 @@ final class TierAccess {
         var configured: [(LowerTier, Tier)] = []
         if let warm { configured.append((.warm, warm)) }
         if let cold { configured.append((.cold, cold)) }
-        if let entry = state.entry, !entry.isExpired(at: unixMillis()) {
+        if let entry = state.entry, !entry.isExpired(at: wallClockMillis()) {
             let placement: Placement
             do {
                 placement = try core.rules.place(key.bytes, valueSize: entry.value.count, tiers: lowerTiers)

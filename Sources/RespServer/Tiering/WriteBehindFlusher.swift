@@ -49,7 +49,7 @@ final class WriteBehindFlusher {
                     done(.failure(.unavailable("hot: \(String(decoding: r[0].prefix(200), as: UTF8.self))")))
                     return
                 }
-                write(KeyState(get: r[0], pttl: r[1], now: unixMillis()))
+                write(KeyState(get: r[0], pttl: r[1], now: wallClockMillis()))
             }
         }
     }
