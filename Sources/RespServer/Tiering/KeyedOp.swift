@@ -156,7 +156,8 @@ final class KeyedOp {
                 return
             }
             let reply = Array(elements[0])
-            if ReplyParts.isError(reply) { finish(slot, reply); return }   // nothing changed
+            // An error means nothing changed, except from a script: it may have written first.
+            if ReplyParts.isError(reply) && !plan.script { finish(slot, reply); return }
             let now = wallClockMillis()
             // Offsets into EXEC's elements: the commands after MULTI, so one less than in `commands`.
             let states = captures.map { c in
