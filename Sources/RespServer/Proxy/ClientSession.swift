@@ -71,6 +71,8 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     private var inTransaction = false
     /// Keys written by tiered commands queued in that transaction.
     private var transactionWrites: [TierKey] = []
+    /// Keys the client has WATCHed since its last EXEC/DISCARD/UNWATCH/RESET (see `WatchGuard`).
+    private(set) var watchedKeys: [TierKey] = []
     /// Keys the request being dispatched writes, to record once it has answered (it runs alone).
     private var recordAfterReply: [TierKey] = []
 
@@ -190,6 +192,9 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
                 tiered = nil
             }
             if frame.name == Commands.script { noticeScriptLoad(frame, at: forward) }
+            if frame.name == Commands.watch && !inTransaction && worker.tierAccess != nil {
+                watchedKeys += (1..<max(frame.argc, 1)).map { TierKey(db: db, argumentBytes(frame, $0, at: forward)) }
+            }
             if frame.name == Commands.quit {
                 // Uncounted mode: the proxy is a plain pipe. Redis answers QUIT (or, under
                 // CLIENT REPLY OFF, does not) and decides what follows; when it closes, so do we.
@@ -364,6 +369,9 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
         else if name == Commands.exec || name == Commands.discard || name == Commands.reset {
             inTransaction = false
             transactionWrites = []
+            watchedKeys = []
+        } else if name == Commands.unwatch {
+            watchedKeys = []
         }
     }
 

@@ -47,6 +47,8 @@ final class Worker {
     private(set) var tierAccess: TierAccess?
     /// The proxy's own connection to hot (promotions, write-behind reads).
     private(set) var hot: HotClient!
+    /// The second watcher `WatchGuard` asks whether a client's watched keys changed.
+    private(set) lazy var watchProbe = ProbeConnection(hot: HotClient(worker: self), homeDB: config.upstream.db)
     /// Loop 0 drains the write-behind backlog and the deletes to retry.
     private var flusher: WriteBehindFlusher?
 
@@ -199,6 +201,7 @@ final class Worker {
     private func stopLoop() {
         flusher?.stop()
         hot.close()
+        watchProbe.hot.close()
         shared.close()
         loop.stop()
         onStopped?()

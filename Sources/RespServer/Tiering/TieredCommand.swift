@@ -139,6 +139,9 @@ enum TieredCommand {
             }
             let destination = KeyArg(index: 2, db: db)
             return .keyed(KeyedPlan(bringUp: [key(1), destination], written: [destination]))
+        case "watch":
+            // Brought up first, so that a promotion after the WATCH cannot fire it.
+            return argc >= 2 ? .keyed(KeyedPlan(bringUp: (1..<argc).map(key))) : nil
         case "flushdb", "flushall":
             return .flush(all: name.description == "flushall")
         default:
@@ -160,6 +163,6 @@ enum TieredCommand {
     static let names: Set<CommandName> = Set((
         "get mget set setex psetex setnx getset getex getdel mset msetnx append incr incrby incrbyfloat "
         + "decr decrby setrange getrange strlen exists type del unlink expire pexpire expireat pexpireat "
-        + "persist ttl pttl expiretime pexpiretime rename renamenx copy touch flushdb flushall"
+        + "persist ttl pttl expiretime pexpiretime rename renamenx copy touch flushdb flushall watch"
     ).split(separator: " ").map { CommandName(String($0)) })
 }
