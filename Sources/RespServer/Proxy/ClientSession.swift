@@ -73,8 +73,19 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     private var transactionWrites: [TierKey] = []
     /// Keys the client has WATCHed since its last EXEC/DISCARD/UNWATCH/RESET (see `WatchGuard`).
     private(set) var watchedKeys: [TierKey] = []
-    /// Keys the request being dispatched writes, to record once it has answered (it runs alone).
-    private var recordAfterReply: [TierKey] = []
+    /// Who takes the reply of the request being dispatched, when tiering decided it there.
+    private var nextHandler: ReplyHandler?
+    /// The key locks `nextHandler` holds (a blind write's), released if it is not sent after all.
+    private var nextHandlerLocks: [TierKey] = []
+    /// `clientReadable` is running; `reparse`: it should run once more when done.
+    private var parsing = false
+    private var reparse = false
+    /// Tiered commands started and not yet answered, beside later requests (`mayOverlap`).
+    private var tieredInFlight = 0
+    /// The client sent AUTH or HELLO: its user, not the proxy's, runs its commands.
+    private var authenticatedItself = false
+    /// SELECT/RESET requests sent and not yet answered: until they are, `db` may be out of date.
+    private var dbChangesInFlight = 0
 
     init(worker: Worker, fd: Int32) {
         self.worker = worker
@@ -95,7 +106,20 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
         if connection === client { clientReadable() } else { dedicatedReadable() }
     }
 
+    /// Reads and dispatches what the client sent. A tiered command may let reading go on from
+    /// inside a dispatch (once it is on its way): that asks for one more pass here instead of a
+    /// nested one, so a long pipeline of tiered commands does not grow the stack.
     private func clientReadable() {
+        if parsing { reparse = true; return }
+        parsing = true
+        defer { parsing = false }
+        repeat {
+            reparse = false
+            readRequests()
+        } while reparse && !isClosed
+    }
+
+    private func readRequests() {
         if waitingToPin || keyedOpRunning || waitingForBarrier || isClosed { return }
         let input = client.input
         let available = input.count
@@ -188,10 +212,20 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
             var tiered = tieredRoute(frame, at: forward)
             if case (.afterwards(let keys), let args)? = tiered {
                 // Runs as it is; its keys are recorded once it has answered.
-                recordAfterReply = keys.map { TierKey(db: $0.db ?? db, args[$0.index]) }
+                let written = keys.map { TierKey(db: $0.db ?? db, args[$0.index]) }
+                nextHandler = { [unowned self] reply, slot in
+                    TransactionSync.record(written, ran: !ReplyParts.isError(reply), access: worker.tierAccess!) {
+                        self.fill(slot, reply)
+                    }
+                }
+                tiered = nil
+            } else if case (.keyed(let plan), let args)? = tiered, let blind = plan.blind, let handler = pipelined(blind, plan, args) {
+                // Travels as it is, pipelined; its reply is read on the way back.
+                nextHandler = handler
                 tiered = nil
             }
             if frame.name == Commands.script { noticeScriptLoad(frame, at: forward) }
+            if frame.name == Commands.auth || frame.name == Commands.hello { authenticatedItself = true }
             if frame.name == Commands.watch && !inTransaction && worker.tierAccess != nil {
                 watchedKeys += (1..<max(frame.argc, 1)).map { TierKey(db: db, argumentBytes(frame, $0, at: forward)) }
             }
@@ -218,16 +252,17 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
                         waitingToPin = true
                         client.isReading = false
                         parser.reset()
+                        abandonNextHandler()   // the request is dispatched again after the pin
                         Log.debug("Client waits for \(sharedOwed) shared replies before pinning (\(frame.name))")
                         return false
                     }
                     pin()
-                    if isClosed { return false }
+                    if isClosed { abandonNextHandler(); return false }
                 }
             }
             if let (route, args) = tiered {
                 send(&forward, &replies)
-                if !allAnswered {
+                if !allAnswered && !mayOverlap(route) {
                     // Its bring-up and its db must follow every earlier reply: wait for them.
                     waitingForBarrier = true
                     client.isReading = false
@@ -314,6 +349,11 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
         let access = worker.tierAccess!
         let finished: () -> Void = { [self] in tieredFinished() }
         switch route {
+        case .keyed(let plan) where mayOverlap(route):
+            // Later requests wait only until this one is on its way; its reply holds their place.
+            tieredInFlight += 1
+            KeyedOp(session: self, args: args, plan: plan, access: access, sent: finished,
+                    done: { [self] in tieredInFlight -= 1 }).start()
         case .keyed(let plan):
             KeyedOp(session: self, args: args, plan: plan, access: access, done: finished).start()
         case .flush(let all):
@@ -326,6 +366,41 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
         case .get, .mget, .afterwards:
             break
         }
+    }
+
+    /// A blind write's reply handler, with its keys' locks taken; nil when it must take the
+    /// ordinary tiered way instead (a key busy, a SELECT still in flight, a rule's default expiry).
+    private func pipelined(_ blind: BlindWrite, _ plan: TieredCommand.KeyedPlan, _ args: [[UInt8]]) -> ReplyHandler? {
+        guard dbChangesInFlight == 0, let access = worker.tierAccess else { return nil }
+        let core = access.core
+        var keys: [TierKey] = []
+        for k in plan.written {
+            let key = TierKey(db: db, args[k.index])
+            if blind.expiry == .none && core.rules.rule(for: key.bytes).ttlSeconds != nil { return nil }
+            guard core.isTiered(key), !keys.contains(key) else { continue }
+            keys.append(key)
+        }
+        guard core.locks.tryAcquire(keys) else { return nil }
+        nextHandlerLocks = keys
+        return BlindWriteRun.handler(blind, args, db: db, locked: keys, access: access, hot: worker.hot,
+                                     homeDB: worker.config.upstream.db) { [unowned self] slot, reply in fill(slot, reply) }
+    }
+
+    /// The request whose reply `nextHandler` was to take is not sent now: let its locks go.
+    private func abandonNextHandler() {
+        guard nextHandler != nil else { return }
+        nextHandler = nil
+        if let access = worker.tierAccess { access.core.locks.release(nextHandlerLocks) }
+        nextHandlerLocks = []
+    }
+
+    /// True if a tiered command may start while earlier replies are still owed, and later
+    /// requests may go once it has been sent: its db is settled (no SELECT in flight), the proxy's
+    /// own transaction cannot touch the client's watches, and the client uses the proxy's own
+    /// credentials (so the proxy's captures will not be refused and need running again).
+    private func mayOverlap(_ route: TieredCommand.Route) -> Bool {
+        guard case .keyed = route else { return false }
+        return dbChangesInFlight == 0 && watchedKeys.isEmpty && !authenticatedItself
     }
 
     private func tieredFinished() {
@@ -443,12 +518,10 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     /// The few forwarded commands whose replies the proxy reads or amends.
     private func replyHandler(for frame: RequestFrame, at offset: Int) -> ReplyHandler? {
         let name = frame.name
-        if !recordAfterReply.isEmpty, let access = worker.tierAccess {
-            let keys = recordAfterReply
-            recordAfterReply = []
-            return { [unowned self] reply, slot in
-                TransactionSync.record(keys, ran: !ReplyParts.isError(reply), access: access) { self.fill(slot, reply) }
-            }
+        if let handler = nextHandler {
+            nextHandler = nil
+            nextHandlerLocks = []
+            return handler
         }
         if name == Commands.exec && !transactionWrites.isEmpty, let access = worker.tierAccess {
             let keys = transactionWrites
@@ -465,13 +538,17 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
             return { [unowned self] reply, slot in self.fill(slot, TiersCommand.infoWithTiers(reply, sections: sections, worker: self.worker)) }
         }
         if name == Commands.select, frame.argc == 2, let n = Int(argument(frame, 1, at: offset)) {
+            dbChangesInFlight += 1
             return { [unowned self] reply, slot in
+                dbChangesInFlight -= 1
                 if reply.starts(with: Array("+OK".utf8)) { self.db = n }
                 self.fill(slot, reply)
             }
         }
         if name == Commands.reset {
+            dbChangesInFlight += 1
             return { [unowned self] reply, slot in
+                dbChangesInFlight -= 1
                 if reply.starts(with: Array("+RESET".utf8)) { self.db = self.worker.config.upstream.db }
                 self.fill(slot, reply)
             }

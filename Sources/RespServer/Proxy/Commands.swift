@@ -19,6 +19,8 @@ enum Commands {
     static let exec = CommandName("exec")
     static let discard = CommandName("discard")
     static let script = CommandName("script")
+    static let auth = CommandName("auth")
+    static let hello = CommandName("hello")
     static let watch = CommandName("watch")
     static let unwatch = CommandName("unwatch")
 }

@@ -26,15 +26,27 @@ final class KeyedOp {
     /// Keys that existed (in hot or below) before the command: decides `ttl` for creators.
     private var existed: Set<TierKey> = []
     private let done: () -> Void
+    /// Called once the command itself is on its way to hot: the client's later requests may
+    /// follow it from then on (they reach hot after it, on the same connection).
+    private var sent: (() -> Void)?
 
     init(session: ClientSession, args: [[UInt8]], plan: TieredCommand.KeyedPlan, access: TierAccess,
-         done: @escaping () -> Void) {
+         sent: (() -> Void)? = nil, done: @escaping () -> Void) {
         self.session = session
         self.args = args
         self.plan = plan
         self.access = access
         self.db = session.db
+        self.sent = sent
         self.done = done
+    }
+
+    /// Sends the command (or its transaction) on the client's route.
+    private func sendCommand(_ commands: [[[UInt8]]], _ then: @escaping (_ replies: [[UInt8]], _ slot: ReplySlot) -> Void) {
+        session.sendComposed(commands, then)
+        let s = sent
+        sent = nil
+        s?()
     }
 
     private var core: TieringCore { access.core }
@@ -125,7 +137,7 @@ final class KeyedOp {
         let written = allWritten.filter(core.isTiered)
         let expiring = allWritten.compactMap { k in defaultTTL(for: k).map { (k, $0) } }
         if written.isEmpty && expiring.isEmpty {
-            session.sendComposed([args]) { [self] replies, slot in finish(slot, replies[0]) }
+            sendCommand([args]) { [self] replies, slot in finish(slot, replies[0]) }
             return
         }
         var batch = DBBatch(home: db)
@@ -153,7 +165,7 @@ final class KeyedOp {
     private func runTransaction(_ commands: [[[UInt8]]], _ captures: [(get: Int, pttl: Int)], _ written: [TierKey],
                                 _ watch: WatchGuard?) {
         func restored(_ then: @escaping () -> Void) { if let watch { watch.restore(then) } else { then() } }
-        session.sendComposed(commands) { [self] replies, slot in
+        sendCommand(commands) { [self] replies, slot in
             // A command refused while queueing (arity, NOAUTH, ACL) ran nowhere: its own error.
             let queued = replies[1]
             if queued != Array("+QUEUED\r\n".utf8) { restored { self.finish(slot, queued) }; return }
@@ -219,14 +231,10 @@ final class KeyedOp {
     /// see it absent meanwhile). The client gets an error: its write may not have happened.
     private func synced(_ failures: [(TierKey, TierError)], reply: [UInt8], slot: ReplySlot) {
         guard let (_, error) = failures.first else { finish(slot, reply); return }
-        let keys = failures.map { $0.0 }
-        var batch = DBBatch(home: session.worker.config.upstream.db)   // the loop's own connection
-        for k in keys { batch.add([Array("DEL".utf8), k.bytes], db: k.db) }
-        session.hot.send(batch.finish()) { [self] _ in
-            LowerWrite.recordDeletes(keys, access: access) { [self] in
-                finish(slot, ReplyParts.errorReply("ERR tierproxy: the lower tier did not take the write, "
-                                                   + "so the key was removed from every tier: \(error)"))
-            }
+        LowerWrite.removeEverywhere(failures.map { $0.0 }, access: access, hot: session.hot,
+                                    homeDB: session.worker.config.upstream.db) { [self] in
+            finish(slot, ReplyParts.errorReply("ERR tierproxy: the lower tier did not take the write, "
+                                               + "so the key was removed from every tier: \(error)"))
         }
     }
 
@@ -235,6 +243,9 @@ final class KeyedOp {
     private func finish(_ slot: ReplySlot, _ reply: [UInt8]) {
         release()
         session.fill(slot, reply)
+        let s = sent
+        sent = nil
+        s?()
         done()
     }
 
@@ -249,7 +260,7 @@ final class KeyedOp {
 
     /// Hot answers the command alone (not tiered, or refused in a way Redis must judge).
     private func passThrough() {
-        session.sendComposed([args]) { [self] replies, slot in finish(slot, replies[0]) }
+        sendCommand([args]) { [self] replies, slot in finish(slot, replies[0]) }
     }
 
     private func unique(_ keys: [TierKey]) -> [TierKey] {

@@ -49,9 +49,28 @@ enum LowerWrite {
                     done(core.keyLog == nil ? .failure(e) : .success(()))
                 }
             case .failure(let e):
-                done(.failure(e))
+                // An error reply would have to mean the write did not happen, and hot has it
+                // already: the write is recorded durably instead and flushed later, as
+                // write-behind does (INFO: write_through_fallbacks).
+                guard let log = core.keyLog else { done(.failure(e)); return }
+                core.setPendingState(key, state)
+                log.markDirty(key, on: access.loop) { result in
+                    if case .failure = result { done(.failure(e)); return }
+                    core.stats.writeThroughFallbacks.add(1)
+                    done(.success(()))
+                }
             }
         }
+    }
+
+    /// The last resort when a written state reached neither a lower tier nor the key log: the
+    /// keys are removed from hot (on the loop's own connection) and their deletes recorded, so no
+    /// older value can be read from below. The client then gets an error.
+    static func removeEverywhere(_ keys: [TierKey], access: TierAccess, hot: HotClient, homeDB: Int,
+                                 _ done: @escaping () -> Void) {
+        var batch = DBBatch(home: homeDB)
+        for k in keys { batch.add([Array("DEL".utf8), k.bytes], db: k.db) }
+        hot.send(batch.finish()) { _ in recordDeletes(keys, access: access, done) }
     }
 
     /// Records durably that `keys` must be deleted below; until that lands they read as absent.

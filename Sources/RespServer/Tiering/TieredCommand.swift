@@ -44,6 +44,8 @@ enum TieredCommand {
         var defaultTTL: DefaultTTL = .never
         /// A script or function: it may have written even when it answers an error.
         var script = false
+        /// Set when `+OK` alone tells the keys' new state (`BlindWrite`): pipelined, no capture.
+        var blind: BlindWrite?
     }
 
     private static let simpleReads: Set<CommandName> = Set(["strlen", "type", "ttl", "pttl", "expiretime",
@@ -104,14 +106,17 @@ enum TieredCommand {
             let reads = !options.isDisjoint(with: ["NX", "XX", "GET", "KEEPTTL"])
             let ownExpiry = !options.isDisjoint(with: ["EX", "PX", "EXAT", "PXAT", "KEEPTTL"])
             return .keyed(KeyedPlan(bringUp: reads ? [key(1)] : [], written: [key(1)],
-                                    defaultTTL: ownExpiry ? .never : options.contains("NX") ? .ifCreated : .always))
+                                    defaultTTL: ownExpiry ? .never : options.contains("NX") ? .ifCreated : .always,
+                                    blind: reads ? nil : BlindWrite.set(args)))
         case "setex", "psetex":
-            return argc == 4 ? .keyed(KeyedPlan(written: [key(1)])) : nil
+            return argc == 4 ? .keyed(KeyedPlan(written: [key(1)],
+                                                blind: BlindWrite.setex(args, millis: name.description == "psetex"))) : nil
         case "mset", "msetnx":
             guard argc >= 3, argc % 2 == 1 else { return nil }
             let keys = stride(from: 1, to: argc, by: 2).map(key)
             let nx = name.description == "msetnx"
-            return .keyed(KeyedPlan(bringUp: nx ? keys : [], written: keys, defaultTTL: nx ? .ifCreated : .always))
+            return .keyed(KeyedPlan(bringUp: nx ? keys : [], written: keys, defaultTTL: nx ? .ifCreated : .always,
+                                    blind: nx ? nil : BlindWrite.mset(args)))
         case "getex":
             guard argc >= 2 else { return nil }
             return .keyed(KeyedPlan(bringUp: [key(1)], written: argc > 2 ? [key(1)] : []))

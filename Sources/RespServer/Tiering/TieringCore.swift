@@ -91,6 +91,7 @@ final class TieringCore: @unchecked Sendable {
             ("lower_writes", "\(stats.lowerWrites.value)"),
             ("lower_deletes", "\(stats.lowerDeletes.value)"),
             ("lower_write_failures", "\(stats.lowerFailures.value)"),
+            ("write_through_fallbacks", "\(stats.writeThroughFallbacks.value)"),
             ("lower_read_errors", "\(stats.tierErrors.value)"),
             ("keys_locked", "\(locks.heldCount)"),
         ]
@@ -127,6 +128,8 @@ final class TieringStats: @unchecked Sendable {
     let lowerDeletes = AtomicCounter()
     let lowerFailures = AtomicCounter()
     let tierErrors = AtomicCounter()
+    /// Write-through writes a lower tier did not take, recorded in the key log instead.
+    let writeThroughFallbacks = AtomicCounter()
 }
 
 /// `mkdir -p`: creates `path` and its missing parents (errors surface when the file is opened).

@@ -52,6 +52,15 @@ public final class KeyLocks: @unchecked Sendable {
         }
     }
 
+    /// Takes every one of `keys` at once if all are free (nothing otherwise); true if taken.
+    public func tryAcquire(_ keys: [TierKey]) -> Bool {
+        state.withLock { held in
+            if keys.contains(where: { held[$0] != nil }) { return false }
+            for key in keys { held[key] = [] }
+            return true
+        }
+    }
+
     /// Gives back keys taken by `acquire` or `tryAcquire`; each passes to its next waiter.
     public func release(_ keys: [TierKey]) {
         for key in KeyLocks.ordered(keys) {

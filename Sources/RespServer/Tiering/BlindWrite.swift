@@ -1,0 +1,118 @@
+import Reactor
+import Tiers
+
+/// A write whose result follows from the command and Redis's `+OK` alone (docs/semantics.md
+/// "Writes"): `SET k v` with at most an expiry option, `SETEX`, `PSETEX`, `MSET`. It travels to
+/// hot as the client sent it, pipelined with the client's other requests (no barrier, no
+/// transaction around it), and its reply is read on the way back: `+OK` means every key now
+/// holds its value with the expiry the command gave it, which then goes below per rule. The
+/// keys' locks are taken before it is sent, so states of one key reach the lower tiers in the
+/// order hot applied them.
+struct BlindWrite {
+    /// Where in the request each key and its value are.
+    struct Pair: Equatable {
+        var key: Int
+        var value: Int
+    }
+
+    enum Expiry: Equatable {
+        case none
+        case relativeMillis(Int64)
+        case absoluteMillis(Int64)
+
+        func at(_ now: Int64) -> Int64? {
+            switch self {
+            case .none: return nil
+            case .relativeMillis(let ms): return now + ms
+            case .absoluteMillis(let at): return at
+            }
+        }
+    }
+
+    var pairs: [Pair]
+    var expiry: Expiry
+
+    /// `SET k v [EX s | PX ms | EXAT t | PXAT t]`; nil for any other shape (NX, XX, GET,
+    /// KEEPTTL, a malformed time: those need what hot holds, or Redis's judgement).
+    static func set(_ args: [[UInt8]]) -> BlindWrite? {
+        let pair = [Pair(key: 1, value: 2)]
+        if args.count == 3 { return BlindWrite(pairs: pair, expiry: .none) }
+        guard args.count == 5, let n = positive(args[4]) else { return nil }
+        switch String(decoding: args[3], as: UTF8.self).uppercased() {
+        case "EX": return n <= Int64.max / 1000 ? BlindWrite(pairs: pair, expiry: .relativeMillis(n * 1000)) : nil
+        case "PX": return BlindWrite(pairs: pair, expiry: .relativeMillis(n))
+        case "EXAT": return n <= Int64.max / 1000 ? BlindWrite(pairs: pair, expiry: .absoluteMillis(n * 1000)) : nil
+        case "PXAT": return BlindWrite(pairs: pair, expiry: .absoluteMillis(n))
+        default: return nil
+        }
+    }
+
+    /// `SETEX k s v` / `PSETEX k ms v`.
+    static func setex(_ args: [[UInt8]], millis: Bool) -> BlindWrite? {
+        guard args.count == 4, let n = positive(args[2]), millis || n <= Int64.max / 1000 else { return nil }
+        return BlindWrite(pairs: [Pair(key: 1, value: 3)], expiry: .relativeMillis(millis ? n : n * 1000))
+    }
+
+    /// `MSET k v [k v …]`.
+    static func mset(_ args: [[UInt8]]) -> BlindWrite? {
+        guard args.count >= 3, args.count % 2 == 1 else { return nil }
+        return BlindWrite(pairs: stride(from: 1, to: args.count, by: 2).map { Pair(key: $0, value: $0 + 1) }, expiry: .none)
+    }
+
+    private static func positive(_ bytes: [UInt8]) -> Int64? {
+        guard let n = Int64(String(decoding: bytes, as: UTF8.self)), n > 0 else { return nil }
+        return n
+    }
+
+    /// The states `args` leaves its keys in, read at `now`, last write of a repeated key winning.
+    func states(_ args: [[UInt8]], db: Int, now: Int64) -> [(TierKey, KeyState)] {
+        var out: [(TierKey, KeyState)] = []
+        var seen: [TierKey: Int] = [:]
+        let expires = expiry.at(now)
+        for p in pairs {
+            let key = TierKey(db: db, args[p.key])
+            let state = KeyState.value(args[p.value], expiresAtMillis: expires)
+            if let i = seen[key] { out[i].1 = state } else { seen[key] = out.count; out.append((key, state)) }
+        }
+        return out
+    }
+}
+
+/// Runs one blind write's lower-tier half: `start` takes the locks (or says it cannot), the
+/// reply handler copies the states below and lets the reply out.
+enum BlindWriteRun {
+    /// The handler for a blind write already holding `locked`'s locks.
+    static func handler(_ write: BlindWrite, _ args: [[UInt8]], db: Int, locked: [TierKey], access: TierAccess,
+                        hot: HotClient, homeDB: Int, fill: @escaping (ReplySlot, [UInt8]) -> Void) -> ReplyHandler {
+        return { reply, slot in
+            let core = access.core
+            guard reply.starts(with: Array("+OK".utf8)) else {
+                core.locks.release(locked)
+                fill(slot, reply)
+                return
+            }
+            let states = write.states(args, db: db, now: wallClockMillis()).filter { core.isTiered($0.0) }
+            for (k, _) in states { core.generations.bump(k) }
+            var remaining = states.count
+            var failed: [(TierKey, TierError)] = []
+            if remaining == 0 { core.locks.release(locked); fill(slot, reply); return }
+            func finished() {
+                for (k, _) in states { core.generations.bump(k) }
+                core.locks.release(locked)
+            }
+            for (key, state) in states {
+                LowerWrite.apply(key, state, access: access) { result in
+                    if case .failure(let e) = result { failed.append((key, e)) }
+                    remaining -= 1
+                    guard remaining == 0 else { return }
+                    guard let (_, error) = failed.first else { finished(); fill(slot, reply); return }
+                    LowerWrite.removeEverywhere(failed.map { $0.0 }, access: access, hot: hot, homeDB: homeDB) {
+                        finished()
+                        fill(slot, ReplyParts.errorReply("ERR tierproxy: the lower tier did not take the write, "
+                                                         + "so the key was removed from every tier: \(error)"))
+                    }
+                }
+            }
+        }
+    }
+}
