@@ -5,7 +5,7 @@ import RESP
 
 /// A real redis-server's `COMMAND` reply, raw: a Python helper starts redis-server on a free
 /// loopback port, asks, reads until hiredis says the reply is complete, and shuts it down.
-private func realCommandReply() throws -> [UInt8] {
+func realCommandReply() throws -> [UInt8] {
     let script = #"""
 import socket, subprocess, sys, time, hiredis
 s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
@@ -59,6 +59,20 @@ finally:
         #expect(table.info(CommandName("ping"))?.keyIndexes(argc: 1) == [])
         #expect(table.info(subcommand: "client|setname") != nil)
         #expect(table.info(CommandName("no-such-command")) == nil)
+    }
+
+    /// A COMMAND reply of an unexpected shape (a module's command, another server) is read as
+    /// far as it makes sense: odd entries are skipped, never a crash.
+    @Test func oddEntriesAreSkipped() {
+        let odd = "*3\r\n"
+            + "*6\r\n$3\r\nfoo\r\n$1\r\nx\r\n*0\r\n:1\r\n:1\r\n:1\r\n"            // arity not an integer
+            + "*3\r\n$3\r\nbar\r\n:2\r\n*0\r\n"                                        // too short
+            + "*10\r\n$3\r\nget\r\n:2\r\n*1\r\n+readonly\r\n:1\r\n:1\r\n:1\r\n*0\r\n*0\r\n"
+            + "*1\r\n:7\r\n*1\r\n$1\r\nz\r\n"                                             // key specs and subcommands of the wrong shape
+        let table = CommandTable(commandReply: Array(odd.utf8))
+        #expect(table?.count == 1 && table?.info(CommandName("get"))?.keySpecs.isEmpty == true)
+        #expect(CommandTable(commandReply: Array("*1\r\n:1\r\n".utf8)) == nil)
+        #expect(CommandTable(commandReply: Array("+OK\r\n".utf8)) == nil)
     }
 
     /// What may ride the shared upstream connection follows Redis's own flags plus the

@@ -9,12 +9,18 @@ import Tiers
 @Suite struct TieringTests {
     private func route(_ words: String...) -> TieredCommand.Route? {
         let args = words.map { Array($0.utf8) }
-        return TieredCommand.route(CommandName(args[0]), args)
+        return TieredCommand.route(CommandName(args[0]), args, table: CommandTable(), scripts: ScriptFlags(),
+                                   strictScripts: false)
+    }
+
+    private func route(_ words: [String]) -> TieredCommand.Route? {
+        let args = words.map { Array($0.utf8) }
+        return TieredCommand.route(CommandName(args[0]), args, table: CommandTable(), scripts: ScriptFlags(),
+                                   strictScripts: false)
     }
 
     private func plan(_ words: String...) -> TieredCommand.KeyedPlan? {
-        let args = words.map { Array($0.utf8) }
-        if case .keyed(let p)? = TieredCommand.route(CommandName(args[0]), args) { return p }
+        if case .keyed(let p)? = route(words) { return p }
         return nil
     }
 

@@ -86,8 +86,8 @@ final class TierAccess {
     /// and no copy in the others, or no copy anywhere. Hot-only keys are left alone.
     func store(_ key: TierKey, _ state: KeyState, _ done: @escaping (Result<Void, TierError>) -> Void) {
         guard hasLowerTiers, core.isTiered(key) else { done(.success(())); return }
-        var puts: [(Tier, Entry)] = []
-        var deletes: [Tier] = []
+        var puts: [(LowerTier, Tier, Entry)] = []
+        var deletes: [(LowerTier, Tier)] = []
         var configured: [(LowerTier, Tier)] = []
         if let warm { configured.append((.warm, warm)) }
         if let cold { configured.append((.cold, cold)) }
@@ -100,10 +100,11 @@ final class TierAccess {
                 return
             }
             for (role, tier) in configured {
-                if role == placement.store { puts.append((tier, entry)) } else { deletes.append(tier) }
+                if role == placement.store { puts.append((role, tier, entry)) }
+                else if !core.absentBelow.isKnownAbsent(key, in: role) { deletes.append((role, tier)) }
             }
         } else {
-            deletes = configured.map { $0.1 }
+            deletes = configured
         }
         var remaining = puts.count + deletes.count
         var failure: TierError?
@@ -117,13 +118,18 @@ final class TierAccess {
             if remaining == 0 { done(failure.map { .failure($0) } ?? .success(())) }
         }
         if remaining == 0 { done(.success(())); return }
-        for (tier, entry) in puts {
+        let absent = core.absentBelow
+        for (role, tier, entry) in puts {
             stats.lowerWrites.add(1)
+            absent.notePresent(key, in: role)
             timed(tier, { tier.put(key, entry, $0) }, finished)
         }
-        for tier in deletes {
+        for (role, tier) in deletes {
             stats.lowerDeletes.add(1)
-            timed(tier, { tier.delete(key, $0) }, finished)
+            timed(tier, { tier.delete(key, $0) }) { result in
+                if case .success = result { absent.noteAbsent(key, in: role) }
+                finished(result)
+            }
         }
     }
 
@@ -132,12 +138,14 @@ final class TierAccess {
         guard found.tier == .cold, let warm,
               let placement = try? core.rules.place(key.bytes, valueSize: found.entry.value.count, tiers: lowerTiers),
               placement.store == .warm else { done(); return }
+        core.absentBelow.notePresent(key, in: .warm)
         timed(warm, { warm.put(key, found.entry, $0) }) { _ in done() }
     }
 
     /// Deletes every entry of `db` (nil: every db) in every lower tier.
     func purge(db: Int?, _ done: @escaping (Result<Void, TierError>) -> Void) {
         let tiers = [warm, cold].compactMap { $0 }
+        core.absentBelow.reset()
         var remaining = tiers.count
         var failure: TierError?
         if remaining == 0 { done(.success(())); return }

@@ -33,6 +33,7 @@ final class TieringCore: @unchecked Sendable {
     let negative: NegativeCache
     let flights = LookupFlights<Found?>()
     let scripts = ScriptFlags()
+    let absentBelow = AbsentBelow()
     let strictScripts: Bool
     /// Durable record of keys the lower tiers still owe (nil: it could not be opened; write-behind
     /// then answers errors, and failed deletes cannot be retried).

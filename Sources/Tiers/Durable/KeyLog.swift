@@ -245,10 +245,13 @@ public final class KeyLog {
         var encoded = [UInt8]()
         var records = 0
         var compactAsked = false
+        // Only marks are waited for; a batch of nothing but "done" records needs no fdatasync.
+        var mustSync = false
         for job in jobs {
             encoded += job.encoded
             records += job.records
             compactAsked = compactAsked || job.compact
+            mustSync = mustSync || job.done != nil
         }
         // The snapshot may include marks queued after this batch: re-applying their records
         // later yields the same state, so that is harmless.
@@ -275,14 +278,14 @@ public final class KeyLog {
             }
             if !compacted && records > 0 {
                 do throws(TierError) {
-                    try file.append(encoded, records: records)
+                    try file.append(encoded, records: records, sync: mustSync)
                 } catch {
                     appendResult = .failure(error)
                 }
             }
             withLock {
                 if compacted { counters.compactions += 1 }
-                if compacted || records > 0 { counters.syncs += 1 }
+                if compacted || (records > 0 && mustSync) { counters.syncs += 1 }
                 if case .failure(let e) = appendResult { broken = e }
                 counters.fileRecords = file.records
                 counters.fileBytes = file.bytes

@@ -56,9 +56,11 @@ final class KeyLogFile {
     }
 
     /// Appends encoded records and makes them durable (one `fdatasync` for all of them).
-    func append(_ encoded: [UInt8], records count: Int) throws(TierError) {
+    /// Appends records; `sync` false leaves them to the next synced append (records whose loss
+    /// in a crash is harmless: a lost "done" only makes replay flush a key once more).
+    func append(_ encoded: [UInt8], records count: Int, sync: Bool = true) throws(TierError) {
         try write(encoded)
-        try sync()
+        if sync { try self.sync() }
         records += count
         bytes += encoded.count
     }
