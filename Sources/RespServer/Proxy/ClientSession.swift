@@ -358,6 +358,8 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
             KeyedOp(session: self, args: args, plan: plan, access: access, done: finished).start()
         case .flush(let all):
             FlushOp.run(args, all: all, session: self, access: access, done: finished)
+        case .swapdb:
+            SwapOp.run(args, session: self, access: access, done: finished)
         case .refused(let message):
             sendComposed([[Array("PING".utf8)]]) { [self] _, slot in
                 fill(slot, ReplyParts.errorReply(message))
@@ -371,7 +373,7 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     /// A blind write's reply handler, with its keys' locks taken; nil when it must take the
     /// ordinary tiered way instead (a key busy, a SELECT still in flight, a rule's default expiry).
     private func pipelined(_ blind: BlindWrite, _ plan: TieredCommand.KeyedPlan, _ args: [[UInt8]]) -> ReplyHandler? {
-        guard dbChangesInFlight == 0, let access = worker.tierAccess else { return nil }
+        guard dbChangesInFlight == 0, let access = worker.tierAccess, !access.core.swapping else { return nil }
         let core = access.core
         var keys: [TierKey] = []
         for k in plan.written {

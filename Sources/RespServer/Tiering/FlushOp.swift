@@ -8,22 +8,8 @@ enum FlushOp {
                     done: @escaping () -> Void) {
         let core = access.core
         guard core.allowFlush else {
-            // Queued in a transaction that is then discarded: Redis still judges NOAUTH, ACL
-            // and arity first, and runs nothing.
-            // DISCARD clears the client's watches: a guard keeps them.
-            let watch = WatchGuard(session: session)
-            let judge = {
-                session.sendComposed([[Array("MULTI".utf8)], args, [Array("DISCARD".utf8)]]) { replies, slot in
-                    let name = all ? "FLUSHALL" : "FLUSHDB"
-                    let judged = replies[1]
-                    let reply = ReplyParts.isError(judged) ? judged : ReplyParts.errorReply(
-                        "ERR tierproxy: \(name) would empty hot while the lower tiers keep every key; "
-                        + "set tiers-allow-flush yes to flush the lower tiers too")
-                    let answer = { session.fill(slot, reply); done() }
-                    if let watch { watch.restore(answer) } else { answer() }
-                }
-            }
-            if let watch { watch.arm(judge) } else { judge() }
+            refuse(args, because: "\(all ? "FLUSHALL" : "FLUSHDB") would empty hot while the lower tiers keep every key; "
+                   + "set tiers-allow-flush yes to flush the lower tiers too", session: session, done: done)
             return
         }
         let db: Int? = all ? nil : session.db
@@ -39,5 +25,22 @@ enum FlushOp {
                 done()
             }
         }
+    }
+
+    /// Answers `-ERR tierproxy: <reason>` in place of `args`, unless Redis itself refuses it
+    /// first: it is queued in a transaction that is then discarded, so NOAUTH, ACL and arity
+    /// are judged by Redis and nothing runs.
+    static func refuse(_ args: [[UInt8]], because reason: String, session: ClientSession, done: @escaping () -> Void) {
+        // DISCARD clears the client's watches: a guard keeps them.
+        let watch = WatchGuard(session: session)
+        let judge = {
+            session.sendComposed([[Array("MULTI".utf8)], args, [Array("DISCARD".utf8)]]) { replies, slot in
+                let judged = replies[1]
+                let reply = ReplyParts.isError(judged) ? judged : ReplyParts.errorReply("ERR tierproxy: " + reason)
+                let answer = { session.fill(slot, reply); done() }
+                if let watch { watch.restore(answer) } else { answer() }
+            }
+        }
+        if let watch { watch.arm(judge) } else { judge() }
     }
 }

@@ -57,7 +57,10 @@ final class KeyedOp {
         lockKeys = (plan.bringUp + plan.written).map(tierKey).filter(core.isTiered)
         let needsDefaultTTL = plan.defaultTTL != .never && plan.written.contains { core.rules.rule(for: args[$0.index]).ttlSeconds != nil }
         guard access.hasLowerTiers, !lockKeys.isEmpty || needsDefaultTTL else { passThrough(); return }
-        core.locks.acquire(lockKeys, on: access.loop) { [self] in bringUp() }
+        // A SWAPDB under way is let through first: this command's keys name databases it moves.
+        core.whenNotSwapping(on: access.loop) { [self] in
+            core.locks.acquire(lockKeys, on: access.loop) { [self] in bringUp() }
+        }
     }
 
     // MARK: - Bring up

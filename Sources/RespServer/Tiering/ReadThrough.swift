@@ -76,7 +76,7 @@ enum ReadThrough {
                                 session: ClientSession, then answer: @escaping () -> Void) {
         let access = session.tierAccess!
         let core = access.core
-        guard !found.entry.isExpired(at: wallClockMillis()), core.locks.tryAcquire(key) else { answer(); return }
+        guard !found.entry.isExpired(at: wallClockMillis()), !core.swapping, core.locks.tryAcquire(key) else { answer(); return }
         // A tiered write of the key that ended after the lookup began (a delete, say) may have
         // left hot without the key: promoting what was read would bring it back.
         guard core.generations.unchanged(since: generation) else { core.locks.release([key]); answer(); return }

@@ -25,6 +25,9 @@ final class TierAccess {
 
     var hasLowerTiers: Bool { warm != nil || cold != nil }
 
+    /// The key as the lower tiers store it: in the database `DatabaseMap` says (SWAPDB).
+    private func physical(_ key: TierKey) -> TierKey { core.databases?.physical(key) ?? key }
+
     // MARK: - Lookups
 
     /// The live copy of `key` below hot, if any: the write-behind state not yet flushed first,
@@ -64,7 +67,7 @@ final class TierAccess {
         func ask(_ i: Int) {
             guard i < tiers.count else { stats.misses.add(1); done(.success(nil)); return }
             let (role, tier, hits) = tiers[i]
-            timed(tier, { tier.get(key, $0) }) { result in
+            timed(tier, { tier.get(self.physical(key), $0) }) { result in
                 switch result {
                 case .success(let entry?) where !entry.isExpired(at: wallClockMillis()):
                     hits.add(1)
@@ -122,11 +125,11 @@ final class TierAccess {
         for (role, tier, entry) in puts {
             stats.lowerWrites.add(1)
             absent.notePresent(key, in: role)
-            timed(tier, { tier.put(key, entry, $0) }, finished)
+            timed(tier, { tier.put(physical(key), entry, $0) }, finished)
         }
         for (role, tier) in deletes {
             stats.lowerDeletes.add(1)
-            timed(tier, { tier.delete(key, $0) }) { result in
+            timed(tier, { tier.delete(physical(key), $0) }) { result in
                 if case .success = result { absent.noteAbsent(key, in: role) }
                 finished(result)
             }
@@ -139,7 +142,7 @@ final class TierAccess {
               let placement = try? core.rules.place(key.bytes, valueSize: found.entry.value.count, tiers: lowerTiers),
               placement.store == .warm else { done(); return }
         core.absentBelow.notePresent(key, in: .warm)
-        timed(warm, { warm.put(key, found.entry, $0) }) { _ in done() }
+        timed(warm, { warm.put(physical(key), found.entry, $0) }) { _ in done() }
     }
 
     /// Deletes every entry of `db` (nil: every db) in every lower tier.
@@ -149,8 +152,9 @@ final class TierAccess {
         var remaining = tiers.count
         var failure: TierError?
         if remaining == 0 { done(.success(())); return }
+        let target = db.map { core.databases?.physical($0) ?? $0 }
         for tier in tiers {
-            tier.purge(db: db) { result in
+            tier.purge(db: target) { result in
                 if case .failure(let e) = result { failure = failure ?? e }
                 remaining -= 1
                 if remaining == 0 { done(failure.map { .failure($0) } ?? .success(())) }

@@ -17,6 +17,8 @@ enum TieredCommand {
         /// Runs alone on hot (it cannot run inside MULTI: blocking, `no_multi`); these written
         /// keys are recorded in the key log once it answered, and flushed from what hot holds.
         case afterwards([KeyArg])
+        /// SWAPDB: hot's databases and the lower tiers' (`DatabaseMap`) swap together.
+        case swapdb
         /// Refused by the proxy with this error (e.g. `tiers-scripts strict`).
         case refused(String)
     }
@@ -149,6 +151,8 @@ enum TieredCommand {
             return argc >= 2 ? .keyed(KeyedPlan(bringUp: (1..<argc).map(key))) : nil
         case "flushdb", "flushall":
             return .flush(all: name.description == "flushall")
+        case "swapdb":
+            return argc == 3 ? .swapdb : nil
         default:
             break
         }
@@ -168,6 +172,6 @@ enum TieredCommand {
     static let names: Set<CommandName> = Set((
         "get mget set setex psetex setnx getset getex getdel mset msetnx append incr incrby incrbyfloat "
         + "decr decrby setrange getrange strlen exists type del unlink expire pexpire expireat pexpireat "
-        + "persist ttl pttl expiretime pexpiretime rename renamenx copy touch flushdb flushall watch"
+        + "persist ttl pttl expiretime pexpiretime rename renamenx copy touch flushdb flushall watch swapdb"
     ).split(separator: " ").map { CommandName(String($0)) })
 }

@@ -43,6 +43,11 @@ final class TieringCore: @unchecked Sendable {
     /// flusher reads hot instead.
     private let pendingStates = Mutex<[TierKey: KeyState]>([:])
     let stats = TieringStats()
+    /// Where the lower tiers keep each Redis database (nil: its file could not be read; SWAPDB is
+    /// then refused).
+    let databases: DatabaseMap?
+    /// Closed while a SWAPDB waits for tiered commands and the write-behind backlog to drain.
+    private let swapGate = Mutex<(closed: Bool, waiting: [(EventLoop, () -> Void)])>((false, []))
 
     init(config: Config) {
         rules = PlacementRules(config.rules)
@@ -51,8 +56,14 @@ final class TieringCore: @unchecked Sendable {
         strictScripts = config.tiersScriptsStrict
         negative = NegativeCache(generations: generations, ttlMillis: Int64(config.negativeCacheMillis))
         let path = config.dataDir + "/tierproxy-keylog.tpl"
+        makeDirectories(config.dataDir)
         do {
-            makeDirectories(config.dataDir)
+            databases = try DatabaseMap(path: config.dataDir + "/tierproxy-dbmap")
+        } catch {
+            Log.warning("Database map could not be read (\(error)): SWAPDB is refused")
+            databases = nil
+        }
+        do {
             let log = try KeyLog(path: path)
             if log.recovery.pending > 0 {
                 Log.notice("Key log \(path): \(log.recovery.pending) keys still owed to the lower tiers; flushing them")
@@ -62,6 +73,32 @@ final class TieringCore: @unchecked Sendable {
             Log.warning("Key log \(path) could not be opened (\(error)): write-behind and delete retries are off")
             keyLog = nil
         }
+    }
+
+    // MARK: - SWAPDB
+
+    var swapping: Bool { swapGate.withLock { $0.closed } }
+
+    /// Runs `then` on `loop` once no SWAPDB is under way (at once if none is).
+    func whenNotSwapping(on loop: EventLoop, _ then: @escaping () -> Void) {
+        let now: Bool = swapGate.withLock { gate in
+            if !gate.closed { return true }
+            gate.waiting.append((loop, then))
+            return false
+        }
+        if now { then() }
+    }
+
+    /// Closes the gate; false if another SWAPDB holds it.
+    func beginSwap() -> Bool { swapGate.withLock { gate in gate.closed ? false : { gate.closed = true; return true }() } }
+
+    func endSwap() {
+        let waiting = swapGate.withLock { gate -> [(EventLoop, () -> Void)] in
+            gate.closed = false
+            defer { gate.waiting = [] }
+            return gate.waiting
+        }
+        for (loop, then) in waiting { loop.execute(then) }
     }
 
     /// True if misses of `key` may look below hot, and writes of it reach the lower tiers.

@@ -74,6 +74,9 @@ public final class NegativeCache: @unchecked Sendable {
 
     /// True if `key` was found absent everywhere less than `ttlMillis` ago and has not been
     /// written since: the caller may answer nil without asking the lower tiers.
+    /// Forgets every entry (the databases it speaks of were swapped).
+    public func removeAll() { state.withLock { $0 = State() } }
+
     public func isKnownAbsent(_ key: TierKey, now: Int64) -> Bool {
         state.withLock { s in
             guard let r = s.records[key] else { return false }
