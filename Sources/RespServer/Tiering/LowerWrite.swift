@@ -1,7 +1,7 @@
 import Reactor
 import Tiers
 
-/// How one key's new state reaches the lower tiers, per its rule (DESIGN "Semantics" 3, 4, 10).
+/// How one key's new state reaches the lower tiers, per its rule (docs/semantics.md §3, 4, 10).
 /// Called with the key's lock held, so states of one key arrive here in the order hot applied them.
 enum LowerWrite {
     static func apply(_ key: TierKey, _ state: KeyState, access: TierAccess,

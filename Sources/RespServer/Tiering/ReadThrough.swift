@@ -2,7 +2,7 @@ import Reactor
 import Tiers
 
 /// GET and MGET go to hot as they are; only a nil (a whole GET, or MGET positions) looks below
-/// (DESIGN "Semantics" 1, 2: an error is Redis's answer, never a miss). A copy found below is
+/// (docs/semantics.md §1, 2: an error is Redis's answer, never a miss). A copy found below is
 /// answered at once and promoted to hot when no write of the key is under way.
 enum ReadThrough {
     /// Hot answered nil to GET `key`: answer from below, in `slot`.

@@ -21,7 +21,7 @@ struct Found {
     let tier: LowerTier
 }
 
-/// The tiering state every loop shares (DESIGN "Semantics" 1, 3, 9, 10): placement rules, per-key
+/// The tiering state every loop shares (docs/semantics.md §1, 3, 9, 10): placement rules, per-key
 /// locks and generations, single-flight lookups, the negative cache, the durable key log of
 /// write-behind keys and failed deletes, and the counters INFO reports.
 final class TieringCore: @unchecked Sendable {

@@ -1,7 +1,7 @@
 import Reactor
 import Tiers
 
-/// Drains the key log into the lower tiers from one loop (DESIGN "Semantics" 3 and 10): each
+/// Drains the key log into the lower tiers from one loop (docs/semantics.md §3 and 10): each
 /// pending key is flushed under its lock with the state its last write captured, or, after a
 /// restart (the captured states were in memory), with the state hot holds now. A key hot no
 /// longer holds then is deleted below: an older copy there must not come back.

@@ -1,6 +1,6 @@
 import Synchronization
 
-/// Per-key write generations shared by every loop (DESIGN "Semantics" 9): what lets a lookup that
+/// Per-key write generations shared by every loop (docs/semantics.md §9): what lets a lookup that
 /// began before a write know, before it promotes or caches what it found, that the write happened.
 ///
 /// A fixed table of atomic words indexed by a hash of db + key. Keys that share a slot share a

@@ -1,7 +1,7 @@
 import Reactor
 import Synchronization
 
-/// Per-key locks shared by every loop (DESIGN "Semantics" 9): a tiered command holds its keys
+/// Per-key locks shared by every loop (docs/semantics.md §9): a tiered command holds its keys
 /// from the moment it is sent to hot until every lower tier has its result, so the order in
 /// which hot applies writes of one key is the order in which they reach the lower tiers, and a
 /// promotion can never land between a write and its copy below.

@@ -1,7 +1,7 @@
 import Reactor
 import Synchronization
 
-/// Single-flight lookups across loops (DESIGN "Semantics" 1): concurrent misses of one key, from
+/// Single-flight lookups across loops (docs/semantics.md §1): concurrent misses of one key, from
 /// any loop, share one lower-tier lookup. The first asker starts it; later askers register and are
 /// completed on their own loop when it finishes. Every asker's `done` runs exactly once, on the
 /// loop it named, with the lookup's result or its error.

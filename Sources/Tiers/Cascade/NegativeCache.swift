@@ -1,7 +1,7 @@
 import Synchronization
 
 /// Remembers briefly which keys were absent in every tier, so a storm of misses on a key nobody
-/// stored asks the lower tiers once per `ttlMillis` (DESIGN "Semantics" 1). Shared by all loops;
+/// stored asks the lower tiers once per `ttlMillis` (docs/semantics.md §1). Shared by all loops;
 /// it is consulted only after hot answered nil, never on a hit.
 ///
 /// Each entry keeps the key's `KeyGeneration` from before the lookup that found it absent, and

@@ -1,4 +1,4 @@
-/// How a write reaches the lower tiers (DESIGN "Semantics" 3).
+/// How a write reaches the lower tiers (docs/semantics.md §3).
 public enum WritePolicy: String, CaseIterable, Sendable {
     /// Reply after hot and the lower tier both acknowledged.
     case writeThrough = "write-through"
