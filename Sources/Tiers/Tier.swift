@@ -7,6 +7,16 @@ public struct TierKey: Hashable, Sendable {
     public var bytes: [UInt8]
     public init(db: Int = 0, _ bytes: [UInt8]) { self.db = db; self.bytes = bytes }
     public init(db: Int = 0, _ text: String) { self.db = db; self.bytes = Array(text.utf8) }
+
+    // Every write passes through several shared tables keyed by TierKey (locks, generations,
+    // pending states): the bytes are hashed in one call, not one `combine` per byte.
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(db)
+        hasher.combine(bytes.count)
+        bytes.withUnsafeBytes { hasher.combine(bytes: $0) }
+    }
+
+    public static func == (a: TierKey, b: TierKey) -> Bool { a.db == b.db && a.bytes == b.bytes }
 }
 
 /// Why a tier operation failed. Each case carries a message a person can act on.

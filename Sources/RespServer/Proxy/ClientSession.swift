@@ -80,8 +80,6 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     /// `clientReadable` is running; `reparse`: it should run once more when done.
     private var parsing = false
     private var reparse = false
-    /// Tiered commands started and not yet answered, beside later requests (`mayOverlap`).
-    private var tieredInFlight = 0
     /// The client sent AUTH or HELLO: its user, not the proxy's, runs its commands.
     private var authenticatedItself = false
     /// SELECT/RESET requests sent and not yet answered: until they are, `db` may be out of date.
@@ -351,9 +349,7 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
         switch route {
         case .keyed(let plan) where mayOverlap(route):
             // Later requests wait only until this one is on its way; its reply holds their place.
-            tieredInFlight += 1
-            KeyedOp(session: self, args: args, plan: plan, access: access, sent: finished,
-                    done: { [self] in tieredInFlight -= 1 }).start()
+            KeyedOp(session: self, args: args, plan: plan, access: access, sent: finished, done: {}).start()
         case .keyed(let plan):
             KeyedOp(session: self, args: args, plan: plan, access: access, done: finished).start()
         case .flush(let all):
@@ -642,13 +638,20 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     /// Collects an intercepted reply; once it is complete, returns it with its handler (and
     /// moves past that intercept).
     private func captureIntercepted(from buffer: Buffer, count: Int, complete: Bool) -> ([UInt8], ReplyHandler)? {
-        let c = capture ?? Buffer.make()
-        capture = c
-        buffer.move(count, to: c)
-        guard complete else { return nil }
-        let bytes = c.copy(c.count)
-        c.free()
-        capture = nil
+        let bytes: [UInt8]
+        if complete && capture == nil {
+            // The usual case, a whole reply at once: no buffer of its own.
+            bytes = buffer.copy(count)
+            buffer.drain(count)
+        } else {
+            let c = capture ?? Buffer.make()
+            capture = c
+            buffer.move(count, to: c)
+            guard complete else { return nil }
+            bytes = c.copy(c.count)
+            c.free()
+            capture = nil
+        }
         let handler = handler(for: intercepts[interceptHead])
         dropIntercept()
         repliesTaken += 1
@@ -750,13 +753,22 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
                 b.moveAll(to: client.output)
                 b.free()
             case .slot(let s):
-                guard let r = s.reply else { client.flush(); afterReplies(); return }
+                guard let r = s.reply else { worker.flushLater(self); afterReplies(); return }
                 client.output.append(r)
             }
             held.removeFirst()
         }
-        client.flush()
+        // Many slots are filled in one loop pass (a key-log group commit completes hundreds):
+        // one write per client per pass, not one per reply.
+        worker.flushLater(self)
         afterReplies()
+    }
+
+    /// `Worker.flushLater`'s pass: writes what the fills of this pass left in the output.
+    var flushQueued = false
+    func flushQueuedOutput() {
+        flushQueued = false
+        if !isClosed { client.flush() }
     }
 
     /// The shared connection drained below its high-water mark: read this client again.

@@ -69,6 +69,22 @@ final class Worker {
         hot = HotClient(worker: self)
     }
 
+    /// Sessions whose output waits for the end of this loop pass (`flushLater`).
+    private var toFlush: [ClientSession] = []
+    private lazy var flushTask = DeferredTask(loop: loop) { [unowned self] in
+        let sessions = toFlush
+        toFlush.removeAll(keepingCapacity: true)
+        for s in sessions { s.flushQueuedOutput() }
+    }
+
+    /// Writes `session`'s output once this loop pass's other events have run.
+    func flushLater(_ session: ClientSession) {
+        guard !session.flushQueued else { return }
+        session.flushQueued = true
+        toFlush.append(session)
+        flushTask.schedule()
+    }
+
     /// Opens a listening socket on `address` (SO_REUSEPORT: every loop has its own).
     func listen(on address: SocketAddress) throws {
         listeners.append(try Listener(loop: loop, address: address, reusePort: true,

@@ -94,20 +94,25 @@ enum BlindWriteRun {
             let states = write.states(args, db: db, now: wallClockMillis()).filter { core.isTiered($0.0) }
             for (k, _) in states { core.generations.bump(k) }
             var remaining = states.count
+            var unordered = states.count
             var failed: [(TierKey, TierError)] = []
             if remaining == 0 { core.locks.release(locked); fill(slot, reply); return }
-            func finished() {
+            // The locks go once every state has its place (write-behind: when it is the pending
+            // state, before its record is durable), so the next write of a key need not wait
+            // for this one's fdatasync.
+            func ordered() {
+                unordered -= 1
+                guard unordered == 0 else { return }
                 for (k, _) in states { core.generations.bump(k) }
                 core.locks.release(locked)
             }
             for (key, state) in states {
-                LowerWrite.apply(key, state, access: access) { result in
+                LowerWrite.apply(key, state, access: access, ordered: ordered) { result in
                     if case .failure(let e) = result { failed.append((key, e)) }
                     remaining -= 1
                     guard remaining == 0 else { return }
-                    guard let (_, error) = failed.first else { finished(); fill(slot, reply); return }
+                    guard let (_, error) = failed.first else { fill(slot, reply); return }
                     LowerWrite.removeEverywhere(failed.map { $0.0 }, access: access, hot: hot, homeDB: homeDB) {
-                        finished()
                         fill(slot, ReplyParts.errorReply("ERR tierproxy: the lower tier did not take the write, "
                                                          + "so the key was removed from every tier: \(error)"))
                     }

@@ -4,34 +4,41 @@ import Tiers
 /// How one key's new state reaches the lower tiers, per its rule (docs/semantics.md §3, 4, 10).
 /// Called with the key's lock held, so states of one key arrive here in the order hot applied them.
 enum LowerWrite {
-    static func apply(_ key: TierKey, _ state: KeyState, access: TierAccess,
+    /// `ordered` (if given) is called as soon as this state's place among the key's states is
+    /// fixed, which may be before `done`: a write-behind state is in its place once it is the
+    /// key's pending state, before its record is durable, so the key's lock can go then.
+    static func apply(_ key: TierKey, _ state: KeyState, access: TierAccess, ordered: (() -> Void)? = nil,
                       _ done: @escaping (Result<Void, TierError>) -> Void) {
         let core = access.core
         switch core.rules.rule(for: key.bytes).policy {
         case .hotOnly:
+            ordered?()
             done(.success(()))
         case .writeBehind:
-            guard let log = core.keyLog else { writeThrough(key, state, access, done); return }
+            guard let log = core.keyLog else { writeThrough(key, state, access, ordered, done); return }
             core.setPendingState(key, state)
             let record: (TierKey, EventLoop, @escaping (Result<Void, TierError>) -> Void) -> Void =
                 state.entry == nil ? log.markDeleted : log.markDirty
             record(key, access.loop) { result in
                 if case .failure(let e) = result {
-                    // Backlog full or log broken: this write goes through instead.
+                    // Backlog full or log broken: this write goes through instead. (Its order
+                    // holds: the flusher writes only pending states, and this one is pending.)
                     Log.warning("Write-behind could not record a key (\(e)); writing it through")
-                    writeThrough(key, state, access, done)
+                    writeThrough(key, state, access, nil, done)
                     return
                 }
                 done(.success(()))
             }
+            ordered?()
         case .writeThrough:
-            writeThrough(key, state, access, done)
+            writeThrough(key, state, access, ordered, done)
         }
     }
 
-    private static func writeThrough(_ key: TierKey, _ state: KeyState, _ access: TierAccess,
+    private static func writeThrough(_ key: TierKey, _ state: KeyState, _ access: TierAccess, _ ordered: (() -> Void)?,
                                      _ done: @escaping (Result<Void, TierError>) -> Void) {
         let core = access.core
+        let done: (Result<Void, TierError>) -> Void = { result in ordered?(); done(result) }
         access.store(key, state) { result in
             switch result {
             case .success:

@@ -135,7 +135,11 @@ final class TieringCore: @unchecked Sendable {
         ]
         if let log = keyLog {
             let b = log.backlog
+            let st = log.stats
             lines += [
+                ("key_log_appends", "\(st.appends)"),
+                ("key_log_syncs", "\(st.syncs)"),
+                ("key_log_compactions", "\(st.compactions)"),
                 ("write_behind_backlog", "\(b.dirty)"),
                 ("pending_deletes", "\(b.deletes)"),
                 ("backlog_oldest_ms", "\(b.oldestAgeMillis)"),
