@@ -28,13 +28,6 @@ BUDGET_S = 150.0
 
 
 @pytest.fixture
-def reference(tiered_tmp):
-    srv = RedisServer(tiered_tmp).start()
-    yield srv
-    srv.cleanup()
-
-
-@pytest.fixture
 def reference2(tiered_tmp):
     srv = RedisServer(tiered_tmp).start()
     yield srv
