@@ -1,0 +1,116 @@
+"""Optimistic locking through the proxy (issue 9): the WATCH/MULTI check-and-set loop every client
+library offers. docs/semantics.md: WATCH is exact (a client's EXEC aborts exactly when it would on
+Redis directly, whatever the proxy sends on its connection meanwhile), and a client cannot tell
+tierproxy from one Redis with unlimited memory, also while hot is emptied.
+
+8 clients increment one counter: WATCH, GET, a write to an unrelated key of their own (a tiered
+write inside the WATCH window), MULTI, SET counter+1, EXEC. Half use redis-py's pipeline by hand,
+half its `transaction()` helper. If EXEC never aborts wrongly, the final counter equals the number
+of successful EXECs. Meanwhile another thread empties hot (direct FLUSHALL, or a direct DEL of the
+counter) every 20 ms; that may make EXECs abort (hot really changed), never lose an update.
+
+Fails today: the tiered write inside the WATCH window runs the proxy's own MULTI … EXEC, whose EXEC
+clears the client's watches, so concurrent EXECs all commit and updates are lost.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from redis.exceptions import WatchError
+
+CLIENTS = 8
+ATTEMPTS = 25          # per client: a bound on the loop, successes counted
+COUNTER = "cas:counter"
+
+
+class Bounded(Exception):
+    pass
+
+
+def _by_hand(c, n: int, tally: dict) -> None:
+    with c.pipeline() as p:
+        for i in range(ATTEMPTS):
+            try:
+                p.watch(COUNTER)
+                v = int(p.get(COUNTER) or 0)
+                p.set(f"cas:side:{n}", f"{n}-{i}")           # unrelated tiered write, same connection
+                p.multi()
+                p.set(COUNTER, v + 1)
+                p.execute()
+                tally["ok"] += 1
+            except WatchError:
+                tally["aborted"] += 1
+            finally:
+                p.reset()
+            tally["last"] = f"{n}-{i}"
+
+
+def _with_helper(c, n: int, tally: dict) -> None:
+    attempts = {"i": 0}
+
+    def body(p) -> None:
+        i = attempts["i"]
+        attempts["i"] += 1
+        if i >= ATTEMPTS * 4:
+            raise Bounded(f"client {n}: {i} attempts without a commit")
+        v = int(p.get(COUNTER) or 0)
+        p.set(f"cas:side:{n}", f"{n}-{i}")
+        tally["last"] = f"{n}-{i}"
+        p.multi()
+        p.set(COUNTER, v + 1)
+
+    for _ in range(ATTEMPTS // 2):
+        before = attempts["i"]
+        c.transaction(body, COUNTER)
+        tally["ok"] += 1
+        tally["aborted"] += attempts["i"] - before - 1
+
+
+@pytest.mark.parametrize("loss", ["flushall", "del"])
+def test_check_and_set_counter_loses_no_update(make_stack, backend, loss):
+    """docs/semantics.md "WATCH is exact": final counter == successful EXECs, 8 clients, hot
+    emptied every 20 ms; each client's unrelated key keeps its last value."""
+    s = make_stack(backend)
+    with s.client() as c:
+        c.set(COUNTER, 0)
+    tallies = [{"ok": 0, "aborted": 0, "last": None} for _ in range(CLIENTS)]
+    errors: list = []
+    done = threading.Event()
+
+    def client(n: int) -> None:
+        try:
+            with s.client() as c:
+                (_by_hand if n % 2 == 0 else _with_helper)(c, n, tallies[n])
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append((n, repr(e)))
+
+    def emptier() -> None:
+        while not done.wait(0.02):
+            if loss == "flushall":
+                s.lose_hot("flushall")
+            else:
+                s.evict(COUNTER)
+
+    threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(CLIENTS)]
+    em = threading.Thread(target=emptier, daemon=True)
+    em.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    done.set()
+    em.join(10)
+    assert not any(t.is_alive() for t in threads), "clients still running after 180 s"
+    assert not errors, errors
+    ok = sum(t["ok"] for t in tallies)
+    assert ok > 0, f"no EXEC ever committed: {tallies}"
+    for round_ in ("before", "after"):
+        with s.client() as c:
+            final = int(c.get(COUNTER) or 0)
+            sides = [c.get(f"cas:side:{n}") for n in range(CLIENTS)]
+        assert final == ok, (f"{round_} a last hot loss: counter {final}, but {ok} EXECs committed "
+                             f"({sum(t['aborted'] for t in tallies)} aborted): lost or phantom updates")
+        assert sides == [t["last"].encode() for t in tallies], f"unrelated keys {sides}"
+        s.lose_hot()
