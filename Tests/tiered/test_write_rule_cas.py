@@ -15,10 +15,10 @@ clears the client's watches, so concurrent EXECs all commit and updates are lost
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 from redis.exceptions import WatchError
+
+from twin import run_while_emptied
 
 CLIENTS = 8
 ATTEMPTS = 25          # per client: a bound on the loop, successes counted
@@ -76,33 +76,13 @@ def test_check_and_set_counter_loses_no_update(make_stack, backend, loss):
     with s.client() as c:
         c.set(COUNTER, 0)
     tallies = [{"ok": 0, "aborted": 0, "last": None} for _ in range(CLIENTS)]
-    errors: list = []
-    done = threading.Event()
 
     def client(n: int) -> None:
-        try:
-            with s.client() as c:
-                (_by_hand if n % 2 == 0 else _with_helper)(c, n, tallies[n])
-        except Exception as e:  # noqa: BLE001 - reported below
-            errors.append((n, repr(e)))
+        with s.client() as c:
+            (_by_hand if n % 2 == 0 else _with_helper)(c, n, tallies[n])
 
-    def emptier() -> None:
-        while not done.wait(0.02):
-            if loss == "flushall":
-                s.lose_hot("flushall")
-            else:
-                s.evict(COUNTER)
-
-    threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(CLIENTS)]
-    em = threading.Thread(target=emptier, daemon=True)
-    em.start()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(180)
-    done.set()
-    em.join(10)
-    assert not any(t.is_alive() for t in threads), "clients still running after 180 s"
+    empty = (lambda: s.lose_hot("flushall")) if loss == "flushall" else (lambda: s.evict(COUNTER))
+    errors = run_while_emptied([lambda n=n: client(n) for n in range(CLIENTS)], empty, timeout=180)
     assert not errors, errors
     ok = sum(t["ok"] for t in tallies)
     assert ok > 0, f"no EXEC ever committed: {tallies}"

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import threading
 import time
 
 import pytest
@@ -27,7 +26,7 @@ import redis.asyncio
 from redis.exceptions import LockError
 
 from tierstack import HOST, wait_for
-from twin import LOSSES, lose
+from twin import LOSSES, lose, run_while_emptied
 
 EXPECTED = [
     ("a.acquire", True), ("a.locked", True), ("a.owned", True),
@@ -154,37 +153,19 @@ def test_lock_mutual_exclusion_while_hot_is_emptied(make_stack, backend):
     and the counter ends at 40, also after hot loses it once more."""
     s = make_stack(backend)
     threads_n, rounds = 4, 10
-    errors: list = []
-    done = threading.Event()
 
     def holder(n: int) -> None:
-        try:
-            with s.client() as c:
-                lk = c.lock("lk:mutex", timeout=30, blocking_timeout=20)
-                for _ in range(rounds):
-                    assert lk.acquire(), f"thread {n}: acquire timed out (a released lock came back?)"
-                    try:
-                        v = int(c.get("lk:counter") or 0)
-                        c.set("lk:counter", v + 1)
-                    finally:
-                        lk.release()
-        except Exception as e:  # noqa: BLE001 - reported below
-            errors.append((n, repr(e)))
+        with s.client() as c:
+            lk = c.lock("lk:mutex", timeout=30, blocking_timeout=20)
+            for _ in range(rounds):
+                assert lk.acquire(), f"thread {n}: acquire timed out (a released lock came back?)"
+                try:
+                    v = int(c.get("lk:counter") or 0)
+                    c.set("lk:counter", v + 1)
+                finally:
+                    lk.release()
 
-    def emptier() -> None:
-        while not done.wait(0.02):
-            s.lose_hot()
-
-    workers = [threading.Thread(target=holder, args=(n,), daemon=True) for n in range(threads_n)]
-    em = threading.Thread(target=emptier, daemon=True)
-    em.start()
-    for t in workers:
-        t.start()
-    for t in workers:
-        t.join(120)
-    done.set()
-    em.join(10)
-    assert not any(t.is_alive() for t in workers), "lock holders still running after 120 s"
+    errors = run_while_emptied([lambda n=n: holder(n) for n in range(threads_n)], s.lose_hot)
     assert not errors, errors
     s.lose_hot()
     with s.client() as c:

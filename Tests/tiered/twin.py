@@ -16,11 +16,12 @@ below). Strings must be equal, value and TTL (TTL within 2 s).
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import threading
+from typing import Any, Callable, Optional
 
 import redis
 
-from tierstack import RawConn, RedisServer, Stack, encode_command
+from tierstack import Deadline, RawConn, RedisServer, Stack, encode_command
 
 LOSSES = ("flushall", "maxmemory", "del")
 NON_STRING = (b"hash", b"list", b"set", b"zset", b"stream")
@@ -138,3 +139,35 @@ def read_value(c: redis.Redis, k: bytes, rtype: bytes) -> Any:
     if rtype == b"stream":
         return c.xrange(k)
     raise AssertionError(rtype)
+
+
+def run_while_emptied(workers: list, empty: Callable[[], None], interval: float = 0.02,
+                      timeout: float = 120.0) -> list:
+    """Run each worker (a no-argument callable) in its own thread while `empty()` runs every
+    `interval` s in another, until the workers are done (each joined within `timeout`). Returns
+    the workers' exceptions as (index, repr); fails if a worker is still running."""
+    errors: list = []
+    done = threading.Event()
+
+    def guard(i: int, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - returned to the test
+            errors.append((i, repr(e)))
+
+    def emptier() -> None:
+        while not done.wait(interval):
+            empty()
+
+    threads = [threading.Thread(target=guard, args=(i, fn), daemon=True) for i, fn in enumerate(workers)]
+    em = threading.Thread(target=emptier, daemon=True)
+    em.start()
+    for t in threads:
+        t.start()
+    deadline = Deadline(timeout)
+    for t in threads:
+        t.join(deadline.remaining())
+    done.set()
+    em.join(10)
+    assert not any(t.is_alive() for t in threads), f"workers still running after {timeout} s"
+    return errors
