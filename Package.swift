@@ -37,7 +37,7 @@ let package = Package(
         .target(name: "Tiers", dependencies: ["Reactor", "CCurl", "COpenSSL", "CSQLite", "CZlib"],
                 swiftSettings: settings),
         .executableTarget(name: "RespServer",
-                          dependencies: ["RESP", "Reactor", "Tiers", "CHiredis"],
+                          dependencies: ["RESP", "Reactor", "Tiers", "CHiredis", "COpenSSL"],
                           swiftSettings: settings),
         // Throughput of each tier backend at N requests in flight (bench/, not a test).
         .executableTarget(name: "TierBench", dependencies: ["Tiers", "Reactor"], swiftSettings: settings),

@@ -45,6 +45,7 @@ struct Config {
     var rules: [PlacementRule] = []
     var tierTimeoutMillis = 5000
     var tiersAllowFlush = false
+    var tiersScriptsStrict = false
     var negativeCacheMillis = 1000
 
     /// Number of event loops: `threads`, or one per core when 0.

@@ -141,6 +141,16 @@ let configTable: [Directive] = [
     Directive(name: "tiers-allow-flush", defaultArgs: "no", doc: [
         "FLUSHDB/FLUSHALL through the proxy: refused (no), or applied to hot and the lower tiers (yes).",
     ]) { c, a in c.tiersAllowFlush = try Units.bool(try one(a, "tiers-allow-flush")) },
+    Directive(name: "tiers-scripts", defaultArgs: "lenient", doc: [
+        "Scripts and functions reach the lower tiers through the keys they declare (numkeys). A",
+        "script that writes keys it did not declare is invisible to the proxy: those writes stay in",
+        "hot only. lenient runs such scripts (logged once per script); strict refuses EVAL, EVALSHA",
+        "and FCALL with numkeys 0 unless the script cannot write (#!lua flags=no-writes, or _RO).",
+    ]) { c, a in
+        let v = try one(a, "tiers-scripts").lowercased()
+        guard v == "lenient" || v == "strict" else { throw ConfigError("tiers-scripts must be lenient or strict") }
+        c.tiersScriptsStrict = v == "strict"
+    },
     Directive(name: "negative-cache-ms", defaultArgs: "1000", doc: [
         "How long a key found absent in every tier is answered as absent without asking again",
         "(writes through the proxy end it at once); 0 turns the cache off.",

@@ -71,6 +71,10 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     private var inTransaction = false
     /// Keys written by tiered commands queued in that transaction.
     private var transactionWrites: [TierKey] = []
+    /// Keys the client has WATCHed since its last EXEC/DISCARD/UNWATCH/RESET (see `WatchGuard`).
+    private(set) var watchedKeys: [TierKey] = []
+    /// Keys the request being dispatched writes, to record once it has answered (it runs alone).
+    private var recordAfterReply: [TierKey] = []
 
     init(worker: Worker, fd: Int32) {
         self.worker = worker
@@ -181,7 +185,16 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
                 sendProxyRequest(plan.upstreamCommand)
                 continue
             }
-            let tiered = tieredRoute(frame, at: forward)
+            var tiered = tieredRoute(frame, at: forward)
+            if case (.afterwards(let keys), let args)? = tiered {
+                // Runs as it is; its keys are recorded once it has answered.
+                recordAfterReply = keys.map { TierKey(db: $0.db ?? db, args[$0.index]) }
+                tiered = nil
+            }
+            if frame.name == Commands.script { noticeScriptLoad(frame, at: forward) }
+            if frame.name == Commands.watch && !inTransaction && worker.tierAccess != nil {
+                watchedKeys += (1..<max(frame.argc, 1)).map { TierKey(db: db, argumentBytes(frame, $0, at: forward)) }
+            }
             if frame.name == Commands.quit {
                 // Uncounted mode: the proxy is a plain pipe. Redis answers QUIT (or, under
                 // CLIENT REPLY OFF, does not) and decides what follows; when it closes, so do we.
@@ -246,10 +259,12 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     /// How `frame` is tiered, with its arguments, whatever the session's mode; nil if it is not
     /// (or is GET/MGET, which are only read on the way back).
     private func tieredCommand(_ frame: RequestFrame, at offset: Int) -> (TieredCommand.Route, [[UInt8]])? {
-        guard worker.tierAccess != nil && frame.name != Commands.get && frame.name != Commands.mget
-                && TieredCommand.names.contains(frame.name) else { return nil }
+        guard let access = worker.tierAccess, frame.name != Commands.get && frame.name != Commands.mget
+                && worker.mayBeTiered(frame.name) else { return nil }
         let args = arguments(frame, at: offset)
-        return TieredCommand.route(frame.name, args).map { ($0, args) }
+        let core = access.core
+        return TieredCommand.route(frame.name, args, table: worker.commandTable, scripts: core.scripts,
+                                   strictScripts: core.strictScripts).map { ($0, args) }
     }
 
     /// Moves `forward` bytes from the client's input to the route they belong to.
@@ -303,7 +318,12 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
             KeyedOp(session: self, args: args, plan: plan, access: access, done: finished).start()
         case .flush(let all):
             FlushOp.run(args, all: all, session: self, access: access, done: finished)
-        case .get, .mget:
+        case .refused(let message):
+            sendComposed([[Array("PING".utf8)]]) { [self] _, slot in
+                fill(slot, ReplyParts.errorReply(message))
+                finished()
+            }
+        case .get, .mget, .afterwards:
             break
         }
     }
@@ -349,14 +369,23 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
         else if name == Commands.exec || name == Commands.discard || name == Commands.reset {
             inTransaction = false
             transactionWrites = []
+            watchedKeys = []
+        } else if name == Commands.unwatch {
+            watchedKeys = []
         }
     }
 
     /// A tiered write queued in the client's own transaction: its keys are copied below once
     /// EXEC has run (see `TransactionSync`).
     private func noteTransactionWrite(_ frame: RequestFrame, at offset: Int) {
-        guard case (.keyed(let plan), let args)? = tieredCommand(frame, at: offset) else { return }
-        transactionWrites += plan.written.map { TierKey(db: $0.db ?? db, args[$0.index]) }
+        switch tieredCommand(frame, at: offset) {
+        case (.keyed(let plan), let args)?:
+            transactionWrites += plan.written.map { TierKey(db: $0.db ?? db, args[$0.index]) }
+        case (.afterwards(let keys), let args)?:
+            transactionWrites += keys.map { TierKey(db: $0.db ?? db, args[$0.index]) }
+        default:
+            break
+        }
     }
 
     /// Notes that the next request sent owes a reply, and who takes it (nil: the client).
@@ -405,9 +434,22 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
         }
     }
 
+    /// `SCRIPT LOAD body`: the body is remembered, so an EVALSHA of it is judged by its flags.
+    private func noticeScriptLoad(_ frame: RequestFrame, at offset: Int) {
+        guard let access = worker.tierAccess, frame.argc == 3, argument(frame, 1, at: offset).lowercased() == "load" else { return }
+        access.core.scripts.loaded(argumentBytes(frame, 2, at: offset))
+    }
+
     /// The few forwarded commands whose replies the proxy reads or amends.
     private func replyHandler(for frame: RequestFrame, at offset: Int) -> ReplyHandler? {
         let name = frame.name
+        if !recordAfterReply.isEmpty, let access = worker.tierAccess {
+            let keys = recordAfterReply
+            recordAfterReply = []
+            return { [unowned self] reply, slot in
+                TransactionSync.record(keys, ran: !ReplyParts.isError(reply), access: access) { self.fill(slot, reply) }
+            }
+        }
         if name == Commands.exec && !transactionWrites.isEmpty, let access = worker.tierAccess {
             let keys = transactionWrites
             return { [unowned self] reply, slot in TransactionSync.run(keys, execReply: reply, access: access) { self.fill(slot, reply) } }

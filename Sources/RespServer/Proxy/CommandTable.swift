@@ -11,6 +11,9 @@ struct CommandInfo {
     let firstKey: Int
     let lastKey: Int
     let step: Int
+    /// ACL categories without the '@' ("string", "hash", "scripting" …).
+    var categories: Set<String> = []
+    var keySpecs: [KeySpec] = []
     var isWrite: Bool { flags.contains("write") }
     var isReadonly: Bool { flags.contains("readonly") }
 
@@ -34,6 +37,12 @@ struct CommandTable {
 
     func info(_ name: CommandName) -> CommandInfo? { commands[name] }
     func info(subcommand: String) -> CommandInfo? { subcommands[subcommand.lowercased()] }
+    /// The subcommand a request of container `name` names ("object|encoding"), if it is one.
+    func subcommand(of name: String, _ args: [[UInt8]]) -> CommandInfo? {
+        guard args.count > 1, !subcommands.isEmpty else { return nil }
+        return subcommands[name + "|" + String(decoding: args[1], as: UTF8.self).lowercased()]
+    }
+
     /// The subcommands of a container command such as CONFIG ("config|get", "config|set" …).
     func subcommands(of name: String) -> [CommandInfo] {
         let prefix = name.lowercased() + "|"
@@ -69,17 +78,20 @@ struct CommandTable {
 
     init() {}
 
+    /// One entry of the reply; nil if its shape is not what Redis sends (a module's command, a
+    /// server of another kind): that command is then simply not understood, never a crash.
     private static func parse(_ e: redisReply) -> CommandInfo? {
-        guard e.type == REDIS_REPLY_ARRAY, e.elements >= 6,
-              let n = e.element[0], n.pointee.type == REDIS_REPLY_STRING || n.pointee.type == REDIS_REPLY_STATUS else { return nil }
-        let name = String(cString: n.pointee.str).lowercased()
-        func int(_ i: Int) -> Int { Int(e.element[i]!.pointee.integer) }
-        var flags = Set<String>()
-        if let f = e.element[2], f.pointee.type == REDIS_REPLY_ARRAY {
-            for k in 0..<Int(f.pointee.elements) {
-                if let s = f.pointee.element[k], s.pointee.str != nil { flags.insert(String(cString: s.pointee.str)) }
-            }
+        guard e.type == REDIS_REPLY_ARRAY, e.elements >= 6 else { return nil }
+        func element(_ i: Int) -> redisReply? { i < Int(e.elements) ? e.element[i]?.pointee : nil }
+        guard let name = element(0).flatMap(text)?.lowercased(),
+              let arity = element(1).flatMap(integer), let first = element(3).flatMap(integer),
+              let last = element(4).flatMap(integer), let step = element(5).flatMap(integer) else { return nil }
+        var info = CommandInfo(name: name, arity: arity, flags: Set(element(2).map(strings) ?? []),
+                               firstKey: first, lastKey: last, step: step)
+        info.categories = Set((element(6).map(strings) ?? []).map { $0.hasPrefix("@") ? String($0.dropFirst()) : $0 })
+        if let specs = element(8), specs.type == REDIS_REPLY_ARRAY {
+            info.keySpecs = (0..<Int(specs.elements)).compactMap { i in specs.element[i].flatMap { KeySpec(reply: $0.pointee) } }
         }
-        return CommandInfo(name: name, arity: int(1), flags: flags, firstKey: int(3), lastKey: int(4), step: int(5))
+        return info
     }
 }

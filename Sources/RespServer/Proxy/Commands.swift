@@ -18,4 +18,7 @@ enum Commands {
     static let multi = CommandName("multi")
     static let exec = CommandName("exec")
     static let discard = CommandName("discard")
+    static let script = CommandName("script")
+    static let watch = CommandName("watch")
+    static let unwatch = CommandName("unwatch")
 }

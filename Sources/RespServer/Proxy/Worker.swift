@@ -18,6 +18,9 @@ final class Worker {
     private(set) var commandTable = CommandTable()
     /// Per command: may it travel on the shared connection? Filled when the table arrives.
     private var shareable: [CommandName: Bool] = [:]
+    /// Commands worth a look by the tiering (the string table's, and every command `WriteRule`
+    /// tiers); filled when the table arrives.
+    private var tieredNames: Set<CommandName> = TieredCommand.names
     private(set) var shared: SharedUpstream!
     /// Set when Redis demands AUTH and the proxy has no password: a shared connection would be
     /// an unauthenticated one that Redis's pre-AUTH limits can cut for everyone, so every client
@@ -44,6 +47,8 @@ final class Worker {
     private(set) var tierAccess: TierAccess?
     /// The proxy's own connection to hot (promotions, write-behind reads).
     private(set) var hot: HotClient!
+    /// The second watcher `WatchGuard` asks whether a client's watched keys changed.
+    private(set) lazy var watchProbe = ProbeConnection(hot: HotClient(worker: self), homeDB: config.upstream.db)
     /// Loop 0 drains the write-behind backlog and the deletes to retry.
     private var flusher: WriteBehindFlusher?
 
@@ -126,6 +131,11 @@ final class Worker {
         shareable = Dictionary(uniqueKeysWithValues: table.allNames.map { name in
             (CommandName(name), Worker.mayShare(name, table))
         })
+        tieredNames = TieredCommand.names.union(table.allNames.filter { name in
+            guard let info = table.info(CommandName(name)) else { return false }
+            let candidates = [info] + table.subcommands(of: name)
+            return candidates.contains { WriteRule.kind($0) != .none }
+        }.map { CommandName($0) })
         loader = nil
         if index == 0 { Log.verbose("Learned \(table.count) commands from the upstream's COMMAND reply") }
     }
@@ -137,6 +147,9 @@ final class Worker {
         if shareable.isEmpty { return Worker.shareableBeforeTable.contains(frame.name) }
         return shareable[frame.name] ?? false
     }
+
+    /// True if `name` may be tiered: worth copying its arguments to ask `TieredCommand.route`.
+    func mayBeTiered(_ name: CommandName) -> Bool { tieredNames.contains(name) }
 
     /// Until the upstream's COMMAND reply has been read (Redis down at start, say), these common
     /// stateless commands may still share; everything else pins, which is always correct.
@@ -188,6 +201,7 @@ final class Worker {
     private func stopLoop() {
         flusher?.stop()
         hot.close()
+        watchProbe.hot.close()
         shared.close()
         loop.stop()
         onStopped?()

@@ -10,14 +10,20 @@ enum FlushOp {
         guard core.allowFlush else {
             // Queued in a transaction that is then discarded: Redis still judges NOAUTH, ACL
             // and arity first, and runs nothing.
-            session.sendComposed([[Array("MULTI".utf8)], args, [Array("DISCARD".utf8)]]) { replies, slot in
-                let name = all ? "FLUSHALL" : "FLUSHDB"
-                let judged = replies[1]
-                session.fill(slot, ReplyParts.isError(judged) ? judged : ReplyParts.errorReply(
-                    "ERR tierproxy: \(name) would empty hot while the lower tiers keep every key; "
-                    + "set tiers-allow-flush yes to flush the lower tiers too"))
-                done()
+            // DISCARD clears the client's watches: a guard keeps them.
+            let watch = WatchGuard(session: session)
+            let judge = {
+                session.sendComposed([[Array("MULTI".utf8)], args, [Array("DISCARD".utf8)]]) { replies, slot in
+                    let name = all ? "FLUSHALL" : "FLUSHDB"
+                    let judged = replies[1]
+                    let reply = ReplyParts.isError(judged) ? judged : ReplyParts.errorReply(
+                        "ERR tierproxy: \(name) would empty hot while the lower tiers keep every key; "
+                        + "set tiers-allow-flush yes to flush the lower tiers too")
+                    let answer = { session.fill(slot, reply); done() }
+                    if let watch { watch.restore(answer) } else { answer() }
+                }
             }
+            if let watch { watch.arm(judge) } else { judge() }
             return
         }
         let db: Int? = all ? nil : session.db

@@ -142,21 +142,43 @@ final class KeyedOp {
         }
         var commands = batch.finish()
         commands.append([Array("EXEC".utf8)])
+        // The proxy's EXEC would clear the client's watches: a guard keeps them exact.
+        if let watch = WatchGuard(session: session) {
+            watch.arm { [self] in runTransaction(commands, captures, written, watch) }
+        } else {
+            runTransaction(commands, captures, written, nil)
+        }
+    }
+
+    private func runTransaction(_ commands: [[[UInt8]]], _ captures: [(get: Int, pttl: Int)], _ written: [TierKey],
+                                _ watch: WatchGuard?) {
+        func restored(_ then: @escaping () -> Void) { if let watch { watch.restore(then) } else { then() } }
         session.sendComposed(commands) { [self] replies, slot in
             // A command refused while queueing (arity, NOAUTH, ACL) ran nowhere: its own error.
             let queued = replies[1]
-            if queued != Array("+QUEUED\r\n".utf8) { finish(slot, queued); return }
+            if queued != Array("+QUEUED\r\n".utf8) { restored { self.finish(slot, queued) }; return }
+            if let watch, let exec = replies.last, ReplyParts.isNull(exec) {
+                // A key the client watches had changed: its transaction must fail, and this one
+                // (not watched any more) runs again.
+                watch.transactionAborted()
+                session.fill(slot, [])
+                runTransaction(commands, captures, written, watch)
+                return
+            }
             guard let exec = replies.last, let elements = ReplyParts.elements(exec),
                   elements.count == commands.count - 2 else {
                 // EXEC itself failed (e.g. the user may not run GET/PTTL): hot did not run the
                 // command; let it run alone, untiered, so the client gets Redis's own answer.
                 session.fill(slot, [])
-                release()
-                passThrough()
+                restored { [self] in
+                    release()
+                    passThrough()
+                }
                 return
             }
             let reply = Array(elements[0])
-            if ReplyParts.isError(reply) { finish(slot, reply); return }   // nothing changed
+            // An error means nothing changed, except from a script: it may have written first.
+            if ReplyParts.isError(reply) && !plan.script { restored { self.finish(slot, reply) }; return }
             let now = wallClockMillis()
             // Offsets into EXEC's elements: the commands after MULTI, so one less than in `commands`.
             let states = captures.map { c in
@@ -164,7 +186,7 @@ final class KeyedOp {
             }
             for k in written { core.generations.bump(k) }
             writtenKeys = written
-            sync(Array(zip(written, states)), reply: reply, slot: slot)
+            restored { [self] in sync(Array(zip(written, states)), reply: reply, slot: slot) }
         }
     }
 

@@ -14,6 +14,11 @@ enum TieredCommand {
         case keyed(KeyedPlan)
         /// FLUSHDB (db: the client's) or FLUSHALL (every db).
         case flush(all: Bool)
+        /// Runs alone on hot (it cannot run inside MULTI: blocking, `no_multi`); these written
+        /// keys are recorded in the key log once it answered, and flushed from what hot holds.
+        case afterwards([KeyArg])
+        /// Refused by the proxy with this error (e.g. `tiers-scripts strict`).
+        case refused(String)
     }
 
     /// When a write gets its rule's default expiry (`rule … ttl SECONDS`).
@@ -37,6 +42,8 @@ enum TieredCommand {
         /// Keys whose state after the command is copied to the lower tiers.
         var written: [KeyArg] = []
         var defaultTTL: DefaultTTL = .never
+        /// A script or function: it may have written even when it answers an error.
+        var script = false
     }
 
     private static let simpleReads: Set<CommandName> = Set(["strlen", "type", "ttl", "pttl", "expiretime",
@@ -51,9 +58,39 @@ enum TieredCommand {
     ]
     private static let expireFamily: Set<CommandName> = Set(["expire", "pexpire", "expireat", "pexpireat"].map { CommandName($0) })
 
-    /// How `args` (the whole request, name first) is handled; nil: not tiered, or malformed in a
-    /// way Redis itself will reject (wrong arity), so hot answers it alone.
-    static func route(_ name: CommandName, _ args: [[UInt8]]) -> Route? {
+    /// How `args` (the whole request, name first) is handled: the string commands below by hand,
+    /// every other command by `WriteRule` from what `table` says of it. Nil: not tiered, or
+    /// malformed in a way Redis itself will reject (wrong arity), so hot answers it alone.
+    static func route(_ name: CommandName, _ args: [[UInt8]], table: CommandTable, scripts: ScriptFlags,
+                      strictScripts: Bool) -> Route? {
+        if names.contains(name) { return stringRoute(name, args) }
+        guard var info = table.info(name) else { return nil }
+        if let sub = table.subcommand(of: info.name, args) { info = sub }
+        switch WriteRule.kind(info) {
+        case .none:
+            return nil
+        case .afterwards:
+            let keys = WriteRule.writtenKeys(info, args).map { KeyArg(index: $0) }
+            return keys.isEmpty ? nil : .afterwards(keys)
+        case .keyed:
+            if WriteRule.isScript(info.name), args.count > 2, args[2] == Array("0".utf8), scripts.mayWrite(info.name, args) {
+                if strictScripts {
+                    return .refused("ERR tierproxy: tiers-scripts strict: this script declares no keys and may write; "
+                                    + "declare every key it touches in numkeys/KEYS, or flag it no-writes")
+                }
+                let id = ScriptFlags.identity(info.name, args)
+                if scripts.firstWarning(id) {
+                    Log.notice("Script \(id) declares no keys and may write: what it writes stays in hot only "
+                               + "(tiers-scripts strict refuses such scripts)")
+                }
+                return nil
+            }
+            return WriteRule.plan(info, args, scripts: scripts).map { .keyed($0) }
+        }
+    }
+
+    /// The string commands of issue 4, described by hand (their options decide what they read).
+    private static func stringRoute(_ name: CommandName, _ args: [[UInt8]]) -> Route? {
         let argc = args.count
         func key(_ i: Int) -> KeyArg { KeyArg(index: i) }
         switch name.description {
@@ -102,6 +139,9 @@ enum TieredCommand {
             }
             let destination = KeyArg(index: 2, db: db)
             return .keyed(KeyedPlan(bringUp: [key(1), destination], written: [destination]))
+        case "watch":
+            // Brought up first, so that a promotion after the WATCH cannot fire it.
+            return argc >= 2 ? .keyed(KeyedPlan(bringUp: (1..<argc).map(key))) : nil
         case "flushdb", "flushall":
             return .flush(all: name.description == "flushall")
         default:
@@ -123,6 +163,6 @@ enum TieredCommand {
     static let names: Set<CommandName> = Set((
         "get mget set setex psetex setnx getset getex getdel mset msetnx append incr incrby incrbyfloat "
         + "decr decrby setrange getrange strlen exists type del unlink expire pexpire expireat pexpireat "
-        + "persist ttl pttl expiretime pexpiretime rename renamenx copy touch flushdb flushall"
+        + "persist ttl pttl expiretime pexpiretime rename renamenx copy touch flushdb flushall watch"
     ).split(separator: " ").map { CommandName(String($0)) })
 }

@@ -32,6 +32,8 @@ final class TieringCore: @unchecked Sendable {
     let generations = KeyGenerations()
     let negative: NegativeCache
     let flights = LookupFlights<Found?>()
+    let scripts = ScriptFlags()
+    let strictScripts: Bool
     /// Durable record of keys the lower tiers still owe (nil: it could not be opened; write-behind
     /// then answers errors, and failed deletes cannot be retried).
     let keyLog: KeyLog?
@@ -45,6 +47,7 @@ final class TieringCore: @unchecked Sendable {
         rules = PlacementRules(config.rules)
         tierTimeoutMillis = config.tierTimeoutMillis
         allowFlush = config.tiersAllowFlush
+        strictScripts = config.tiersScriptsStrict
         negative = NegativeCache(generations: generations, ttlMillis: Int64(config.negativeCacheMillis))
         let path = config.dataDir + "/tierproxy-keylog.tpl"
         do {

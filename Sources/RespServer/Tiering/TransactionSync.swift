@@ -7,10 +7,15 @@ import Tiers
 /// durable. Reads inside a transaction see hot only.
 enum TransactionSync {
     static func run(_ keys: [TierKey], execReply: [UInt8], access: TierAccess, then answer: @escaping () -> Void) {
+        // A null or error EXEC ran nothing (WATCH, EXECABORT).
+        record(keys, ran: ReplyParts.elements(execReply) != nil, access: access, then: answer)
+    }
+
+    /// Records `keys` as written (`ran`: the command did run) in the key log, then answers.
+    static func record(_ keys: [TierKey], ran: Bool, access: TierAccess, then answer: @escaping () -> Void) {
         let core = access.core
         let tiered = Array(Set(keys.filter(core.isTiered)))
-        // A null or error EXEC ran nothing (WATCH, EXECABORT).
-        guard let log = core.keyLog, ReplyParts.elements(execReply) != nil, !tiered.isEmpty else { answer(); return }
+        guard let log = core.keyLog, ran, !tiered.isEmpty else { answer(); return }
         var remaining = tiered.count
         for key in tiered {
             core.generations.bump(key)

@@ -1,0 +1,88 @@
+import RESP
+
+/// The rule for every command the string table in `TieredCommand` does not describe (docs/semantics.md
+/// "Every write path"): what the upstream's `COMMAND` reply says a command does decides how it is
+/// tiered. Keys come from its key specifications (scripts' and functions' from `numkeys`):
+///
+/// - a command Redis flags `write` has the state of every key it may change captured with it and
+///   copied below (a key that is no longer a string has its string copy deleted there);
+/// - keys it reads (or removes: its reply says whether they existed) are brought up first, so it
+///   runs on what the client wrote even after hot lost it. Read-only commands of the types the
+///   lower tiers do not hold yet (hashes, lists, sets, sorted sets, streams) run on hot alone;
+/// - a command that cannot run inside MULTI (blocking, `no_multi`) runs alone, and its written
+///   keys are recorded in the key log once it answered, so the flusher copies what hot holds.
+enum WriteRule {
+    /// How a command outside the string table is tiered, before its arguments are looked at.
+    enum Kind {
+        /// No keys, or nothing the lower tiers hold: hot alone.
+        case none
+        /// Keys brought up and/or written keys captured: `plan` decides per request.
+        case keyed
+        /// Runs alone; its written keys are recorded once it answered (`TransactionSync`).
+        case afterwards
+    }
+
+    /// Categories of commands that may read a string (the only type below, for now).
+    private static let readsStrings: Set<String> = ["string", "bitmap", "hyperloglog", "keyspace", "scripting"]
+
+    static func kind(_ info: CommandInfo) -> Kind {
+        let scripted = isScript(info.name)
+        guard !info.keySpecs.isEmpty || scripted || info.name == "sort" || info.name == "sort_ro" else { return .none }
+        if info.isWrite {
+            let alone = !info.flags.isDisjoint(with: ["blocking", "no_multi", "noscript"]) && !scripted
+            return alone ? .afterwards : .keyed
+        }
+        if scripted || info.name == "sort_ro" || !info.categories.isDisjoint(with: readsStrings) { return .keyed }
+        return .none
+    }
+
+    /// The plan for one request (`args`: name first). Nil when the request is malformed in a way
+    /// Redis itself rejects (hot answers it alone).
+    static func plan(_ info: CommandInfo, _ args: [[UInt8]], scripts: ScriptFlags) -> TieredCommand.KeyedPlan? {
+        guard info.arity > 0 ? args.count == info.arity : args.count >= -info.arity else { return nil }
+        var plan = TieredCommand.KeyedPlan()
+        let writes = info.isWrite || (isScript(info.name) && scripts.mayWrite(info.name, args))
+        for spec in info.keySpecs where !spec.flags.contains("not_key") {
+            for i in spec.keyIndexes(args) {
+                let key = TieredCommand.KeyArg(index: i)
+                if spec.reads || isScript(info.name) { plan.bringUp.append(key) }
+                if writes && (spec.writes || isScript(info.name)) { plan.written.append(key) }
+            }
+        }
+        switch info.name {
+        case "sort", "sort_ro":
+            // STORE's position is known only to SORT's own parser; BY/GET patterns are not keys
+            // the proxy can know (documented).
+            if info.name == "sort", let i = storeIndex(args) { plan.written.append(TieredCommand.KeyArg(index: i)) }
+        case "move":
+            guard args.count == 3, let db = Int(String(decoding: args[2], as: UTF8.self)), db >= 0 else { return nil }
+            let destination = TieredCommand.KeyArg(index: 1, db: db)
+            plan.bringUp.append(destination)
+            plan.written.append(destination)
+        default:
+            break
+        }
+        plan.script = isScript(info.name)
+        return plan.bringUp.isEmpty && plan.written.isEmpty ? nil : plan
+    }
+
+    /// The written keys of a command that runs alone (`Kind.afterwards`).
+    static func writtenKeys(_ info: CommandInfo, _ args: [[UInt8]]) -> [Int] {
+        info.keySpecs.filter { $0.writes && !$0.flags.contains("not_key") }.flatMap { $0.keyIndexes(args) }
+    }
+
+    static func isScript(_ name: String) -> Bool {
+        name == "eval" || name == "evalsha" || name == "eval_ro" || name == "evalsha_ro"
+            || name == "fcall" || name == "fcall_ro"
+    }
+
+    /// The index of the key after SORT's STORE, if any.
+    private static func storeIndex(_ args: [[UInt8]]) -> Int? {
+        var i = 2
+        while i < args.count {
+            if asciiCaseEqual(args[i], "store") { return i + 1 < args.count ? i + 1 : nil }
+            i += 1
+        }
+        return nil
+    }
+}
