@@ -124,6 +124,7 @@ def test_undeclared_writer_logged_once_per_sha(make_stack):
     s = make_stack("local")
     other = "redis.call('SET', 'ss:other', 'v') return 2"
     with s.client() as c:
+        c.set("ss:r", "readable")
         for _ in range(3):
             assert c.eval(WRITER, 0) == 1
         assert c.eval(other, 0) == 2
