@@ -18,7 +18,7 @@ import random
 import threading
 
 from tierstack import wait_for
-from twin import run_while_emptied
+from twin import flush_hot, run_while_emptied
 
 KEYS = [f"race:{i}" for i in range(4)]
 CLIENTS = 16
@@ -122,7 +122,7 @@ def test_pipelined_and_script_writers_while_hot_is_emptied(make_stack, backend):
 
     workers = [lambda n=n: pipeliner(n) for n in range(4)] + [lambda n=n: scripter(n) for n in range(4)] \
         + [lambda n=n: reader(n) for n in range(4)]
-    errors = run_while_emptied(workers, s.lose_hot, interval=0.05, timeout=180)
+    errors = run_while_emptied(workers, lambda: flush_hot(s), interval=0.05, timeout=180)
     assert not errors, errors[:5]
     _nothing_stale(s, written)
 

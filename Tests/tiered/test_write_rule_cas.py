@@ -18,7 +18,7 @@ from __future__ import annotations
 import pytest
 from redis.exceptions import WatchError
 
-from twin import run_while_emptied
+from twin import flush_hot, run_while_emptied
 
 CLIENTS = 8
 ATTEMPTS = 25          # per client: a bound on the loop, successes counted
@@ -81,7 +81,7 @@ def test_check_and_set_counter_loses_no_update(make_stack, backend, loss):
         with s.client() as c:
             (_by_hand if n % 2 == 0 else _with_helper)(c, n, tallies[n])
 
-    empty = (lambda: s.lose_hot("flushall")) if loss == "flushall" else (lambda: s.evict(COUNTER))
+    empty = (lambda: flush_hot(s)) if loss == "flushall" else (lambda: s.evict(COUNTER))
     errors = run_while_emptied([lambda n=n: client(n) for n in range(CLIENTS)], empty, timeout=180)
     assert not errors, errors
     ok = sum(t["ok"] for t in tallies)
@@ -94,3 +94,20 @@ def test_check_and_set_counter_loses_no_update(make_stack, backend, loss):
                              f"({sum(t['aborted'] for t in tallies)} aborted): lost or phantom updates")
         assert sides == [t["last"].encode() for t in tallies], f"unrelated keys {sides}"
         s.lose_hot()
+
+
+@pytest.mark.parametrize("loss", ["flushall", "maxmemory"])
+def test_transaction_survives_a_hot_loss_right_after_exec(make_stack, backend, loss):
+    """docs/semantics.md: the state each written key has after a write is captured atomically with
+    it, EXEC included; so what a committed MULTI/EXEC wrote survives hot losing everything the
+    moment EXEC has answered (here 20 times: SET, INCR, DEL in one transaction, then the loss)."""
+    s = make_stack(backend)
+    with s.client() as c:
+        c.set("tx2:gone", "old")
+        for i in range(20):
+            p = c.pipeline(transaction=True)
+            p.set("tx2:k", f"v{i}").incr("tx2:n").delete("tx2:gone")
+            assert p.execute() == [True, i + 1, 1 if i == 0 else 0]
+            s.lose_hot(loss)
+            got = c.mget("tx2:k", "tx2:n", "tx2:gone")
+            assert got == [f"v{i}".encode(), str(i + 1).encode(), None], f"after EXEC #{i} and a hot loss: {got}"

@@ -26,7 +26,7 @@ import redis.asyncio
 from redis.exceptions import LockError
 
 from tierstack import HOST, wait_for
-from twin import LOSSES, lose, run_while_emptied
+from twin import LOSSES, flush_hot, lose, run_while_emptied
 
 EXPECTED = [
     ("a.acquire", True), ("a.locked", True), ("a.owned", True),
@@ -165,7 +165,7 @@ def test_lock_mutual_exclusion_while_hot_is_emptied(make_stack, backend):
                 finally:
                     lk.release()
 
-    errors = run_while_emptied([lambda n=n: holder(n) for n in range(threads_n)], s.lose_hot)
+    errors = run_while_emptied([lambda n=n: holder(n) for n in range(threads_n)], lambda: flush_hot(s))
     assert not errors, errors
     s.lose_hot()
     with s.client() as c:

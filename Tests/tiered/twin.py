@@ -38,6 +38,14 @@ def lose(stack: Stack, how: str, keys: Optional[dict] = None) -> None:
         stack.lose_hot(how)
 
 
+def flush_hot(stack: Stack) -> None:
+    """FLUSHALL directly on the stack's hot, for use while clients write (lose_hot("flushall")
+    asserts hot is empty afterwards, which concurrent writes may already have changed)."""
+    if stack.tiered:
+        with stack.hot() as h:
+            assert h.flushall() is True
+
+
 def _b(x: Any) -> bytes:
     return x if isinstance(x, bytes) else str(x).encode()
 
@@ -145,7 +153,8 @@ def run_while_emptied(workers: list, empty: Callable[[], None], interval: float 
                       timeout: float = 120.0) -> list:
     """Run each worker (a no-argument callable) in its own thread while `empty()` runs every
     `interval` s in another, until the workers are done (each joined within `timeout`). Returns
-    the workers' exceptions as (index, repr); fails if a worker is still running."""
+    the workers' exceptions as (index, repr), and the emptier's as ("emptier", repr); fails if a
+    worker is still running."""
     errors: list = []
     done = threading.Event()
 
@@ -156,8 +165,12 @@ def run_while_emptied(workers: list, empty: Callable[[], None], interval: float 
             errors.append((i, repr(e)))
 
     def emptier() -> None:
-        while not done.wait(interval):
-            empty()
+        try:
+            while not done.wait(interval):
+                empty()
+        except Exception as e:  # noqa: BLE001 - returned to the test: hot stopped being emptied
+            errors.append(("emptier", repr(e)))
+
 
     threads = [threading.Thread(target=guard, args=(i, fn), daemon=True) for i, fn in enumerate(workers)]
     em = threading.Thread(target=emptier, daemon=True)
