@@ -125,11 +125,11 @@ def test_lock_sync_hot_emptied_between_steps(make_stack, backend, reference, los
 
 @pytest.mark.parametrize("loss", LOSSES)
 def test_lock_asyncio_hot_emptied_between_steps(make_stack, backend, reference, loss):
-    """The same with redis.asyncio's Lock (its own Lua scripts and EVALSHA path)."""
+    """The same with redis.asyncio's Lock (its own Lua scripts and EVALSHA path), over RESP3."""
     s, lose_hot = _stack_and_loss(make_stack, backend, loss)
 
     async def main(port, lose_hot):
-        c = redis.asyncio.Redis(host=HOST, port=port, socket_timeout=30)
+        c = redis.asyncio.Redis(host=HOST, port=port, socket_timeout=30, protocol=3)
         try:
             return await run(c, lose_hot)
         finally:
