@@ -51,6 +51,7 @@ ALLOWED = {
     "EVAL no-writes": ["EVAL", READER, "0"],
     "EVAL_RO": ["EVAL_RO", "return redis.call('GET', 'ss:r')", "0"],
     "EVALSHA_RO": ["EVALSHA_RO", sha(READER), "0"],
+    "EVALSHA of a loaded no-writes script": ["EVALSHA", sha(READER), "0"],
     "FCALL of a no-writes function": ["FCALL", "ss_read", "0"],
     "FCALL_RO": ["FCALL_RO", "ss_read", "0"],
     "EVAL with declared keys": ["EVAL", DECLARED, "1", "ss:d", "x"],
