@@ -2,9 +2,11 @@
 commands, scripts (EVAL/EVALSHA with declared keys doing GET/SET/DEL/INCR/EXPIRE, one turning
 a key into a hash), functions (one FUNCTION LOAD in setup, FCALL/FCALL_RO), SORT … STORE, BITOP,
 SETBIT/GETBIT/BITCOUNT, MOVE, SUNIONSTORE/SDIFFSTORE/SINTERSTORE over sets, and type changes
-(HSET/SADD/RPUSH, also as DEL + HSET in one pipeline) with a few non-string reads.
+(HSET/SADD/RPUSH, also as DEL + HSET/SADD/RPUSH in one pipeline, read back in it with
+HGET/SCARD/LRANGE: read-only commands of the non-string types are not tiered, docs/semantics.md
+§11 "not covered yet", so they only ever read a key the same pipeline made).
 
-The contract today (docs/semantics.md): non-string types are not tiered yet, they stay in hot and
+The contract today (docs/semantics.md §13): non-string types are not tiered yet, they stay in hot and
 are lost with it, and a key that became one has its string copy deleted below. So when the
 target's hot loses keys, after_loss() deletes from the reference those of them that hold a
 non-string type there, and nothing else: every string must still be what the reference says, and
@@ -53,8 +55,7 @@ FUNCTIONS = [("d_set", 1, 1), ("d_del", 2, 0), ("d_incr", 1, 1), ("d_swap", 2, 0
 WRITE_WEIGHTS = {
     "EVAL": 6, "EVALSHA": 3, "FCALL": 4, "FCALL_RO": 1, "SORT": 2, "BITOP": 2, "SETBIT": 2,
     "GETBIT": 1, "BITCOUNT": 1, "MOVE": 2, "SUNIONSTORE": 1, "SDIFFSTORE": 1, "SINTERSTORE": 1,
-    "HSET": 1, "SADD": 2, "RPUSH": 2, "HGET": 1, "SCARD": 1, "LRANGE": 1,
-    "TYPECHANGE": 2, "SORTSTORE": 2, "SETSTORE": 2,
+    "HSET": 1, "SADD": 2, "RPUSH": 2, "TYPECHANGE": 3, "SORTSTORE": 2, "SETSTORE": 2,
 }
 COMPOUND = ("TYPECHANGE", "SORTSTORE", "SETSTORE")      # several commands in one pipeline (next())
 WRITE_COMMANDS = [n for n in WRITE_WEIGHTS if n not in COMPOUND]
@@ -110,7 +111,7 @@ class WriteRuleGenerator(Generator):
             return [name, k(), rnd.randint(0, 63), rnd.randint(0, 1)]
         if name == "GETBIT":
             return [name, k(), rnd.randint(0, 63)]
-        if name in ("BITCOUNT", "SCARD"):
+        if name == "BITCOUNT":
             return [name, k()]
         if name == "MOVE":
             return [name, k(), 1 - self.db if rnd.random() < 0.9 else self.db]
@@ -120,10 +121,6 @@ class WriteRuleGenerator(Generator):
             return [name, k(), rnd.choice(["f", "g"]), self.value()]
         if name in ("SADD", "RPUSH"):
             return [name, k(), *self.members()]
-        if name == "HGET":
-            return [name, k(), rnd.choice(["f", "g"])]
-        if name == "LRANGE":
-            return [name, k(), 0, -1]
         if name in COMPOUND:          # expanded by next()
             return [name]
         raise AssertionError(name)
@@ -133,10 +130,11 @@ class WriteRuleGenerator(Generator):
         is there to use even if hot lost keys just before)."""
         rnd, k = self.rnd, self.key
         a, b = k(), k()
-        if name == "TYPECHANGE":      # a string (maybe below) becomes a hash, set or list
-            make = rnd.choice([["HSET", a, "f", self.value()], ["SADD", a, *self.members()],
-                               ["RPUSH", a, *self.members()]])
-            return [["DEL", a], make]
+        if name == "TYPECHANGE":      # a string (maybe below) becomes a hash, set or list, read back
+            make, read = rnd.choice([(["HSET", a, "f", self.value()], ["HGET", a, "f"]),
+                                     (["SADD", a, *self.members()], ["SCARD", a]),
+                                     (["RPUSH", a, *self.members()], ["LRANGE", a, 0, -1])])
+            return [["DEL", a], make, read]
         if name == "SORTSTORE":       # SORT … STORE onto a key that may be a string below
             fill = [rnd.choice(["RPUSH", "SADD"]), a, *self.members()]
             alpha = ["ALPHA"] if rnd.random() < 0.5 else []
@@ -178,7 +176,7 @@ class WriteRuleGenerator(Generator):
         out = []
         with RawConn(ref_port, timeout=10) as c:
             for db in sorted({d for d, _ in lost}):
-                ks = [k for d, k in lost if d == db]
+                ks = sorted({k for d, k in lost if d == db})
                 assert c.cmd("SELECT", db).raw == b"+OK\r\n"
                 c.send(b"".join(encode_command("TYPE", k) for k in ks))
                 gone = [k for k, r in zip(ks, c.read_replies(len(ks))) if r.v in NON_STRING]
