@@ -1,4 +1,4 @@
-"""Scripts that touch undeclared keys (issue 9). docs/semantics.md: Redis lets a script outside
+"""Scripts that touch undeclared keys (issue 9). docs/semantics.md §11 (scripts): Redis lets a script outside
 cluster mode touch keys it did not declare, and the proxy cannot see them, so their writes are not
 tiered: a documented gap, logged once per script SHA. `tiers-scripts strict` closes it by refusing,
 before anything runs, EVAL/EVALSHA/FCALL with numkeys 0 that may write, judged by Redis's own
@@ -78,7 +78,7 @@ def strict(make_stack, backend):
 @pytest.mark.tiers_only
 @pytest.mark.parametrize("case", list(REFUSED))
 def test_strict_refuses_numkeys_0_scripts_that_may_write(strict, case):
-    """docs/semantics.md "Scripts that touch undeclared keys": refused, worded like Redis's
+    """docs/semantics.md §11, `tiers-scripts strict`: refused, worded like Redis's
     cluster-mode script errors, nothing run."""
     s = strict
     with s.raw() as c:
@@ -94,7 +94,7 @@ def test_strict_refuses_numkeys_0_scripts_that_may_write(strict, case):
 
 @pytest.mark.parametrize("case", list(ALLOWED))
 def test_strict_allows_read_only_and_declared_scripts(strict, reference, case):
-    """docs/semantics.md: no-writes scripts and functions, *_RO, and scripts with declared keys
+    """docs/semantics.md §11: no-writes scripts and functions, *_RO, and scripts with declared keys
     run under strict exactly as on Redis (byte-equal), and declared writes reach the lower tiers."""
     with reference.client() as r:
         _prepare(r)
@@ -104,7 +104,7 @@ def test_strict_allows_read_only_and_declared_scripts(strict, reference, case):
 
 
 def test_without_strict_undeclared_writers_run(make_stack, backend, reference):
-    """docs/semantics.md, the documented gap: without `tiers-scripts strict` (the default) a
+    """docs/semantics.md §11, the documented gap: without `tiers-scripts strict` (the default) a
     script or function with numkeys 0 that writes runs, answering as Redis does."""
     s = make_stack(backend)
     with s.client() as c:
@@ -119,7 +119,7 @@ def test_without_strict_undeclared_writers_run(make_stack, backend, reference):
 
 @pytest.mark.tiers_only
 def test_undeclared_writer_logged_once_per_sha(make_stack):
-    """docs/semantics.md: an undeclared-key script is logged once per script SHA when detectable
+    """docs/semantics.md §11: an undeclared-key script is logged once per script SHA when detectable
     (numkeys 0 without the no-writes flag): three runs of one script and one of another log each
     SHA once."""
     s = make_stack("local")

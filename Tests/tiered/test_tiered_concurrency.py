@@ -70,7 +70,7 @@ DEPTH = 16
 
 
 def test_pipelined_and_script_writers_while_hot_is_emptied(make_stack, backend):
-    """Semantics 9 with issue 9's writers: pipelined (depth 16) and scripts, hot emptied every 50 ms."""
+    """docs/semantics.md §9 with issue 9's writers (§11): pipelined (depth 16) and scripts, hot emptied every 50 ms."""
     s = make_stack(backend)
     written: set = set()
     lock = threading.Lock()

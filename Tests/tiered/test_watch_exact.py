@@ -1,4 +1,4 @@
-"""WATCH is exact through the proxy (issue 9). docs/semantics.md: whatever the proxy sends on a
+"""WATCH is exact through the proxy (issue 9). docs/semantics.md §12: whatever the proxy sends on a
 client's connection while that client has watched keys, the client's EXEC aborts exactly when it
 would on Redis directly (its own writes to a watched key, anyone else's write to one, FLUSHALL,
 expiry) and commits otherwise; and a client cannot tell tierproxy from one Redis with unlimited
@@ -124,7 +124,7 @@ def stack_allowing_flush(make_stack, backend):
 @pytest.mark.parametrize("resp", [2, 3])
 @pytest.mark.parametrize("case", list(CASES))
 def test_watch_case_byte_equal(stack_allowing_flush, reference, case, resp):
-    """docs/semantics.md "WATCH is exact": EXEC aborts exactly when Redis's would; see the case name."""
+    """docs/semantics.md §12 (WATCH stays exact): EXEC aborts exactly when Redis's would; see the case name."""
     with Twin(stack_allowing_flush, reference, keys={0: [X, Y]}, resp=resp) as tw:
         ex = last_exec(_run(tw, CASES[case]))
         tw.check("after the case")
@@ -146,7 +146,7 @@ def test_watch_pipelined_in_one_write(stack_allowing_flush, reference, resp):
 
 @pytest.mark.parametrize("resp", [2, 3])
 def test_watch_expiry_aborts(stack_allowing_flush, reference, resp):
-    """docs/semantics.md "WATCH is exact": a watched key that expires before EXEC aborts it; one
+    """docs/semantics.md §12 (WATCH stays exact): a watched key that expires before EXEC aborts it; one
     already expired when watched does not. The WATCH must happen before the expiry on both sides
     (checked with PTTL); if the machine was too slow for that, the case is repeated with a longer
     expiry (at most 3 times)."""

@@ -1,5 +1,5 @@
 """Optimistic locking through the proxy (issue 9): the WATCH/MULTI check-and-set loop every client
-library offers. docs/semantics.md: WATCH is exact (a client's EXEC aborts exactly when it would on
+library offers. docs/semantics.md §12: WATCH is exact (a client's EXEC aborts exactly when it would on
 Redis directly, whatever the proxy sends on its connection meanwhile), and a client cannot tell
 tierproxy from one Redis with unlimited memory, also while hot is emptied.
 
@@ -70,7 +70,7 @@ def _with_helper(c, n: int, tally: dict) -> None:
 
 @pytest.mark.parametrize("loss", ["flushall", "del"])
 def test_check_and_set_counter_loses_no_update(make_stack, backend, loss):
-    """docs/semantics.md "WATCH is exact": final counter == successful EXECs, 8 clients, hot
+    """docs/semantics.md §12 (WATCH stays exact) and §11 (EXEC's writes recorded): final counter == successful EXECs, 8 clients, hot
     emptied every 20 ms; each client's unrelated key keeps its last value."""
     s = make_stack(backend)
     with s.client() as c:
@@ -98,7 +98,8 @@ def test_check_and_set_counter_loses_no_update(make_stack, backend, loss):
 
 @pytest.mark.parametrize("loss", ["flushall", "maxmemory"])
 def test_transaction_survives_a_hot_loss_right_after_exec(make_stack, backend, loss):
-    """docs/semantics.md: the state each written key has after a write is captured atomically with
+    """docs/semantics.md §11 ("writes queued in a client's own MULTI are recorded … at EXEC") against
+    the promise at its top (hot may lose keys at any time): the state each written key has after a write is captured atomically with
     it, EXEC included; so what a committed MULTI/EXEC wrote survives hot losing everything the
     moment EXEC has answered (here 20 times: SET, INCR, DEL in one transaction, then the loss)."""
     s = make_stack(backend)

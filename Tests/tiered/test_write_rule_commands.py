@@ -1,8 +1,9 @@
 """The write rule (issue 9), command by command: every command the upstream's COMMAND reply flags
 `write` keeps the lower tiers true, and the keys a command reads (its sources, and the type of its
-destination) are brought up first. docs/semantics.md: "a client cannot tell tierproxy from one
-Redis with unlimited memory"; deletes reach every tier (S4); nothing older comes back (S9); a key
-that becomes a non-string type has its string copy deleted below.
+destination) are brought up first: docs/semantics.md §11 (the rule, not a list; SORT STORE, MOVE,
+SWAPDB by name), §1 (keys read are brought up), §4 (deletes and overwrites with another type reach
+every tier), §9 (nothing older comes back), §13 (a key that becomes a non-string type has its
+string copy deleted below).
 
 Each scenario runs side by side with a reference redis-server (twin.py): every reply byte-equal,
 and between every two steps the stack's hot loses everything (direct FLUSHALL, real maxmemory
@@ -174,7 +175,7 @@ def copy_setrange_getdel(tw):
 @pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_write_command_keeps_lower_tiers_true(make_stack, backend, reference, name, loss):
-    """docs/semantics.md: every write keeps the lower tiers true; see the scenario's docstring."""
+    """docs/semantics.md §11: every write keeps the lower tiers true; see the scenario's docstring."""
     if backend == "azure" and loss != "flushall":
         pytest.skip("azure: one loss mode is enough (the emulators make each step slow)")
     fn, keys = SCENARIOS[name]

@@ -1,9 +1,9 @@
 """redis-py's `Lock` through the proxy while hot loses everything between every step (issue 9).
-docs/semantics.md: "a client cannot tell tierproxy from one Redis with unlimited memory"; deletes
-reach every tier (S4), so a lock released by its Lua script (`DEL` inside `EVALSHA`, key declared)
+docs/semantics.md (its opening promise); deletes
+reach every tier (§4), so a lock released by its Lua script (`DEL` inside `EVALSHA`, key declared)
 stays released when hot loses it; `extend`/`reacquire` (PEXPIRE inside a script) reach the lower
-tiers (S5); the scripts' `GET` of a lock key that lives only below sees it (keys a command reads
-are brought up first).
+tiers (§5, §11); the scripts' `GET` of a lock key that lives only below sees it (§1: scripts' declared
+keys are brought up first).
 
 The same scenario runs against a reference redis-server that never loses anything, and its log
 must equal the stack's, and both must equal EXPECTED (so the scenario itself is checked). Sync
@@ -112,7 +112,7 @@ def _stack_and_loss(make_stack, backend, loss):
 
 @pytest.mark.parametrize("loss", LOSSES)
 def test_lock_sync_hot_emptied_between_steps(make_stack, backend, reference, loss):
-    """docs/semantics.md S4, S5: redis-py Lock (sync) acquire/locked/owned/extend/reacquire/
+    """docs/semantics.md §4, §5, §11: redis-py Lock (sync) acquire/locked/owned/extend/reacquire/
     release, competing acquire with blocking_timeout, expiry, all with hot emptied between steps."""
     s, lose_hot = _stack_and_loss(make_stack, backend, loss)
     with reference.client() as r:
@@ -147,7 +147,7 @@ def _diff(got, want) -> str:
 
 
 def test_lock_mutual_exclusion_while_hot_is_emptied(make_stack, backend):
-    """docs/semantics.md S4, S9: 4 threads each add 1 to a string counter 10 times under one
+    """docs/semantics.md §4, §9: 4 threads each add 1 to a string counter 10 times under one
     redis-py Lock (blocking acquire, blocking_timeout 20 s) while another thread empties hot
     (FLUSHALL) every 20 ms. Exclusion holds and no release is undone: every acquire succeeds
     and the counter ends at 40, also after hot loses it once more."""

@@ -1,7 +1,7 @@
-"""Lua scripts and functions keep the lower tiers true (issue 9). docs/semantics.md: for every
+"""Lua scripts and functions keep the lower tiers true (issue 9). docs/semantics.md §11: for every
 command that can change a key, keys located by its key specifications (EVAL/EVALSHA/FCALL numkeys
 included), the lower tiers reach the key's resulting state; the keys it reads are brought up first,
-so a script's GET of a key that lives only below sees it; deletes reach every tier (S4).
+so a script's GET of a key that lives only below sees it (§1); deletes reach every tier (§4).
 
 Side by side with a reference redis-server (twin.py), hot losing everything between every step
 (FLUSHALL, maxmemory eviction, direct DEL): the patterns libraries use (read-modify-write,
@@ -53,8 +53,8 @@ def sha(s: str) -> str:
 
 @pytest.mark.parametrize("loss", LOSSES)
 def test_lua_scripts_keep_lower_tiers_true(make_stack, backend, reference, loss):
-    """docs/semantics.md: scripts' declared keys are brought up and their writes/deletes reach
-    every tier (S4): RMW, rate limiter, compare-and-delete, move, type change, EVAL_RO."""
+    """docs/semantics.md §11, §1, §4: scripts' declared keys are brought up and their writes/deletes
+    reach every tier: RMW, rate limiter, compare-and-delete, move, type change, EVAL_RO."""
     if backend == "azure" and loss != "flushall":
         pytest.skip("azure: one loss mode is enough")
     s = make_stack(backend)
@@ -77,7 +77,7 @@ def test_lua_scripts_keep_lower_tiers_true(make_stack, backend, reference, loss)
 
 @pytest.mark.parametrize("loss", LOSSES)
 def test_functions_that_delete_keep_lower_tiers_true(make_stack, backend, reference, loss):
-    """docs/semantics.md: FCALL keys by numkeys, like EVAL: a function that deletes (compare-and-
+    """docs/semantics.md §11: FCALL keys by numkeys, like EVAL: a function that deletes (compare-and-
     delete, DEL of several keys) leaves the keys deleted in every tier; one that writes with PX
     keeps the expiry below; FCALL_RO reads keys that live below."""
     if backend == "azure" and loss != "flushall":

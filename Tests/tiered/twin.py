@@ -1,10 +1,10 @@
 """Side by side (issue 9): the same commands go to the stack under test (tierproxy; in ideal mode
 a plain Redis) and to a *reference* redis-server that never loses anything, and between steps the
 stack's hot Redis loses everything. The replies must be byte-equal, and so must what every
-tracked key then reads as: docs/semantics.md, "a client cannot tell tierproxy from one Redis
+tracked key then reads as: docs/semantics.md (its opening promise), "a client cannot tell tierproxy from one Redis
 with unlimited memory".
 
-Non-string types are not tiered yet (docs/semantics.md: they stay in hot and are lost with it,
+Non-string types are not tiered yet (docs/semantics.md §13: they stay in hot and are lost with it,
 until the next issue), so where the reference holds a hash/list/set/zset/stream the stack may
 read it as absent; it must never read it as a string (an older string copy brought back from
 below). Strings must be equal, value and TTL (TTL within 2 s).
