@@ -51,10 +51,10 @@ def rss_kib(pid):
     return 0
 
 
-def run_benchmark(port, test, pipeline, requests, pid):
+def run_benchmark(port, test, pipeline, requests, pid, extra=()):
     before = cpu_seconds(pid)
     out = subprocess.run(["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c", "50", "-r", "100000",
-                          "-n", str(requests), "-P", str(pipeline), "-t", test, "--csv"],
+                          "-n", str(requests), "-P", str(pipeline), "-t", test, "--csv", *extra],
                          capture_output=True, text=True, timeout=600, check=True).stdout
     cpu = cpu_seconds(pid) - before
     rows = list(csv.DictReader(io.StringIO(out)))

@@ -56,14 +56,14 @@ def start_redis(tmp):
 class Proxy(Target):
     """tierproxy with its output kept (warnings and crashes are reported)."""
 
-    def __init__(self, name, binary, tmp, upstream_port, threads, warm, cold, env=None):
+    def __init__(self, name, binary, tmp, upstream_port, threads, warm, cold, env=None, extra=()):
         self.name, self.port = name, free_port()
         self.dir = tempfile.mkdtemp(prefix="proxy-", dir=tmp)
         warm = warm.format(dir=self.dir)
         cold = cold.format(dir=self.dir)
         self.argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1",
                      "--upstream", f"redis://127.0.0.1:{upstream_port}", "--threads", str(threads),
-                     "--warm", warm, "--cold", cold, "--dir", self.dir, "--loglevel", "notice"]
+                     "--warm", warm, "--cold", cold, "--dir", self.dir, "--loglevel", "notice", *extra]
         self.log = os.path.join(self.dir, "proxy.log")
         penv = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "TIERPROXY_"))}
         penv.update(env or {})
@@ -266,12 +266,12 @@ def pct(sorted_vals, p):
 # Part 1: hot hits
 # ---------------------------------------------------------------------------------------------
 
-def populate(port, keys=100000):
+def populate(port, keys=100000, value="xxx"):
     with redis.Redis(host="127.0.0.1", port=port, socket_timeout=60) as c:
         for start in range(0, keys, 5000):
             p = c.pipeline(transaction=False)
             for i in range(start, min(keys, start + 5000)):
-                p.set(f"key:{i:012d}", "xxx")
+                p.set(f"key:{i:012d}", value)
             p.execute()
         n = c.dbsize()
     if n != keys:
@@ -573,12 +573,13 @@ def dirty_sources():
     return bool(r.stdout.strip())
 
 
-def write_results(path, table, argv):
+def write_results(path, table, argv, title=SECTION):
+    """Replace the section headed `title` in `path` (or append it)."""
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    section = (f"{SECTION}\n\n_Measured {stamp}_ with `{argv}`.\n\n{table}\n")
+    section = (f"{title}\n\n_Measured {stamp}_ with `{argv}`.\n\n{table}\n")
     text = open(path).read() if os.path.exists(path) else "# Benchmark results\n"
-    if SECTION in text:
-        head, rest = text.split(SECTION, 1)
+    if title in text:
+        head, rest = text.split(title, 1)
         nxt = rest.find("\n## ")
         tail = rest[nxt + 1:] if nxt >= 0 else ""
         text = head + section + ("\n" + tail if tail else "")

@@ -152,3 +152,12 @@ def make_stack(tiered_tmp: Path, request: pytest.FixtureRequest) -> Iterator[Cal
 def stack(make_stack: Callable[..., Stack], backend: str) -> Stack:
     """The default stack for `backend`: write-through to warm for every key."""
     return make_stack(backend)
+
+
+@pytest.fixture
+def reference(tiered_tmp: Path) -> Iterator[RedisServer]:
+    """A plain redis-server that never loses anything: the "one Redis with unlimited memory" a
+    test compares the stack with."""
+    srv = RedisServer(tiered_tmp).start()
+    yield srv
+    srv.cleanup()

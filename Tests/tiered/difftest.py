@@ -122,7 +122,9 @@ class Generator:
 
     # ---- commands --------------------------------------------------------------------------
     def command(self) -> list:
-        name = self.rnd.choices(self.names, self.weights)[0]
+        return self.build(self.rnd.choices(self.names, self.weights)[0])
+
+    def build(self, name: str) -> list:
         rnd, k, v = self.rnd, self.key, self.value
         if name in ("GET", "GETDEL", "STRLEN", "TYPE", "PERSIST", "TTL", "PTTL", "EXPIRETIME",
                     "PEXPIRETIME", "INCR", "DECR"):
@@ -203,6 +205,19 @@ class Generator:
             return ("cmds", [self.command() for _ in range(self.rnd.randint(2, 5))])
         return ("cmds", [self.command()])
 
+    # ---- hooks for subclasses (difftest_writes) ---------------------------------------------
+    def setup(self) -> list:
+        """Commands sent to both sides before the stream (replies must be equal)."""
+        return []
+
+    def keys_of(self, argv: list) -> list[bytes]:
+        return keys_of(argv)
+
+    def after_loss(self, ref_port: int, lost: list) -> list[str]:
+        """Told which (db, key) the target's hot just lost; may adjust the reference to what the
+        contract says survives. Returns lines for the history."""
+        return []
+
 
 # --------------------------------------------------------------------------------------------
 
@@ -272,13 +287,16 @@ def same(name: str, a: Any, b: Any) -> bool:
 
 def run(target_port: int, ref_port: int, seed: int, ops: int, hot_port: Optional[int] = None,
         hot_password: Optional[str] = None, evict_rate: float = 0.0, flush_rate: float = 0.0,
-        time_budget: float = 60.0, reply_timeout: float = 10.0, label: str = "target") -> Stats:
+        time_budget: float = 60.0, reply_timeout: float = 10.0, label: str = "target",
+        generator: type = None) -> Stats:
     """Run `ops` commands against target and reference; raise Divergence at the first unequal
     reply (with the seed, the op and the history of the keys involved). Evictions/flushes go to
-    `hot_port` (the target's hot Redis) directly. Fails if it takes longer than `time_budget`."""
+    `hot_port` (the target's hot Redis) directly. Fails if it takes longer than `time_budget`.
+    `generator`: a Generator subclass (difftest_writes.WriteRuleGenerator); its setup() commands
+    go to both sides first (replies equal), and its after_loss() is told what hot lost."""
     if evict_rate or flush_rate:
         assert hot_port is not None, "evictions need the target's hot port"
-    gen = Generator(seed, evict_rate=evict_rate, flush_rate=flush_rate)
+    gen = (generator or Generator)(seed, evict_rate=evict_rate, flush_rate=flush_rate)
     stats = Stats(seed=seed)
     history: list[str] = []
     lost: set[tuple[int, bytes]] = set()   # (db, key) the hot lost since the last command on it
@@ -291,6 +309,9 @@ def run(target_port: int, ref_port: int, seed: int, ops: int, hot_port: Optional
     try:
         if hot and hot_password:
             assert hot.cmd("AUTH", hot_password).raw == b"+OK\r\n"
+        for argv in gen.setup():
+            g, w = tgt.cmd(*argv), ref.cmd(*argv)
+            assert g.raw == w.raw, f"setup {fmt_cmd(argv)}: {label} {g.raw!r}, reference {w.raw!r}"
         while stats.ops < ops:
             if budget.expired():
                 raise AssertionError(f"differential over its time budget: only {stats.ops} of {ops} "
@@ -303,6 +324,7 @@ def run(target_port: int, ref_port: int, seed: int, ops: int, hot_port: Optional
                 stats.flushes += 1
                 lost.update((d, k) for d in (0, 1) for k in KEYS)
                 history.append(f"#{stats.ops} [hot] FLUSHALL")
+                history += gen.after_loss(ref_port, [(d, k) for d in (0, 1) for k in KEYS])
                 continue
             if step[0] == "evict":
                 _, edb, keys = step
@@ -315,6 +337,7 @@ def run(target_port: int, ref_port: int, seed: int, ops: int, hot_port: Optional
                 stats.evicted_on_hot += r.v
                 lost.update((edb, k) for k in keys)
                 history.append(f"#{stats.ops} [hot db{edb}] DEL {fmt_cmd(keys)} -> {r.v}")
+                history += gen.after_loss(ref_port, [(edb, k) for k in keys])
                 continue
             batch = step[1]
             payload = b"".join(encode_command(*argv) for argv in batch)
@@ -327,12 +350,14 @@ def run(target_port: int, ref_port: int, seed: int, ops: int, hot_port: Optional
             want = ref.read_replies(len(batch))
             for argv, g, w in zip(batch, got, want):
                 name = argv[0]
-                named = keys_of(argv)
+                named = gen.keys_of(argv)
                 if any((db, k) in lost for k in named):
                     stats.touched_after_eviction += 1
                 if name == "COPY" and "DB" in argv:
                     ddb = argv[argv.index("DB") + 1]
                     lost.discard((ddb, argv[2]))
+                if name == "MOVE":
+                    lost.discard((argv[2], argv[1]))
                 for k in named:
                     lost.discard((db, k))
                 history.append(f"#{stats.ops} [db{db}] {fmt_cmd(argv)} -> {g.raw[:60]!r}")

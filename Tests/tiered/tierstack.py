@@ -253,7 +253,8 @@ class Stack:
     client(db) / raw()   talk to what the test is testing (the proxy, or the ideal Redis)
     hot(db)              a direct client to the hot redis-server (authenticates if needed)
     evict(*keys, db)     delete keys directly on hot, bypassing the proxy (no-op when ideal)
-    lose_hot(how)        hot loses everything: "flushall" directly, or "restart" (no-op when ideal)
+    lose_hot(how)        hot loses everything: "flushall" directly, "maxmemory" (real eviction of every
+                         key), or "restart" (no-op when ideal)
     warm / cold          inspectors of the lower tiers (None when ideal or tier disabled)
     """
 
@@ -302,6 +303,8 @@ class Stack:
             with self.hot() as h:
                 h.flushall()
                 assert h.dbsize() == 0
+        elif how == "maxmemory":
+            self._evict_everything()
         elif how == "restart":
             self.server.kill()
             self.server.start()
@@ -309,6 +312,23 @@ class Stack:
                 assert h.dbsize() == 0, "hot restarted with data (persistence should be off)"
         else:
             raise ValueError(how)
+
+    def _evict_everything(self) -> None:
+        """Real eviction, not a delete: hot's maxmemory drops to 1 byte (policy allkeys-random)
+        until Redis has evicted every key of every db, then both settings are put back. Nothing
+        else may write meanwhile (its writes would get -OOM), so only sequential tests use it."""
+        with self.hot() as h:
+            saved = h.config_get("maxmemory*")
+            evicted = h.info("stats")["evicted_keys"]
+            had = sum(v.get("keys", 0) for k, v in h.info("keyspace").items() if k.startswith("db"))
+            h.config_set("maxmemory-policy", "allkeys-random")
+            h.config_set("maxmemory", 1)
+            try:
+                wait_for(lambda: not h.info("keyspace"), 10, desc="maxmemory eviction to empty hot")
+            finally:
+                h.config_set("maxmemory", saved["maxmemory"])
+                h.config_set("maxmemory-policy", saved["maxmemory-policy"])
+            assert h.info("stats")["evicted_keys"] - evicted >= had, "hot lost keys other than by eviction"
 
     def restart_proxy(self, kill: bool = True) -> None:
         assert self.proxy is not None
