@@ -743,6 +743,12 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     /// to read passes unread: only GET read-throughs can be left (`PipeMode.canTakeOver`).
     private func enterPipe(replica: Bool) {
         Log.debug(replica ? "Client became a replica link: passing its bytes through" : "Reply does not frame: passing the client's bytes through")
+        if quitting && sequenced, let up = dedicated {
+            // The proxy meant to answer QUIT after the replies owed, which it can no longer
+            // count: Redis answers it instead, after them, and closes.
+            up.output.append(PipeMode.quit)
+            up.flush()
+        }
         pipe.on = true
         pipe.replica = pipe.replica || replica
         sequenced = false

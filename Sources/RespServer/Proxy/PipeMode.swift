@@ -21,6 +21,7 @@ struct PipeMode {
     /// The connection is a replica link (SYNC/PSYNC).
     var replica = false
 
+    static let quit: StaticString = "*1\r\n$4\r\nQUIT\r\n"
     static let sync = CommandName("sync")
     static let psync = CommandName("psync")
 
