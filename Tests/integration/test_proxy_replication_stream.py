@@ -11,7 +11,8 @@ import selectors
 import subprocess
 from pathlib import Path
 
-from harness import (HOST, REDIS_CLI, Deadline, RawConn, encode_command as C, run_tool,
+from conftest import DIRECT
+from harness import (HOST, REDIS_CLI, Deadline, RawConn, encode_command as C, rss_kb, run_tool,
                      wait_for)
 
 
@@ -229,3 +230,26 @@ def test_redis_cli_replica_through_proxy(target):
             pr.kill()
             pr.wait(10)
             pr.stdout.close()
+
+
+def test_replica_that_stops_reading_meets_redis_own_limit(target):
+    """A replica link that is not read: the proxy holds at most its high-water mark and stops
+    reading Redis, so Redis's client-output-buffer-limit replica drops the link (as it would a
+    direct replica's), and the proxy then closes the client."""
+    srv, p = target(redis_args=("--client-output-buffer-limit", "replica 4mb 0 0",
+                                "--repl-ping-replica-period", "3600"))
+    admin = srv.admin()
+    with RawConn(p.port, rcvbuf=65536) as c:
+        c.send(b"SYNC\r\n")
+        read_rdb(c)
+        wait_for(lambda: connected_replicas(admin) == 1, desc="the replica online")
+        rss_before = rss_kb(p.pid)
+        chunk = "v" * (1 << 20)
+        for i in range(40):                       # 40 MB propagated to a replica that reads none
+            admin.set(f"big:{i % 4}", chunk)
+            if connected_replicas(admin) == 0:
+                break
+        wait_for(lambda: connected_replicas(admin) == 0, desc="Redis dropping the replica at its limit")
+        if not DIRECT:
+            assert rss_kb(p.pid) - rss_before < 16 * 1024, "the proxy buffered the stream itself"
+        assert c.is_closed(timeout=10)
