@@ -37,6 +37,8 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     private var closeWhenComposed = false
     /// The dedicated reply stream ended mid-reply; an error appended now would corrupt it.
     private var midReply = false
+    /// The connection became a byte pipe (replica link, or a reply that does not frame).
+    private var pipe = PipeMode()
     /// The dedicated upstream is gone: every request from now on gets this error.
     private var failure: String?
     private var protocolErrorAfterOwed: [UInt8]?
@@ -271,6 +273,12 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
                 startTiered(route, args)
                 return false
             }
+            if sequenced && PipeMode.startsReplication(frame.name) {
+                // A replica link from here on: the replies before it are framed first.
+                send(&forward, &replies)
+                guard allAnswered else { return waitForEarlierReplies() }
+                enterPipe(replica: true)
+            }
             if inTransaction { noteTransactionWrite(frame, at: forward) }
             if sequenced { expectReply(for: frame, at: forward) }
             notice(frame, at: forward)
@@ -280,6 +288,15 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
         }
         send(&forward, &replies)
         return true
+    }
+
+    /// Stops at the request being dispatched until every earlier reply is out; it is parsed
+    /// again then (`afterReplies`). Returns false, as `dispatch` does when it stops early.
+    private func waitForEarlierReplies() -> Bool {
+        waitingForBarrier = true
+        client.isReading = false
+        parser.reset()
+        return false
     }
 
     /// The tiered handling `frame` needs beyond forwarding (GET and MGET need none: their
@@ -783,6 +800,13 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     private func dedicatedReadable() {
         guard let up = dedicated else { return }
         let input = up.input
+        if pipe.on {
+            appendUncounted(from: input, count: input.count)
+            client.flush()
+            afterReplies()
+            holdUpstreamIfBehind(up)
+            return
+        }
         var counted = 0
         var base = 0
         var lastEnd = 0
@@ -804,7 +828,8 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
             base += segment.count
             return status == .ok
         }
-        if status != .ok {
+        let unframed = status != .ok
+        if unframed && !PipeMode.canTakeOver(intercepts[interceptHead...], failedSeq: repliesTaken + counted, capturing: capture != nil) {
             Log.warning("Unparseable reply from upstream; closing the client")
             close()
             return
@@ -820,14 +845,23 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
                 // with it the buffer being read): stop here if so.
                 if isClosed { return }
             }
-            if !input.isEmpty { takeReply(from: input, count: input.count, complete: false) }
+            if unframed {
+                // Redis's bytes from the one that does not frame on go out as they are.
+                enterPipe(replica: false)
+                appendUncounted(from: input, count: input.count)
+            } else if !input.isEmpty { takeReply(from: input, count: input.count, complete: false) }
         } else {
             input.moveAll(to: client.output)
             repliesTaken += counted
+            if unframed { enterPipe(replica: false) }
         }
         if sequenced { owed -= counted }
         client.flush()
         afterReplies()
+        holdUpstreamIfBehind(up)
+    }
+
+    private func holdUpstreamIfBehind(_ up: UpstreamLink) {
         let limit = outputLimit
         if !isClosed && limit.hard == 0 && limit.soft == 0 && client.output.count > worker.config.proxyBufferHighWater {
             // No limit to enforce for this class (normal, by default): hold at most the high-water mark
@@ -836,6 +870,26 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
             client.drainedAt = worker.config.proxyBufferHighWater / 2
             client.notifyWhenDrained = true
         }
+    }
+
+    /// From now on replies are not scanned (see `PipeMode`). Whatever the proxy still expected
+    /// to read passes unread: only GET read-throughs can be left (`PipeMode.canTakeOver`).
+    private func enterPipe(replica: Bool) {
+        Log.debug(replica ? "Client became a replica link: passing its bytes through" : "Reply does not frame: passing the client's bytes through")
+        if quitting && sequenced, let up = dedicated {
+            // The proxy meant to answer QUIT after the replies owed, which it can no longer
+            // count: Redis answers it instead, after them, and closes.
+            up.output.append(PipeMode.quit)
+            up.flush()
+        }
+        pipe.on = true
+        pipe.replica = pipe.replica || replica
+        sequenced = false
+        owed = 0
+        midReply = false
+        intercepts.removeAll()
+        getKeys.removeAll()
+        interceptHead = 0
     }
 
     /// A push message: not a reply to anything, so it goes out in arrival order, never to a handler.
@@ -890,7 +944,7 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
 
     /// The client's output-buffer class, as Redis classifies it.
     private var outputLimit: OutputLimit {
-        subscribed ? worker.config.outputLimitPubsub : worker.config.outputLimitNormal
+        pipe.outputLimit(subscribed ? worker.config.outputLimitPubsub : worker.config.outputLimitNormal)
     }
 
     /// Limits are enforced on what the proxy holds for the client, as Redis does on its buffer.
