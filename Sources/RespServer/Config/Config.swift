@@ -54,6 +54,8 @@ struct Config {
     var healthProbeIntervalMillis = 5000
     /// Tier operations slower than this are logged (-1 = never).
     var tierSlowlogThresholdMillis = 500
+    /// Create missing Cosmos database/container and Blob container at start.
+    var tiersCreate = false
     /// Print keys in tier log lines (default: a hash of the key).
     var logKeys = false
 

@@ -174,6 +174,10 @@ let configTable: [Directive] = [
         "Milliseconds between the health probes of hot (PING) and each lower tier (its check) that",
         "/readyz and /healthz/memory report, and that log tier state changes (up, degraded, down).",
     ]) { c, a in c.healthProbeIntervalMillis = try Units.int(try one(a, "health-probe-interval"), 100...3_600_000) },
+    Directive(name: "tiers-create", defaultArgs: "no", doc: [
+        "yes: at start, create the Cosmos DB database and container and the Blob container if they are",
+        "missing (emulators, first deployments, docker-compose); no: they must exist.",
+    ]) { c, a in c.tiersCreate = try Units.bool(try one(a, "tiers-create")) },
     Directive(name: "tls-ca-cert-file", defaultArgs: "\"\"", doc: [
         "PEM file of CA certificates trusted for HTTPS to Cosmos DB, Blob Storage, Entra ID and",
         "Key Vault; empty = the system's store. Certificates are always verified.",

@@ -103,8 +103,10 @@ final class Worker {
             }
         }
         if index == 0 {
+            let (warm, cold, create) = (self.warm, self.cold, config.tiersCreate)
             tierSetup.resolveSecrets(on: loop) { errors in
                 for e in errors { Log.warning("Tiers: could not resolve a secret: \(e)") }
+                if create { TierBootstrap.create(warm: warm, cold: cold) }
             }
         }
     }
