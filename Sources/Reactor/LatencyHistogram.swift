@@ -25,6 +25,7 @@ public final class LatencyHistogram: @unchecked Sendable {
     /// The smallest value of bucket `i` (its lower edge); the upper edge is `lowerEdge(i + 1)`.
     public static func lowerEdge(_ i: Int) -> Int {
         if i < 4 { return i }
+        if i < 8 { return 4 }          // exponents 0 and 1 hold values 1...3 only: 4...7 stay empty
         let e = i / 4, sub = i % 4
         return (4 + sub) << (e - 2)
     }
