@@ -129,3 +129,18 @@ def test_log_keys_prints_the_key(make_redis, make_proxy, tmp_path):
     srv, prx, port = start(make_redis, make_proxy, tmp_path, **{"tier-slowlog-threshold": 0, "log-keys": "yes"})
     prx.client().set("visible-key", "1")
     wait_for(lambda: "key=visible-key" in prx.output(), 10, desc="slow-log line with the key")
+
+
+def test_hot_that_wants_auth_from_each_client_is_up(make_redis, make_proxy, tmp_path):
+    # The proxy has no password; Redis answers NOAUTH, so it is reachable: ready.
+    srv = make_redis(args=("--requirepass", "pw"))
+    port = free_port()
+    prx = make_proxy(srv.url, flags={"dir": str(tmp_path), "metrics-port": port, "health-probe-interval": 200},
+                     wait="port")
+    wait_for(lambda: http_get(port, "/readyz")[0] == 200, 10, desc="/readyz 200 with NOAUTH from hot")
+    # A wrong proxy password is a refused handshake: down.
+    port2 = free_port()
+    bad = make_proxy(f"redis://:nope@127.0.0.1:{srv.port}", flags={"dir": str(tmp_path / "b"), "metrics-port": port2,
+                                                                    "health-probe-interval": 200}, wait="port")
+    wait_for(lambda: http_get(port2, "/readyz")[0] == 503, 10, desc="/readyz 503 with a refused AUTH")
+    assert "WRONGPASS" in json.loads(http_get(port2, "/healthz/memory")[1])["hot"]["last_error"]

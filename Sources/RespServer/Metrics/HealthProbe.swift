@@ -118,11 +118,16 @@ final class HotPing: ConnectionDelegate {
     func connectionDrained(_ c: Connection) {}
     func connectionClosed(_ c: Connection, error: String?) { finish("hot: " + (error ?? "connection closed")) }
 
-    /// Simple replies only (+OK, +PONG, -ERR …): one line each.
+    /// Simple replies only (+OK, +PONG, -ERR …): one line each. A NOAUTH to the PING is an
+    /// answer too: Redis is up and wants each client to AUTH itself (the proxy has no password).
     func connectionReadable(_ c: Connection) {
         let text = c.input.copy(c.input.count, offset: 0)
         let lines = String(decoding: text, as: UTF8.self).split(separator: "\r\n", omittingEmptySubsequences: true)
-        if let bad = lines.first(where: { $0.hasPrefix("-") }) { finish("hot: " + bad.dropFirst()); return }
+        for (i, line) in lines.enumerated() where line.hasPrefix("-") {
+            if i == expected - 1 && line.hasPrefix("-NOAUTH") { break }
+            finish("hot: " + line.dropFirst())
+            return
+        }
         if lines.count >= expected { finish(nil) }
     }
 }
