@@ -48,7 +48,7 @@ final class TierHealth: @unchecked Sendable {
         var fields: [(String, LogValue)] = [("event", .text("tier_state")), ("tier", .text(name)),
                                             ("from", .text(before.rawValue)), ("to", .text(state.rawValue))]
         if let error { fields.append(("error", .text(error))) }
-        Log.event(state == .up || before == .unknown && state == .up ? .notice : .warning,
+        Log.event(state == .up ? .notice : .warning,
                   "Tier \(name) state \(before.rawValue) -> \(state.rawValue)", fields)
     }
 

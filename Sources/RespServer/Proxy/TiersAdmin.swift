@@ -8,6 +8,14 @@ import Tiers
 enum TiersAdmin {
     static let hello = UpstreamCommands.format(["HELLO"])
 
+    /// `TIERS CONFIG HELP`: the CONFIG lines of `help`.
+    static let configHelp = [
+        "CONFIG GET <pattern> [<pattern> ...]",
+        "    Settings that may change at runtime, matching a glob: " + RuntimeSettings.names.joined(separator: ", ") + ".",
+        "CONFIG SET <name> <value> [<name> <value> ...]",
+        "    Change them for every loop at once (rules: \"PATTERN policy P [ttl S] [tier T]; ...\").",
+    ]
+
     static let help = [
         "STATS",
         "    Counters of every tier (the fields of INFO tiers) as name/value pairs.",
@@ -15,11 +23,7 @@ enum TiersAdmin {
         "    The placement rules in force, first match wins; the last line is the default.",
         "RESETSTAT",
         "    Reset the counters INFO tiers, INFO proxy and TIERS STATS report (/metrics stays monotonic).",
-        "CONFIG GET <pattern> [<pattern> ...]",
-        "    Settings that may change at runtime, matching a glob: " + RuntimeSettings.names.joined(separator: ", ") + ".",
-        "CONFIG SET <name> <value> [<name> <value> ...]",
-        "    Change them for every loop at once (rules: \"PATTERN policy P [ttl S] [tier T]; ...\").",
-    ]
+    ] + configHelp
 
     /// The plan for `sub`, or nil when `sub` is not one of these.
     static func plan(_ sub: String, _ args: [[UInt8]], session: ClientSession) -> TiersCommand.Plan? {
@@ -76,8 +80,7 @@ enum TiersAdmin {
                 }
                 return fixed(error.map(TiersCommand.errorReply) ?? Array("+OK\r\n".utf8))
             case "help":
-                return fixed(TiersCommand.arrayReply(help.filter { $0.contains("CONFIG") || $0.hasPrefix("    Settings") || $0.hasPrefix("    Change") }
-                    .map { Array($0.utf8) }))
+                return fixed(TiersCommand.arrayReply(configHelp.map { Array($0.utf8) }))
             default:
                 let shown = args.count > 2 ? String(text[2].prefix(128)) : ""
                 if args.count < 3 { return fixed(arity("config")) }
