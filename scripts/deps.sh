@@ -5,7 +5,8 @@
 set -euo pipefail
 
 apt_packages=(libevent-dev libhiredis-dev libcurl4-openssl-dev libssl-dev libsqlite3-dev zlib1g-dev
-              redis-server redis-tools nutcracker pkg-config)
+              redis-server redis-tools nutcracker pkg-config
+              prometheus docker-compose netcat-openbsd curl binutils)
 missing=()
 for p in "${apt_packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -18,9 +19,9 @@ if ((${#missing[@]})); then
 fi
 
 if [ "${1:-}" != "--no-python" ]; then
-    python3 - <<'PY' || python3 -m pip install -q --disable-pip-version-check pytest redis hiredis azure-cosmos azure-storage-blob
+    python3 - <<'PY' || python3 -m pip install -q --disable-pip-version-check pytest redis hiredis azure-cosmos azure-storage-blob pyyaml
 import importlib, sys
-for m in ("pytest", "redis", "hiredis", "azure.cosmos", "azure.storage.blob"):
+for m in ("pytest", "redis", "hiredis", "azure.cosmos", "azure.storage.blob", "yaml"):
     importlib.import_module(m)
 PY
 fi

@@ -20,3 +20,7 @@ static inline void tp_set_thread_name(const char *name) { prctl(PR_SET_NAME, nam
 /* Swift has no atomics without a package; these builtins are all a cross-loop counter needs. */
 static inline long tp_atomic_add(long *p, long delta) { return __atomic_add_fetch(p, delta, __ATOMIC_ACQ_REL); }
 static inline long tp_atomic_load(long *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+/* Single-writer cells (per-loop metrics): the owner loop stores, any thread loads. Relaxed
+   load + store compile to plain moves; no read-modify-write, no fence, no lock. */
+static inline long tp_relaxed_load(const long *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline void tp_relaxed_store(long *p, long v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }

@@ -23,7 +23,14 @@ enum Log {
     static func notice(_ message: @autoclosure () -> String) { write(.notice, message) }
     static func warning(_ message: @autoclosure () -> String) { write(.warning, message) }
 
-    private static func write(_ lvl: LogLevel, _ message: () -> String) {
+    /// An event with fields: Redis format appends them as `key=value` after the message; JSON
+    /// carries each as a key of the line's object (numbers as numbers).
+    static func event(_ lvl: LogLevel, _ message: String, _ fields: [(String, LogValue)]) {
+        guard lvl >= level else { return }
+        write(lvl, { message }, fields: fields)
+    }
+
+    private static func write(_ lvl: LogLevel, _ message: () -> String, fields: [(String, LogValue)] = []) {
         guard lvl >= level else { return }
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
@@ -31,10 +38,11 @@ enum Log {
         switch format {
         case .redis:
             let mark: String = ["." , "-", "*", "#"][lvl.rawValue]
-            line = "\(getpid()):P \(timestamp(ts, iso: false)) \(mark) \(message())\n"
+            let extra = fields.map { " \($0.0)=\($0.1.plain)" }.joined()
+            line = "\(getpid()):P \(timestamp(ts, iso: false)) \(mark) \(message())\(extra)\n"
         case .json:
             let name = ["debug", "verbose", "notice", "warning"][lvl.rawValue]
-            line = "{\"ts\":\"\(timestamp(ts, iso: true))\",\"level\":\"\(name)\",\"pid\":\(getpid()),\"msg\":\(jsonQuoted(message()))}\n"
+            line = "{\"ts\":\"\(timestamp(ts, iso: true))\",\"level\":\"\(name)\",\"pid\":\(getpid()),\"msg\":\(jsonQuoted(message()))\(fields.map { ",\(jsonQuoted($0.0)):\($0.1.json)" }.joined())}\n"
         }
         line.withUTF8 { u in _ = Glibc.write(fd, u.baseAddress, u.count) }
     }
@@ -49,6 +57,29 @@ enum Log {
         let millis = Int(ts.tv_nsec / 1_000_000)
         let ms = millis < 10 ? "00\(millis)" : millis < 100 ? "0\(millis)" : "\(millis)"
         return String(cString: buf) + "." + ms + (iso ? "Z" : "")
+    }
+}
+
+/// A field of a log event.
+enum LogValue {
+    case text(String)
+    case number(Double)
+
+    /// As `key=value` in a Redis-format line: quoted when it holds a space, a quote or `=`.
+    var plain: String {
+        switch self {
+        case .number(let n): return LogValue.format(n)
+        case .text(let t): return t.contains(where: { $0 == " " || $0 == "\"" || $0 == "=" }) || t.isEmpty ? jsonQuoted(t) : t
+        }
+    }
+    var json: String {
+        switch self {
+        case .number(let n): return LogValue.format(n)
+        case .text(let t): return jsonQuoted(t)
+        }
+    }
+    static func format(_ n: Double) -> String {
+        n == n.rounded() && abs(n) < 1e15 ? "\(Int64(n))" : "\(n)"
     }
 }
 

@@ -16,6 +16,7 @@ final class Server {
 
     private let tierSetup: TierSetup
     private var tiering: TieringCore!
+    private var metricsServer: MetricsServer?
 
     init(config: Config, environment: [String: String]) throws {
         self.config = config
@@ -34,9 +35,10 @@ final class Server {
         let addresses = try bindAddresses()
         let clientCount = AtomicCounter()
         tiering = TieringCore(config: config)
+        let metrics = ProxyMetrics(loops: config.effectiveThreads, clientCount: clientCount, tiering: tiering)
         for i in 0..<config.effectiveThreads {
             let w = Worker(index: i, config: config, upstreamAddress: upstream, clientCount: clientCount,
-                           tierSetup: tierSetup, tiering: tiering)
+                           tierSetup: tierSetup, tiering: tiering, metrics: metrics)
             for (address, optional) in addresses {
                 do { try w.listen(on: address) } catch {
                     if optional { if i == 0 { Log.verbose("Skipping optional bind \(address): \(error)") } ; continue }
@@ -44,6 +46,9 @@ final class Server {
                 }
             }
             workers.append(w)
+        }
+        if config.metricsPort > 0 {
+            metricsServer = try MetricsServer(config: config, metrics: metrics, tierSetup: tierSetup)
         }
         writePidfile()
         Log.notice("tierproxy \(tierproxyVersion) started, pid=\(getpid()), \(workers.count) threads, port \(config.port), upstream \(config.upstream)")

@@ -77,7 +77,7 @@ public final class RetryingClient {
         func handle(_ result: Result<HTTPResponse, HTTPError>) {
             switch result {
             case .success(let response):
-                if response.status == 429 { client.counters.recordThrottle() }
+                client.counters.recordStatus(response.status)
                 if response.status == 401, !triedUnauthorized, let hook = client.onUnauthorized {
                     triedUnauthorized = true
                     hook()

@@ -123,6 +123,17 @@ TIERS_HELP = [
     "    Return the tiers that hold <key> in the current database: hot, warm, cold.",
     "CHECK",
     "    Connect to each configured lower tier with its credentials; one line per tier.",
+    "STATS",
+    "    Counters of every tier (the fields of INFO tiers) as name/value pairs.",
+    "RULES",
+    "    The placement rules in force, first match wins; the last line is the default.",
+    "RESETSTAT",
+    "    Reset the counters INFO tiers, INFO proxy and TIERS STATS report (/metrics stays monotonic).",
+    "CONFIG GET <pattern> [<pattern> ...]",
+    "    Settings that may change at runtime, matching a glob: rules, tier-timeout, negative-cache-ms, "
+    "tier-slowlog-threshold, loglevel.",
+    "CONFIG SET <name> <value> [<name> <value> ...]",
+    "    Change them for every loop at once (rules: \"PATTERN policy P [ttl S] [tier T]; ...\").",
     "HELP",
     "    Print this help.",
 ]

@@ -47,6 +47,17 @@ struct Config {
     var tiersAllowFlush = false
     var tiersScriptsStrict = false
     var negativeCacheMillis = 1000
+    /// Metrics and health HTTP endpoint (0 = off) and the address it listens on.
+    var metricsPort = 0
+    var metricsBind = "127.0.0.1"
+    /// How often /readyz's probes of hot and each lower tier run.
+    var healthProbeIntervalMillis = 5000
+    /// Tier operations slower than this are logged (-1 = never).
+    var tierSlowlogThresholdMillis = 500
+    /// Create missing Cosmos database/container and Blob container at start.
+    var tiersCreate = false
+    /// Print keys in tier log lines (default: a hash of the key).
+    var logKeys = false
 
     /// Number of event loops: `threads`, or one per core when 0.
     var effectiveThreads: Int {

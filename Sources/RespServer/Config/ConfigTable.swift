@@ -155,6 +155,29 @@ let configTable: [Directive] = [
         "How long a key found absent in every tier is answered as absent without asking again",
         "(writes through the proxy end it at once); 0 turns the cache off.",
     ]) { c, a in c.negativeCacheMillis = try Units.int(try one(a, "negative-cache-ms"), 0...3_600_000) },
+    Directive(name: "tier-slowlog-threshold", defaultArgs: "500", doc: [
+        "A tier operation (lookup, write, delete) slower than this many milliseconds is logged with its",
+        "tier, op, duration, outcome and the key's hash; -1 = never, 0 = every operation.",
+        "Runtime: TIERS CONFIG SET tier-slowlog-threshold <ms>.",
+    ]) { c, a in c.tierSlowlogThresholdMillis = try Units.int(try one(a, "tier-slowlog-threshold"), -1...3_600_000) },
+    Directive(name: "log-keys", defaultArgs: "no", doc: [
+        "yes: tier log lines (slow-log) print the key itself; no: a hash of it (keys may be personal data).",
+    ]) { c, a in c.logKeys = try Units.bool(try one(a, "log-keys")) },
+    Directive(name: "metrics-port", defaultArgs: "0", doc: [
+        "HTTP port for /metrics (Prometheus text), /healthz, /readyz and /healthz/memory; 0 = off.",
+        "Served by libevent's evhttp on a thread of its own, never on a client loop.",
+    ]) { c, a in c.metricsPort = try Units.int(try one(a, "metrics-port"), 0...65535) },
+    Directive(name: "metrics-bind", defaultArgs: "127.0.0.1", doc: [
+        "Address the metrics endpoint listens on (0.0.0.0 in a container, so Prometheus can reach it).",
+    ]) { c, a in c.metricsBind = try one(a, "metrics-bind") },
+    Directive(name: "health-probe-interval", defaultArgs: "5000", doc: [
+        "Milliseconds between the health probes of hot (PING) and each lower tier (its check) that",
+        "/readyz and /healthz/memory report, and that log tier state changes (up, degraded, down).",
+    ]) { c, a in c.healthProbeIntervalMillis = try Units.int(try one(a, "health-probe-interval"), 100...3_600_000) },
+    Directive(name: "tiers-create", defaultArgs: "no", doc: [
+        "yes: at start, create the Cosmos DB database and container and the Blob container if they are",
+        "missing (emulators, first deployments, docker-compose); no: they must exist.",
+    ]) { c, a in c.tiersCreate = try Units.bool(try one(a, "tiers-create")) },
     Directive(name: "tls-ca-cert-file", defaultArgs: "\"\"", doc: [
         "PEM file of CA certificates trusted for HTTPS to Cosmos DB, Blob Storage, Entra ID and",
         "Key Vault; empty = the system's store. Certificates are always verified.",

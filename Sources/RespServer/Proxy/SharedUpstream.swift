@@ -18,6 +18,8 @@ final class SharedUpstream: UpstreamLinkDelegate {
     private var headMidReply = false
     /// One write per loop pass carries every client's requests that arrived in that pass.
     private var flushTask: DeferredTask!
+    /// A link has been opened before: the next one is a reconnect.
+    private var everLinked = false
 
     init(worker: Worker) {
         self.worker = worker
@@ -52,12 +54,15 @@ final class SharedUpstream: UpstreamLinkDelegate {
             return nil
         }
         scanner = ReplyScanner()
+        if everLinked { worker.metrics.add(.upstreamReconnects) }
+        everLinked = true
         let up = UpstreamLink(worker: worker, address: address, delegate: self)
         link = up
         return up
     }
 
     private func enqueue(_ session: ClientSession, replies: Int, on up: UpstreamLink) -> Bool {
+        worker.metrics.add(.sharedRequests, replies)
         if head < queue.count, queue[queue.count - 1].session === session {
             queue[queue.count - 1].owed += replies
         } else {

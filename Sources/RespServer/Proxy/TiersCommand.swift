@@ -18,6 +18,7 @@ enum TiersCommand {
         "    Return the tiers that hold <key> in the current database: hot, warm, cold.",
         "CHECK",
         "    Connect to each configured lower tier with its credentials; one line per tier.",
+    ] + TiersAdmin.help + [
         "HELP",
         "    Print this help.",
     ]
@@ -51,6 +52,7 @@ enum TiersCommand {
         case "help":
             return answer(arrayReply(help.map { Array($0.utf8) }))
         default:
+            if let plan = TiersAdmin.plan(sub, args, session: session) { return plan }
             let shown = String(decoding: args[1].prefix(128), as: UTF8.self)
             return answer(errorReply("ERR unknown subcommand '\(shown)'. Try TIERS HELP."))
         }
@@ -85,19 +87,9 @@ enum TiersCommand {
         }
     }
 
-    /// INFO's reply with a `# Tiers` section added when the sections asked for include it.
+    /// INFO's reply with the proxy's sections added (`InfoSections`).
     static func infoWithTiers(_ reply: [UInt8], sections: [String], worker: Worker) -> [UInt8] {
-        let wanted = sections.isEmpty || sections.contains { ["default", "all", "everything", "tiers"].contains($0) }
-        guard wanted, let type = reply.first, type == UInt8(ascii: "$") || type == UInt8(ascii: "="),
-              let headerEnd = reply.firstIndex(of: UInt8(ascii: "\n")), reply.count >= headerEnd + 3 else { return reply }
-        var body = Array(reply[(headerEnd + 1)..<(reply.count - 2)])   // without the trailing CRLF
-        let config = worker.tierSetup.config
-        let section = "# Tiers\r\nwarm_tier:\(config.warm)\r\ncold_tier:\(config.cold)\r\n"
-            + worker.tiering.infoLines().map { "\($0.0):\($0.1)\r\n" }.joined()
-        let prefixLength = type == UInt8(ascii: "=") ? 4 : 0                // verbatim: "txt:"
-        if body.count > prefixLength { body += Array("\r\n".utf8) }
-        body += Array(section.utf8)
-        return Array("\(Character(Unicode.Scalar(type)))\(body.count)\r\n".utf8) + body + Array("\r\n".utf8)
+        InfoSections.amend(reply, sections: sections, worker: worker)
     }
 
     static func errorReply(_ message: String) -> [UInt8] { ReplyParts.errorReply(message) }

@@ -25,8 +25,17 @@ final class UpstreamLink: ConnectionDelegate {
     /// The TCP connection was established (a later failure is a loss, not an outage at connect).
     private(set) var connected = false
 
+    /// Counted open in this loop's metrics until `close()` (or deinit), as shared or pinned.
+    private unowned(unsafe) let metrics: LoopMetrics
+    private let gauge: LoopMetrics.Cell
+    private var counted = true
+
     init(worker: Worker, address: SocketAddress, delegate: UpstreamLinkDelegate) {
         self.delegate = delegate
+        metrics = worker.metrics
+        gauge = delegate is SharedUpstream ? .sharedLinks : delegate is ClientSession ? .pinnedLinks : .proxyLinks
+        metrics.add(gauge)
+        metrics.add(.upstreamConnections)
         connection = Connection(loop: worker.loop, connectingTo: address)
         let handshake = worker.handshakeBytes
         handshakeOwed = handshake.replies
@@ -63,7 +72,14 @@ final class UpstreamLink: ConnectionDelegate {
         set { connection.drainedAt = newValue }
     }
 
+    deinit { uncount() }
+
+    private func uncount() {
+        if counted { counted = false; metrics.add(gauge, -1) }
+    }
+
     func close() {
+        uncount()
         connectTimer?.cancel()
         connectTimer = nil
         held?.free()
@@ -129,6 +145,7 @@ final class UpstreamLink: ConnectionDelegate {
     }
 
     private func fail(_ reason: String) {
+        metrics.add(.upstreamFailures)
         connectTimer?.cancel()
         connectTimer = nil
         delegate?.linkFailed(self, reason: reason)

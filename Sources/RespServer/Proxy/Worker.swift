@@ -52,9 +52,17 @@ final class Worker {
     /// Loop 0 drains the write-behind backlog and the deletes to retry.
     private var flusher: WriteBehindFlusher?
 
+    /// This loop's counters (written only here) and every loop's, summed for INFO and TIERS STATS.
+    let metrics: LoopMetrics
+    let proxyMetrics: ProxyMetrics
+    /// Samples the bytes waiting in client buffers once a second (INFO, /metrics).
+    private var bufferSampler: Timer?
+
     init(index: Int, config: Config, upstreamAddress: SocketAddress?, clientCount: AtomicCounter,
-         tierSetup: TierSetup, tiering: TieringCore) {
+         tierSetup: TierSetup, tiering: TieringCore, metrics: ProxyMetrics) {
         self.loop = EventLoop()
+        self.proxyMetrics = metrics
+        self.metrics = metrics.loops[index]
         self.tierSetup = tierSetup
         self.tiering = tiering
         self.index = index
@@ -99,8 +107,11 @@ final class Worker {
         } catch {
             Log.warning("\(error)")
         }
+        proxyMetrics.register(.warm, warm)
+        proxyMetrics.register(.cold, cold)
+        bufferSampler = Timer(loop: loop, millis: 1000, repeating: true) { [unowned self] in self.sampleBuffers() }
         if warm != nil || cold != nil {
-            let access = TierAccess(core: tiering, loop: loop, warm: warm, cold: cold)
+            let access = TierAccess(core: tiering, loop: loop, warm: warm, cold: cold, metrics: metrics)
             tierAccess = access
             if index == 0 {
                 flusher = WriteBehindFlusher(access: access, hot: hot, homeDB: config.upstream.db)
@@ -108,8 +119,10 @@ final class Worker {
             }
         }
         if index == 0 {
+            let (warm, cold, create) = (self.warm, self.cold, config.tiersCreate)
             tierSetup.resolveSecrets(on: loop) { errors in
                 for e in errors { Log.warning("Tiers: could not resolve a secret: \(e)") }
+                if create { TierBootstrap.create(warm: warm, cold: cold) }
             }
         }
     }
@@ -118,19 +131,35 @@ final class Worker {
         if shuttingDown { Glibc.close(fd); return }
         if clientCount.add(1) > config.maxclients {
             clientCount.add(-1)
+            metrics.add(.clientsRejected)
             let message = "-ERR max number of clients reached\r\n"
             _ = message.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
             Glibc.close(fd)
             Log.verbose("Refused a client: max number of clients reached")
             return
         }
+        metrics.add(.clientsAccepted)
         let session = ClientSession(worker: self, fd: fd)
         if !session.isClosed { sessions[ObjectIdentifier(session)] = session }
+        metrics.set(.clients, sessions.count)
+    }
+
+    /// Bytes waiting in this loop's client buffers, both directions (a walk over the sessions
+    /// once a second, off the request path).
+    private func sampleBuffers() {
+        var bytes = 0
+        for s in sessions.values {
+            bytes += s.client.input.count + s.client.output.count
+            if let d = s.dedicated { bytes += d.output.count + d.input.count }
+        }
+        metrics.set(.bufferBytes, bytes)
+        metrics.set(.clients, sessions.count)
     }
 
     func sessionClosed(_ session: ClientSession) {
         sessions.removeValue(forKey: ObjectIdentifier(session))
         clientCount.add(-1)   // once per session: its close() runs once
+        metrics.set(.clients, sessions.count)
         if shuttingDown && sessions.isEmpty { stopLoop() }
     }
 
@@ -215,6 +244,7 @@ final class Worker {
     }
 
     private func stopLoop() {
+        bufferSampler?.cancel()
         flusher?.stop()
         hot.close()
         watchProbe.hot.close()

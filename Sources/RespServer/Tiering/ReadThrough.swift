@@ -85,7 +85,10 @@ enum ReadThrough {
         var batch = DBBatch(home: session.worker.config.upstream.db)
         batch.add(Promotion.setCommand(key, found.entry), db: key.db)
         session.worker.hot.send(batch.finish()) { replies in
-            if batch.ours(replies).first.map({ !ReplyParts.isError($0) }) == true { core.stats.promotions.add(1) }
+            if batch.ours(replies).first.map({ !ReplyParts.isError($0) }) == true {
+                core.stats.promotions.add(1)
+                access.metrics.promoted(found.tier)
+            }
             answer()
             access.copyUp(key, found) { core.locks.release([key]) }
         }

@@ -10,13 +10,16 @@ final class TierAccess {
     let warm: Tier?
     let cold: Tier?
     let lowerTiers: LowerTiers
+    /// This loop's tier counters and latency histograms (/metrics, INFO, TIERS STATS).
+    let metrics: LoopMetrics
 
     /// The warm item limit for every warm backend (Cosmos DB's 2 MB), so placement does not
     /// depend on which backend runs: a value that would not fit Cosmos goes to cold on SQLite too.
     static let warmItemLimit = 2 * 1024 * 1024
 
-    init(core: TieringCore, loop: EventLoop, warm: Tier?, cold: Tier?) {
+    init(core: TieringCore, loop: EventLoop, warm: Tier?, cold: Tier?, metrics: LoopMetrics) {
         self.core = core
+        self.metrics = metrics
         self.loop = loop
         self.warm = warm
         self.cold = cold
@@ -67,7 +70,7 @@ final class TierAccess {
         func ask(_ i: Int) {
             guard i < tiers.count else { stats.misses.add(1); done(.success(nil)); return }
             let (role, tier, hits) = tiers[i]
-            timed(tier, { tier.get(self.physical(key), $0) }) { result in
+            timed(tier, role, .get, key, { tier.get(self.physical(key), $0) }) { result in
                 switch result {
                 case .success(let entry?) where !entry.isExpired(at: wallClockMillis()):
                     hits.add(1)
@@ -125,11 +128,11 @@ final class TierAccess {
         for (role, tier, entry) in puts {
             stats.lowerWrites.add(1)
             absent.notePresent(key, in: role)
-            timed(tier, { tier.put(physical(key), entry, $0) }, finished)
+            timed(tier, role, .put, key, bytes: entry.value.count, { tier.put(physical(key), entry, $0) }, finished)
         }
         for (role, tier) in deletes {
             stats.lowerDeletes.add(1)
-            timed(tier, { tier.delete(physical(key), $0) }) { result in
+            timed(tier, role, .delete, key, { tier.delete(physical(key), $0) }) { result in
                 if case .success = result { absent.noteAbsent(key, in: role) }
                 finished(result)
             }
@@ -142,7 +145,7 @@ final class TierAccess {
               let placement = try? core.rules.place(key.bytes, valueSize: found.entry.value.count, tiers: lowerTiers),
               placement.store == .warm else { done(); return }
         core.absentBelow.notePresent(key, in: .warm)
-        timed(warm, { warm.put(physical(key), found.entry, $0) }) { _ in done() }
+        timed(warm, .warm, .put, key, bytes: found.entry.value.count, { warm.put(physical(key), found.entry, $0) }) { _ in done() }
     }
 
     /// Deletes every entry of `db` (nil: every db) in every lower tier.
@@ -163,20 +166,43 @@ final class TierAccess {
     }
 
     /// Runs one tier operation; if it has not completed within `tier-timeout`, completes with
-    /// `.unavailable` (a late completion is then ignored).
-    private func timed<T>(_ tier: Tier, _ start: (@escaping (Result<T, TierError>) -> Void) -> Void,
+    /// `.unavailable` (a late completion is then ignored). Counts it, times it, and logs it when
+    /// slower than `tier-slowlog-threshold`.
+    private func timed<T>(_ tier: Tier, _ role: LowerTier, _ op: TierOp, _ key: TierKey, bytes: Int = 0,
+                          _ start: (@escaping (Result<T, TierError>) -> Void) -> Void,
                           _ done: @escaping (Result<T, TierError>) -> Void) {
         var finished = false
         let limit = core.tierTimeoutMillis
+        let began = monotonicMicros()
+        let metrics = self.metrics, settings = core.settings
+        metrics.tierStarted(role)
+        func account(_ outcome: TierOutcome, _ error: TierError?, read: Int = 0) {
+            let micros = monotonicMicros() - began
+            metrics.tierFinished(role, read: read, written: outcome == .ok ? bytes : 0)
+            metrics.recordTier(role, op, outcome, micros: micros)
+            TierSlowLog.note(role, op, key, micros: micros, outcome: outcome, error: error, settings: settings)
+        }
         let timer = Timer(loop: loop, millis: limit) {
             guard !finished else { return }
             finished = true
-            done(.failure(.unavailable("\(tier.name): no answer within tier-timeout (\(limit) ms)")))
+            let error = TierError.unavailable("\(tier.name): no answer within tier-timeout (\(limit) ms)")
+            account(.timeout, error)
+            done(.failure(error))
         }
         start { result in
             timer.cancel()
             guard !finished else { return }
             finished = true
+            switch result {
+            case .success(let value):
+                if op == .get, let entry = value as? Entry? {
+                    account(entry == nil ? .miss : .hit, nil, read: entry?.value.count ?? 0)
+                } else {
+                    account(.ok, nil)
+                }
+            case .failure(let e):
+                account(.error, e)
+            }
             done(result)
         }
     }

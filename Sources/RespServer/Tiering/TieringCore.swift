@@ -25,8 +25,12 @@ struct Found {
 /// locks and generations, single-flight lookups, the negative cache, the durable key log of
 /// write-behind keys and failed deletes, and the counters INFO reports.
 final class TieringCore: @unchecked Sendable {
-    let rules: PlacementRules
-    let tierTimeoutMillis: Int
+    /// The placement rules now in force (`TIERS CONFIG SET rules` swaps them at runtime).
+    var rules: PlacementRules { settings.rules }
+    /// Milliseconds a tier operation may take (runtime: `TIERS CONFIG SET tier-timeout`).
+    var tierTimeoutMillis: Int { settings.tierTimeoutMillis }
+    /// The settings `TIERS CONFIG SET` may change while clients run (read lock-free).
+    let settings: RuntimeSettings
     let allowFlush: Bool
     let locks = KeyLocks()
     let generations = KeyGenerations()
@@ -50,11 +54,11 @@ final class TieringCore: @unchecked Sendable {
     private let swapGate = Mutex<(closed: Bool, waiting: [(EventLoop, () -> Void)])>((false, []))
 
     init(config: Config) {
-        rules = PlacementRules(config.rules)
-        tierTimeoutMillis = config.tierTimeoutMillis
+        settings = RuntimeSettings(config)
         allowFlush = config.tiersAllowFlush
         strictScripts = config.tiersScriptsStrict
         negative = NegativeCache(generations: generations, ttlMillis: Int64(config.negativeCacheMillis))
+        settings.negative = negative
         let path = config.dataDir + "/tierproxy-keylog.tpl"
         makeDirectories(config.dataDir)
         do {
@@ -115,24 +119,16 @@ final class TieringCore: @unchecked Sendable {
     /// Loop 0's write-behind flusher, for its counters.
     weak var flusher: Flusher?
 
-    /// The `# Tiers` fields of INFO (after the tier names), in order.
-    func infoLines() -> [(String, String)] {
+    /// The `# Tiers` fields of INFO that the cascade itself keeps (after the tier names), in
+    /// order; counters come from `totals` (since the last `TIERS RESETSTAT`).
+    func infoLines(_ totals: Totals) -> [(String, String)] {
         var lines: [(String, String)] = [
             ("tier_timeout_ms", "\(tierTimeoutMillis)"),
             ("rules", "\(rules.rules.count)"),
-            ("lookups", "\(stats.lookups.value)"),
-            ("warm_hits", "\(stats.warmHits.value)"),
-            ("cold_hits", "\(stats.coldHits.value)"),
-            ("misses", "\(stats.misses.value)"),
-            ("negative_cache_hits", "\(stats.negativeHits.value)"),
-            ("promotions", "\(stats.promotions.value)"),
-            ("lower_writes", "\(stats.lowerWrites.value)"),
-            ("lower_deletes", "\(stats.lowerDeletes.value)"),
-            ("lower_write_failures", "\(stats.lowerFailures.value)"),
-            ("write_through_fallbacks", "\(stats.writeThroughFallbacks.value)"),
-            ("lower_read_errors", "\(stats.tierErrors.value)"),
-            ("keys_locked", "\(locks.heldCount)"),
         ]
+        lines += ["lookups", "warm_hits", "cold_hits", "misses", "negative_cache_hits", "promotions", "lower_writes",
+                  "lower_deletes", "lower_write_failures", "write_through_fallbacks", "lower_read_errors"].map { ($0, "\(totals.tiering($0))") }
+        lines.append(("keys_locked", "\(locks.heldCount)"))
         if let log = keyLog {
             let b = log.backlog
             let st = log.stats
@@ -172,6 +168,14 @@ final class TieringStats: @unchecked Sendable {
     let tierErrors = AtomicCounter()
     /// Write-through writes a lower tier did not take, recorded in the key log instead.
     let writeThroughFallbacks = AtomicCounter()
+
+    /// Every counter with its INFO field name, for /metrics and `TIERS RESETSTAT`.
+    var all: [(String, AtomicCounter)] {
+        [("lookups", lookups), ("warm_hits", warmHits), ("cold_hits", coldHits), ("misses", misses),
+         ("negative_cache_hits", negativeHits), ("promotions", promotions), ("lower_writes", lowerWrites),
+         ("lower_deletes", lowerDeletes), ("lower_write_failures", lowerFailures),
+         ("write_through_fallbacks", writeThroughFallbacks), ("lower_read_errors", tierErrors)]
+    }
 }
 
 /// `mkdir -p`: creates `path` and its missing parents (errors surface when the file is opened).

@@ -12,7 +12,12 @@ import Synchronization
 /// Bounded: at `capacity` entries the oldest is dropped. All entries live equally long, so the
 /// oldest is also the first to expire, and one queue in insertion order serves both.
 public final class NegativeCache: @unchecked Sendable {
-    public let ttlMillis: Int64
+    /// Changeable at runtime (`TIERS CONFIG SET negative-cache-ms`); new records use the new value.
+    public var ttlMillis: Int64 {
+        get { ttl.load(ordering: .relaxed) }
+        set { ttl.store(newValue, ordering: .relaxed) }
+    }
+    private let ttl: Atomic<Int64>
     public let capacity: Int
     private let generations: KeyGenerations
     private let state = Mutex(State())
@@ -51,13 +56,14 @@ public final class NegativeCache: @unchecked Sendable {
     public init(generations: KeyGenerations, capacity: Int = 65_536, ttlMillis: Int64 = 1_000) {
         self.generations = generations
         self.capacity = max(capacity, 1)
-        self.ttlMillis = ttlMillis
+        self.ttl = Atomic(ttlMillis)
     }
 
     /// Records that `key` was absent everywhere, found by a lookup that began at `generation`.
     /// Ignored if the key was written since (or while) that lookup ran. `now`: Unix milliseconds,
     /// e.g. the loop's `nowMillis`.
     public func rememberAbsent(_ key: TierKey, since generation: KeyGeneration, now: Int64) {
+        let ttlMillis = self.ttlMillis
         guard ttlMillis > 0, generations.unchanged(since: generation) else { return }
         state.withLock { s in
             while s.head < s.order.count && !s.isLive(s.order[s.head], now: now) { s.dropOldest() }

@@ -1,0 +1,149 @@
+import Reactor
+import Tiers
+
+/// `/metrics` in the Prometheus text format (version 0.0.4), named in redis_exporter's style
+/// (`tierproxy_` for `redis_`, `_total` counters, base units). Built on the metrics thread from
+/// summed loop cells: the request path is not involved.
+struct PrometheusText {
+    private var out = ""
+    private var declared: Set<String> = []
+
+    /// Prometheus buckets: every power of two from 64 µs to 32 s (bucket edges of `LatencyHistogram`).
+    static let bucketMicros = (6...25).map { 1 << $0 }
+
+    static func render(_ m: ProxyMetrics, keyLog: KeyLog?, flusher: Flusher?, uptimeSeconds: Int) -> String {
+        var p = PrometheusText()
+        let t = m.totals()
+        p.gauge("tierproxy_up", "1 while the proxy answers scrapes.", [], 1)
+        p.gauge("tierproxy_build_info", "Version of tierproxy.", [("version", tierproxyVersion)], 1)
+        p.gauge("tierproxy_uptime_in_seconds", "Seconds since the proxy started.", [], uptimeSeconds)
+        p.gauge("tierproxy_loops", "Event loops (threads) serving clients.", [], m.loops.count)
+        p.gauge("tierproxy_connected_clients", "Client connections open.", [], m.clientCount.value)
+        p.gauge("tierproxy_pinned_clients", "Clients on an upstream connection of their own.", [], t[.pinnedLinks])
+        p.counter("tierproxy_connections_received_total", "Client connections accepted.", [], t[.clientsAccepted])
+        p.counter("tierproxy_rejected_connections_total", "Clients refused at maxclients.", [], t[.clientsRejected])
+        p.gauge("tierproxy_upstream_connections", "Open connections to hot, by kind.", [("kind", "shared")], t[.sharedLinks])
+        p.gauge("tierproxy_upstream_connections", "", [("kind", "pinned")], t[.pinnedLinks])
+        p.gauge("tierproxy_upstream_connections", "", [("kind", "proxy")], t[.proxyLinks])
+        p.counter("tierproxy_upstream_connections_opened_total", "Connections to hot opened.", [], t[.upstreamConnections])
+        p.counter("tierproxy_upstream_reconnects_total", "Shared connections to hot opened again after one failed.", [], t[.upstreamReconnects])
+        p.counter("tierproxy_upstream_connection_failures_total", "Connections to hot that failed or were lost.", [], t[.upstreamFailures])
+        p.gauge("tierproxy_buffer_memory_bytes", "Bytes waiting in client connection buffers (sampled each second).", [], t[.bufferBytes])
+        for loop in m.loops {
+            let l = [("loop", "\(loop.loopIndex)")]
+            p.counter("tierproxy_loop_requests_total", "Requests per event loop, by route to hot.", l + [("route", "shared")], loop.value(.sharedRequests))
+            p.counter("tierproxy_loop_requests_total", "", l + [("route", "pinned")], loop.value(.pinnedRequests))
+        }
+        for tier in LowerTier.allCases {
+            for op in TierOp.allCases {
+                let outcomes: [TierOutcome] = op == .get ? [.hit, .miss, .error, .timeout] : [.ok, .error, .timeout]
+                for outcome in outcomes {
+                    p.counter("tierproxy_tier_requests_total", "Lower-tier operations by tier, op and result.",
+                              [("tier", tier.rawValue), ("op", op.label), ("result", outcome.label)], t.requests(tier, op, outcome))
+                }
+            }
+        }
+        for tier in LowerTier.allCases {
+            for op in TierOp.allCases {
+                p.histogram("tierproxy_tier_request_duration_seconds", "Lower-tier operation latency, retries included.",
+                            [("tier", tier.rawValue), ("op", op.label)], t.latency(tier, op))
+            }
+        }
+        for tier in LowerTier.allCases {
+            let i = LoopMetrics.tierIndex(tier)
+            let l = [("tier", tier.rawValue)]
+            p.gauge("tierproxy_tier_inflight", "Lower-tier operations in flight.", l, t.tierInflight[i])
+            p.counter("tierproxy_tier_read_bytes_total", "Value bytes read from the tier.", l, t.tierBytes[i * 2])
+            p.counter("tierproxy_tier_written_bytes_total", "Value bytes written to the tier.", l, t.tierBytes[i * 2 + 1])
+            p.counter("tierproxy_tier_promotions_total", "Values found in the tier and promoted to hot.", l, t.tierPromotions[i])
+            let h = t.http[i]
+            p.counter("tierproxy_tier_http_requests_total", "HTTP attempts to Cosmos DB / Blob Storage (retries included).", l, h.requests)
+            p.counter("tierproxy_tier_http_retries_total", "HTTP attempts that were retries.", l, h.retries)
+            p.counter("tierproxy_tier_http_throttled_total", "HTTP responses 429 (throttled) and 503 (unavailable).", l + [("status", "429")], h.throttled)
+            p.counter("tierproxy_tier_http_throttled_total", "", l + [("status", "503")], h.unavailable)
+            p.counter("tierproxy_tier_http_failures_total", "HTTP operations that failed after retries.", l, h.failures)
+        }
+        for name in TierHealth.names {
+            let r = m.health.record(name)
+            for state in [TierState.up, .degraded, .down, .unknown] {
+                p.gauge("tierproxy_tier_state", "1 for the tier's state at its last health probe.", [("tier", name), ("state", state.rawValue)],
+                        r?.state == state ? 1 : 0)
+            }
+            if let ms = r?.latencyMillis {
+                p.gaugeValue("tierproxy_tier_probe_duration_seconds", "Latency of the tier's last health probe.", [("tier", name)], ms / 1000)
+            }
+        }
+        let cascade: [(String, String, String)] = [
+            ("lookups", "tierproxy_lookups_total", "Misses in hot looked up in the lower tiers."),
+            ("misses", "tierproxy_lookup_misses_total", "Lookups that found the key in no tier."),
+            ("negative_cache_hits", "tierproxy_negative_cache_hits_total", "Lookups answered absent by the negative cache."),
+            ("promotions", "tierproxy_promotions_total", "Values found below and promoted to hot."),
+            ("lower_writes", "tierproxy_lower_writes_total", "Writes sent to a lower tier."),
+            ("lower_deletes", "tierproxy_lower_deletes_total", "Deletes sent to a lower tier."),
+            ("lower_write_failures", "tierproxy_lower_write_failures_total", "Lower-tier writes and deletes that failed."),
+            ("lower_read_errors", "tierproxy_lower_read_errors_total", "Lookups that failed on a tier error."),
+        ]
+        for (field, name, help) in cascade { p.counter(name, help, [], t.tiering(field)) }
+        p.counter("tierproxy_lookup_hits_total", "Lookups found in a lower tier, by tier.", [("tier", "warm")], t.tiering("warm_hits"))
+        p.counter("tierproxy_lookup_hits_total", "", [("tier", "cold")], t.tiering("cold_hits"))
+        p.gauge("tierproxy_keys_locked", "Keys held by a tiered command now.", [], m.tiering.locks.heldCount)
+        if let log = keyLog {
+            let b = log.backlog
+            p.gauge("tierproxy_write_behind_backlog", "Write-behind keys not yet flushed below.", [], b.dirty)
+            p.gauge("tierproxy_pending_deletes", "Deletes recorded in the key log, still to land below.", [], b.deletes)
+            p.gaugeValue("tierproxy_write_behind_oldest_age_seconds", "Age of the oldest entry still owed below.", [], Double(b.oldestAgeMillis) / 1000)
+            p.gauge("tierproxy_key_log_failed", "1 if the durable key log could not be written.", [], log.writeFailure == nil ? 0 : 1)
+        }
+        if let c = flusher?.counters {
+            p.counter("tierproxy_write_behind_flushed_total", "Keys the write-behind flusher wrote below.", [], c.flushed)
+            p.counter("tierproxy_write_behind_retries_total", "Flush attempts retried.", [], c.retries)
+            p.counter("tierproxy_write_behind_failures_total", "Flush attempts that failed.", [], c.failures)
+        }
+        return p.out
+    }
+
+    private mutating func header(_ name: String, _ help: String, _ type: String) {
+        guard declared.insert(name).inserted else { return }
+        out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+    }
+
+    private static func labels(_ l: [(String, String)]) -> String {
+        l.isEmpty ? "" : "{" + l.map { "\($0.0)=\"\(escape($0.1))\"" }.joined(separator: ",") + "}"
+    }
+
+    private static func escape(_ v: String) -> String {
+        var s = ""
+        for c in v {
+            switch c {
+            case "\\": s += "\\\\"
+            case "\"": s += "\\\""
+            case "\n": s += "\\n"
+            default: s.append(c)
+            }
+        }
+        return s
+    }
+
+    mutating func counter(_ name: String, _ help: String, _ l: [(String, String)], _ v: Int) {
+        header(name, help, "counter")
+        out += "\(name)\(PrometheusText.labels(l)) \(v)\n"
+    }
+    mutating func gauge(_ name: String, _ help: String, _ l: [(String, String)], _ v: Int) {
+        header(name, help, "gauge")
+        out += "\(name)\(PrometheusText.labels(l)) \(v)\n"
+    }
+    mutating func gaugeValue(_ name: String, _ help: String, _ l: [(String, String)], _ v: Double) {
+        header(name, help, "gauge")
+        out += "\(name)\(PrometheusText.labels(l)) \(v)\n"
+    }
+    mutating func histogram(_ name: String, _ help: String, _ l: [(String, String)], _ h: LatencyHistogram.Snapshot) {
+        header(name, help, "histogram")
+        for micros in PrometheusText.bucketMicros {
+            let le = LogValue.format(Double(micros) / 1_000_000)
+            out += "\(name)_bucket\(PrometheusText.labels(l + [("le", le)])) \(h.countBelow(micros))\n"
+        }
+        out += "\(name)_bucket\(PrometheusText.labels(l + [("le", "+Inf")])) \(h.count)\n"
+        out += "\(name)_sum\(PrometheusText.labels(l)) \(Double(h.sumMicros) / 1_000_000)\n"
+        out += "\(name)_count\(PrometheusText.labels(l)) \(h.count)\n"
+    }
+}

@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Issue 11 figure: what metrics cost on the hit path.
+
+The same tierproxy build twice: `metrics off` (the default, no endpoint) and `metrics on`
+(`--metrics-port`, scraped every second by a thread of this script, as a Prometheus would, for the
+whole run). redis-benchmark -c 50 -r 100000 GET and SET at -P 1 and -P 16, the two targets
+alternating (the starting one rotates) for --rounds rounds; medians and the ratio on/off, which the
+issue wants within 2% (>= 0.98). The hit path: GETs run on the embedded tiers with every key a hot
+hit; SETs run on the proxy core (`--warm none --cold none`), since a tiered SET is a write to the
+lower tier, not a hit. Checked per run: every scrape answered 200, and GETs made no lower-tier
+lookup (every key was populated in hot).
+
+Usage: bench/metrics_bench.py [--rounds 5] [--threads 1] [--write-results]
+Everything is started here on free loopback ports and stopped at the end.
+"""
+import argparse, os, statistics, sys, tempfile, threading, time, urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from proxy_bench import ROOT, free_port, run_benchmark  # noqa: E402
+from tiered_bench import PROBLEMS, Proxy, populate, problem, snapshot_binary, start_redis  # noqa: E402
+import tiered_bench  # noqa: E402
+
+SECTION = "## Metrics on the hit path (issue 11)"
+
+
+class Scraper:
+    """GET /metrics every `interval` s until stopped; counts answers and failures."""
+
+    def __init__(self, port, interval=1.0):
+        self.url, self.interval = f"http://127.0.0.1:{port}/metrics", interval
+        self.ok = self.failed = 0
+        self.stop_ev = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        while not self.stop_ev.is_set():
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as r:
+                    r.read()
+                    self.ok += 1 if r.status == 200 else 0
+            except OSError:
+                self.failed += 1
+            self.stop_ev.wait(self.interval)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_ev.set()
+        self.thread.join(10)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1, help="proxy --threads")
+    ap.add_argument("--requests", type=int, default=200000, help="-n at -P 16")
+    ap.add_argument("--p1-requests", type=int, default=100000, help="-n at -P 1")
+    ap.add_argument("--write-results", action="store_true", help=f"replace '{SECTION}' in bench/RESULTS.md")
+    args = ap.parse_args()
+    built = os.environ.get("TIERPROXY_BIN", os.path.join(ROOT, ".build/release/tierproxy"))
+    if not os.path.exists(built):
+        sys.exit(f"{built} missing: swift build -c release --product tierproxy")
+    tmp = tempfile.mkdtemp(prefix="metrics-bench-")
+    binary = snapshot_binary(built, tmp)
+    redis_t = start_redis(tmp)
+    populate(redis_t.port)
+    mport = free_port()
+    mport2 = free_port()
+    tiered = [Proxy("metrics off", binary, tmp, redis_t.port, args.threads, "sqlite:{dir}/warm.db", "dir:{dir}/cold"),
+              Proxy("metrics on", binary, tmp, redis_t.port, args.threads, "sqlite:{dir}/warm.db", "dir:{dir}/cold",
+                    env={"TIERPROXY_METRICS_PORT": str(mport)})]
+    core = [Proxy("metrics off", binary, tmp, redis_t.port, args.threads, "none", "none"),
+            Proxy("metrics on", binary, tmp, redis_t.port, args.threads, "none", "none",
+                  env={"TIERPROXY_METRICS_PORT": str(mport2)})]
+    targets = tiered + core
+    ports = {id(tiered[1]): mport, id(core[1]): mport2}
+    cases = [("get", 1), ("get", 16), ("set", 1), ("set", 16)]
+    results = {(name, c): [] for name in ("metrics off", "metrics on") for c in cases}
+    scrapes = [0, 0]
+    try:
+        for rnd in range(args.rounds):
+            for case in cases:
+                pair = tiered if case[0] == "get" else core
+                k = rnd % len(pair)
+                for t in pair[k:] + pair[:k]:
+                    n = args.p1_requests if case[1] == 1 else args.requests
+                    lookups0 = t.info_tiers().get("lookups", 0)
+                    if id(t) in ports:
+                        with Scraper(ports[id(t)]) as s:
+                            r = run_benchmark(t.port, case[0], case[1], n, t.proc.pid)
+                        scrapes[0] += s.ok
+                        scrapes[1] += s.failed
+                    else:
+                        r = run_benchmark(t.port, case[0], case[1], n, t.proc.pid)
+                    if case[0] == "get" and t.info_tiers().get("lookups", 0) != lookups0:
+                        problem(f"{t.name} GET -P {case[1]}: hot hits made lower-tier lookups")
+                    t.alive(f"{case} round {rnd + 1}")
+                    results[(t.name, case)].append(r)
+            print(f"round {rnd + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+    finally:
+        for t in targets:
+            t.stop()
+        redis_t.stop()
+    if scrapes[1]:
+        problem(f"{scrapes[1]} scrapes failed (of {sum(scrapes)})")
+    lines = ["| test | metrics off rps | metrics on + scraped 1/s rps | ratio on/off | p50 ms off / on | proxy CPU µs/req off / on |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for case in cases:
+        a, b = results[("metrics off", case)], results[("metrics on", case)]
+        med = lambda rs, f: statistics.median(x[f] for x in rs)
+        lines.append(f"| {case[0].upper()} -P {case[1]} | {med(a, 'rps'):,.0f} | {med(b, 'rps'):,.0f} | "
+                     f"{med(b, 'rps') / med(a, 'rps'):.3f} | {med(a, 'p50'):.3f} / {med(b, 'p50'):.3f} | "
+                     f"{med(a, 'cpu_us'):.1f} / {med(b, 'cpu_us'):.1f} |")
+    table = "\n".join(lines) + (f"\n\n{args.rounds} rounds alternating, medians, `--threads {args.threads}`; "
+                                f"{scrapes[0]} scrapes answered during the 'on' runs. {tiered_bench.BINARY_NOTE}.")
+    if PROBLEMS:
+        table += "\n\n**Problems seen:**\n" + "\n".join(f"- {p.splitlines()[0]}" for p in PROBLEMS)
+    print(table)
+    if args.write_results:
+        tiered_bench.SECTION = SECTION
+        tiered_bench.write_results(os.path.join(ROOT, "bench", "RESULTS.md"), table, " ".join(sys.argv))
+    sys.exit(1 if PROBLEMS else 0)
+
+
+if __name__ == "__main__":
+    main()
