@@ -54,6 +54,11 @@ enum WriteRule {
             // STORE's position is known only to SORT's own parser; BY/GET patterns are not keys
             // the proxy can know (documented).
             if info.name == "sort", let i = storeIndex(args) { plan.written.append(TieredCommand.KeyArg(index: i)) }
+        case "restore":
+            // Without REPLACE, RESTORE answers BUSYKEY for a key that exists: below counts too.
+            if !args.dropFirst(4).contains(where: { asciiCaseEqual($0, "replace") }) {
+                plan.bringUp.append(TieredCommand.KeyArg(index: 1))
+            }
         case "move":
             guard args.count == 3, let db = Int(String(decoding: args[2], as: UTF8.self)), db >= 0 else { return nil }
             let destination = TieredCommand.KeyArg(index: 1, db: db)
