@@ -138,6 +138,7 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
             return status == .ok
         }
         let frames = worker.frames
+        if pinned { worker.metrics.add(.pinnedRequests, frames.count) }
         if !dispatch(frames) || isClosed { return }
 
         if case .protocolError = status, !sequenced, let up = dedicated, failure == nil {

@@ -123,6 +123,7 @@ final class KeyedOp {
                 return
             }
             core.stats.promotions.add(found.count)
+            for (_, f) in found { access.metrics.promoted(f.tier) }
             var pending = found.count
             for (k, f) in found {
                 access.copyUp(k, f) { [self] in
