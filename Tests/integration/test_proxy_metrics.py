@@ -82,6 +82,10 @@ def test_counters_match_the_load_and_promtool_accepts(make_redis, make_proxy, tm
     check = subprocess.run([promtool, "check", "metrics"], input=body.encode(), capture_output=True, timeout=30)
     assert check.returncode == 0, check.stdout + check.stderr
     assert_families_grouped(body)
+    # TIERS RESETSTAT zeroes INFO's counters; /metrics stays monotonic, as Prometheus counters must.
+    assert c.execute_command("TIERS", "RESETSTAT") == b"OK"
+    assert c.info("tiers")["lookups"] == 0
+    assert metric(scrape(port), "tierproxy_lookups_total") == stored + absent
 
 
 def family_of(sample_name: str, types: dict[str, str]) -> str:
@@ -139,7 +143,10 @@ def test_health_endpoints_follow_hot(make_redis, make_proxy, tmp_path):
     assert set(health) == {"hot", "warm", "cold"}
     assert [health[t]["state"] for t in ("hot", "warm", "cold")] == ["up", "up", "up"]
     assert health["warm"]["backend"] == f"sqlite:{tmp_path}/warm.db" and health["hot"]["last_error"] is None
-    assert isinstance(health["hot"]["latency_ms"], float)
+    for tier in ("hot", "warm", "cold"):
+        assert set(health[tier]) == {"state", "backend", "last_error", "latency_ms"}, health[tier]
+        assert isinstance(health[tier]["latency_ms"], float) and health[tier]["last_error"] is None, health[tier]
+    assert health["cold"]["backend"] == f"dir:{tmp_path}/cold"
     srv.stop()
     wait_for(lambda: http_get(port, "/readyz")[0] == 503, 10, desc="/readyz 503 with hot down")
     health = json.loads(http_get(port, "/healthz/memory")[1])
