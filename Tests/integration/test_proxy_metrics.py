@@ -237,5 +237,11 @@ def test_hot_that_wants_auth_from_each_client_is_up(make_redis, make_proxy, tmp_
     port2 = free_port()
     bad = make_proxy(f"redis://:nope@127.0.0.1:{srv.port}", flags={"dir": str(tmp_path / "b"), "metrics-port": port2,
                                                                     "health-probe-interval": 200}, wait="port")
-    wait_for(lambda: http_get(port2, "/readyz")[0] == 503, 10, desc="/readyz 503 with a refused AUTH", ignore=(OSError,))
-    assert "WRONGPASS" in json.loads(http_get(port2, "/healthz/memory")[1])["hot"]["last_error"]
+    # /readyz is 503 before the first probe too: wait for the probe's verdict, then check both.
+    def hot_after_probe():
+        hot = json.loads(http_get(port2, "/healthz/memory")[1])["hot"]
+        return hot if hot["state"] != "unknown" else None
+    hot = wait_for(hot_after_probe, 10, desc="hot probed with a refused AUTH", ignore=(OSError,))
+    assert hot["state"] == "down" and "WRONGPASS" in hot["last_error"], hot
+    status, body = http_get(port2, "/readyz")
+    assert status == 503 and "hot: down" in body, (status, body)
