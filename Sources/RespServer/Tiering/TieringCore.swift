@@ -112,6 +112,7 @@ final class TieringCore: @unchecked Sendable {
 
     func pendingState(_ key: TierKey) -> KeyState? { pendingStates.withLock { $0[key] } }
     func setPendingState(_ key: TierKey, _ state: KeyState?) { pendingStates.withLock { $0[key] = state } }
+    func clearPendingStates(_ keys: [TierKey]) { pendingStates.withLock { states in for k in keys { states[k] = nil } } }
     func dropPendingStates(db: Int?) {
         pendingStates.withLock { states in
             if let db { states = states.filter { $0.key.db != db } } else { states.removeAll() }

@@ -55,10 +55,12 @@ final class WriteBehindFlusher {
         if remaining == 0 { done(results); return }
         if !batch.isEmpty {
             access.storeMany(batch.map { ($0.1, $0.2) }) { outcome in
+                var stored: [TierKey] = []
                 for ((i, key, _), r) in zip(batch, outcome) {
-                    if case .success = r { core.setPendingState(key, nil) }
+                    if r.isSuccess { stored.append(key) }
                     results[i] = r
                 }
+                core.clearPendingStates(stored)
                 core.locks.release(batch.map { $0.1 })
                 finished()
             }

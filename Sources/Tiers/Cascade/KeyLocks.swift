@@ -62,17 +62,21 @@ public final class KeyLocks: @unchecked Sendable {
     }
 
     /// Gives back keys taken by `acquire` or `tryAcquire`; each passes to its next waiter.
+    /// Release order does not matter (only taking them does), so all go under one lock.
     public func release(_ keys: [TierKey]) {
-        for key in KeyLocks.ordered(keys) {
-            let next: Waiter? = state.withLock { held in
-                guard var waiters = held[key] else { return nil }
-                if waiters.isEmpty { held[key] = nil; return nil }
-                let first = waiters.removeFirst()
+        var seen = Set<TierKey>()
+        let distinct = keys.count < 2 ? keys : keys.filter { seen.insert($0).inserted }
+        let next: [Waiter] = state.withLock { held in
+            var next: [Waiter] = []
+            for key in distinct {
+                guard var waiters = held[key] else { continue }
+                if waiters.isEmpty { held[key] = nil; continue }
+                next.append(waiters.removeFirst())
                 held[key] = waiters
-                return first
             }
-            if let next { next.loop.execute(next.resume) }
+            return next
         }
+        for waiter in next { waiter.loop.execute(waiter.resume) }
     }
 
     /// Keys held now (for INFO and tests).

@@ -130,19 +130,22 @@ public final class Flusher {
             precondition(!finished, "flush completed twice for one attempt")
             precondition(results.count == items.count, "a flush must answer every item of its batch")
             finished = true
+            var done: [KeyLog.Item] = []
             for (item, result) in zip(items, results) {
                 switch result {
-                case .success: succeeded(item)
+                case .success: done.append(item)
                 case .failure: failed(item, attempt: number)
                 }
             }
+            if !done.isEmpty { succeeded(done) }
         }
     }
 
-    private func succeeded(_ item: KeyLog.Item) {
-        if !log.complete(item.key, sequence: item.sequence) { superseded.add(1) }
-        flushed.add(1)
-        checkedOut.add(-1)
+    private func succeeded(_ items: [KeyLog.Item]) {
+        let cleared = log.complete(items)
+        superseded.add(items.count - cleared)
+        flushed.add(items.count)
+        checkedOut.add(-items.count)
         // Deferred: a closure that completes synchronously must not recurse into the next flush.
         refill?.schedule()
     }

@@ -258,8 +258,10 @@ public final class KeyLog {
     /// pending (and `takeBatch` hands it out again); returns whether it was cleared.
     @discardableResult
     public func complete(_ key: TierKey, sequence: UInt64) -> Bool {
-        pthread_mutex_lock(&lock)
-        defer { pthread_mutex_unlock(&lock) }
+        withLock { completeLocked(key, sequence: sequence) }
+    }
+
+    private func completeLocked(_ key: TierKey, sequence: UInt64) -> Bool {
         guard pending.complete(key, sequence: sequence) else { return false }
         // Not waited for: if it is lost in a crash, replay only flushes the key once more.
         let record = KeyLogRecord(kind: .done, sequence: sequence, key: key, sinceMillis: 0)
@@ -285,6 +287,11 @@ public final class KeyLog {
         let task = DeferredTask(loop: loop) { [weak self] in self?.kick() }
         kickers[id] = task
         return task
+    }
+
+    /// `complete` for each item of a flushed batch, under one lock; returns how many were cleared.
+    public func complete(_ items: [Item]) -> Int {
+        withLock { items.reduce(0) { $0 + (completeLocked($1.key, sequence: $1.sequence) ? 1 : 0) } }
     }
 
     /// Gives a checked-out key back without flushing it (a flusher stopping).
