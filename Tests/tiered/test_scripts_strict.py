@@ -92,7 +92,6 @@ def test_strict_refuses_numkeys_0_scripts_that_may_write(strict, case):
         assert h.get("ss:undeclared") is None, f"{case}: the refused script ran on hot"
 
 
-@pytest.mark.xfail(reason='known gap (issue 9 open): FUNCTION flags (no-writes) are not read from FUNCTION LOAD bodies yet, so strict refuses a keyless FCALL of a no-writes function', strict=False)
 @pytest.mark.parametrize("case", list(ALLOWED))
 def test_strict_allows_read_only_and_declared_scripts(strict, reference, case):
     """docs/semantics.md §11: no-writes scripts and functions, *_RO, and scripts with declared keys

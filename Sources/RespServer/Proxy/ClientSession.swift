@@ -226,6 +226,7 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
                 tiered = nil
             }
             if frame.name == Commands.script { noticeScriptLoad(frame, at: forward) }
+            if frame.name == Commands.function { noticeFunctionChange(frame, at: forward) }
             if frame.name == Commands.auth || frame.name == Commands.hello { authenticatedItself = true }
             if frame.name == Commands.watch && !inTransaction && worker.tierAccess != nil {
                 watchedKeys += (1..<max(frame.argc, 1)).map { TierKey(db: db, argumentBytes(frame, $0, at: forward)) }
@@ -548,6 +549,18 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     private func noticeScriptLoad(_ frame: RequestFrame, at offset: Int) {
         guard let access = worker.tierAccess, frame.argc == 3, argument(frame, 1, at: offset).lowercased() == "load" else { return }
         access.core.scripts.loaded(argumentBytes(frame, 2, at: offset))
+    }
+
+    /// `FUNCTION LOAD | DELETE | FLUSH | RESTORE`: once it has answered, the functions' flags
+    /// are read again from hot (`FunctionFlags`).
+    private func noticeFunctionChange(_ frame: RequestFrame, at offset: Int) {
+        guard sequenced, nextHandler == nil, let access = worker.tierAccess,
+              FunctionFlags.isRefreshing(arguments(frame, at: offset)) else { return }
+        let hot: HotClient = worker.hot
+        nextHandler = { [unowned self] reply, slot in
+            fill(slot, reply)
+            if !ReplyParts.isError(reply) { FunctionFlags.refresh(hot: hot, scripts: access.core.scripts) }
+        }
     }
 
     /// The few forwarded commands whose replies the proxy reads or amends.

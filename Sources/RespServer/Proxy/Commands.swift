@@ -19,6 +19,7 @@ enum Commands {
     static let exec = CommandName("exec")
     static let discard = CommandName("discard")
     static let script = CommandName("script")
+    static let function = CommandName("function")
     static let auth = CommandName("auth")
     static let hello = CommandName("hello")
     static let watch = CommandName("watch")

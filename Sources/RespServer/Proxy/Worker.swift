@@ -116,6 +116,7 @@ final class Worker {
             if index == 0 {
                 flusher = WriteBehindFlusher(access: access, hot: hot, homeDB: config.upstream.db)
                 flusher?.start()
+                FunctionFlags.refresh(hot: hot, scripts: tiering.scripts)
             }
         }
         if index == 0 {

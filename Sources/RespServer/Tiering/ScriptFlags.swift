@@ -5,9 +5,12 @@ import Synchronization
 /// `#!lua flags=no-writes` (Redis 7's own flag), and the `_RO` commands, cannot write, so their
 /// keys are only brought up; every other script may write, and the keys it declares are captured
 /// and copied below. Bodies seen in `EVAL` and `SCRIPT LOAD` are remembered by SHA-1, so an
-/// `EVALSHA` of one is judged the same way; an unknown SHA may write.
+/// `EVALSHA` of one is judged the same way; an unknown SHA may write. Functions are judged by
+/// the flags hot reports for them (`FunctionFlags`).
 final class ScriptFlags: @unchecked Sendable {
     private let readOnly = Mutex<Set<String>>([])
+    /// Functions registered with `flags={'no-writes'}` (see `FunctionFlags`).
+    private let readOnlyFunctions = Mutex<Set<String>>([])
     /// SHA-1s (or function names) already logged for writing keys they did not declare.
     private let warned = Mutex<Set<String>>([])
 
@@ -24,6 +27,10 @@ final class ScriptFlags: @unchecked Sendable {
             guard args.count > 1 else { return true }
             let sha = String(decoding: args[1], as: UTF8.self).lowercased()
             return !readOnly.withLock { $0.contains(sha) }
+        case "fcall":
+            guard args.count > 1 else { return true }
+            let function = String(decoding: args[1], as: UTF8.self)
+            return !readOnlyFunctions.withLock { $0.contains(function) }
         default:
             return true
         }
@@ -33,6 +40,8 @@ final class ScriptFlags: @unchecked Sendable {
     func loaded(_ body: [UInt8]) {
         if ScriptFlags.declaresNoWrites(body) { readOnly.withLock { _ = $0.insert(ScriptFlags.sha1Hex(body)) } }
     }
+
+    func setReadOnlyFunctions(_ names: Set<String>) { readOnlyFunctions.withLock { $0 = names } }
 
     /// True the first time `id` is seen: logs about one script are written once.
     func firstWarning(_ id: String) -> Bool { warned.withLock { $0.insert(id).inserted } }
