@@ -27,9 +27,9 @@ FLUSH_RATE = 0.0008   # ~16 FLUSHALLs directly on hot
 # Python emulators (35-50 s here on a quiet 2-core machine, 60+ s when it shares the cores).
 BUDGET_S = 150.0
 # Issue 9's op kinds (scripts, functions, SORT STORE, BITOP, SETBIT, MOVE, set stores, type
-# changes: difftest_writes.py) in the runs against the proxy. Off by default until the write rule
-# lands (the proxy diverges on them before it); their generator is self-checked either way.
-WRITE_RULE = os.environ.get("TIERED_DIFF_WRITE_RULE", "0") == "1"
+# changes: difftest_writes.py) in the runs against the proxy; TIERED_DIFF_WRITE_RULE=0 leaves
+# them out (their generator is self-checked either way).
+WRITE_RULE = os.environ.get("TIERED_DIFF_WRITE_RULE", "1") == "1"
 
 
 @pytest.fixture
