@@ -28,6 +28,10 @@ final class TierAccess {
 
     var hasLowerTiers: Bool { warm != nil || cold != nil }
 
+    /// `store` calls of this loop pass, and the task that sends them at its end.
+    private var storeQueue: [(TierKey, KeyState, (Result<Void, TierError>) -> Void)] = []
+    private lazy var storeAtPassEnd = DeferredTask(loop: loop) { [unowned self] in storeQueued() }
+
     /// The key as the lower tiers store it: in the database `DatabaseMap` says (SWAPDB).
     func physical(_ key: TierKey) -> TierKey { core.databases?.physical(key) ?? key }
 
@@ -90,8 +94,21 @@ final class TierAccess {
 
     /// Makes the lower tiers hold `state` for `key`, as its rule places it: the value in one tier
     /// and no copy in the others, or no copy anywhere. Hot-only keys are left alone.
+    ///
+    /// Stores asked for during one loop pass go below together at its end (`storeMany`): the
+    /// write-throughs of a pass of pipelined SETs cost one SQLite transaction and one timer.
     func store(_ key: TierKey, _ state: KeyState, _ done: @escaping (Result<Void, TierError>) -> Void) {
-        storeMany([(key, state)]) { done($0[0]) }
+        storeQueue.append((key, state, done))
+        storeAtPassEnd.schedule()
+    }
+
+    private func storeQueued() {
+        let queued = storeQueue
+        storeQueue.removeAll(keepingCapacity: true)
+        guard !queued.isEmpty else { return }
+        storeMany(queued.map { ($0.0, $0.1) }) { results in
+            for (item, result) in zip(queued, results) { item.2(result) }
+        }
     }
 
     /// Copies a value found in cold to warm, when warm is where the key's rule puts it.
