@@ -75,6 +75,8 @@ enum TiersCommand {
             let names = (inHot ? ["hot"] : []) + found.compactMap { $0 }
             done(arrayReply(names.map { Array($0.utf8) }))
         }
+        // Writes of this pass still queued go first: the answer is about what was written before.
+        session.tierAccess?.sendQueuedStores()
         for (i, (name, tier)) in tiers.enumerated() {
             guard let tier else { finish(); continue }
             tier.get(tierKey) { result in

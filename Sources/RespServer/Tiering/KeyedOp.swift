@@ -8,10 +8,12 @@ import Tiers
 ///    runs in between;
 /// 2. bring up: `EXISTS` each key the command reads, on the client's own route (Redis judges
 ///    NOAUTH/ACL as usual; on any error the command just passes through); keys hot lacks are
-///    looked up below and promoted with their expiry;
-/// 3. run it on hot. A writing command runs as `MULTI; cmd; GET k; PTTL k …; EXEC`, so the
-///    state each written key has right after the command is captured with it, atomically: a
-///    key evicted a moment later is not mistaken for a delete. The client gets element 0;
+///    looked up below;
+/// 3. run it on hot as `MULTI; SET k v NX PXAT … (the promotions); cmd; GET k; PTTL k …; EXEC`:
+///    the promotions land atomically with the command (hot losing the key again between them
+///    cannot make a script see it missing), and the state each written key has right after the
+///    command is captured with it (a key evicted a moment later is not mistaken for a delete).
+///    The client gets the command's element;
 /// 4. copy each written key's state below, as its rule says (write-through: before the reply;
 ///    write-behind: recorded durably first), then release the keys and answer.
 final class KeyedOp {
@@ -25,6 +27,14 @@ final class KeyedOp {
     private var writtenKeys: [TierKey] = []
     /// Keys that existed (in hot or below) before the command: decides `ttl` for creators.
     private var existed: Set<TierKey> = []
+    /// Copies found below for keys hot lacked: promoted inside the command's transaction.
+    private var promotions: [(TierKey, Found)] = []
+    /// The brought-up keys are WATCHed from before their EXISTS until the transaction's EXEC: if
+    /// hot loses one in between, EXEC comes back null and bring-up runs again (bounded), so the
+    /// command never runs on a hot that lost what bring-up found there. Only when the client
+    /// watches nothing itself (its watches are `WatchGuard`'s concern) and the command writes.
+    private var watchingBringUp = false
+    private var bringUpAttempts = 0
     private let done: () -> Void
     /// Called once the command itself is on its way to hot: the client's later requests may
     /// follow it from then on (they reach hot after it, on the same connection).
@@ -41,9 +51,14 @@ final class KeyedOp {
         self.done = done
     }
 
-    /// Sends the command (or its transaction) on the client's route.
+    /// Sends the command (or its transaction) on the client's route. Later requests may follow
+    /// it at once, unless the transaction may have to run again (`watchingBringUp`).
     private func sendCommand(_ commands: [[[UInt8]]], _ then: @escaping (_ replies: [[UInt8]], _ slot: ReplySlot) -> Void) {
         session.sendComposed(commands, then)
+        if !watchingBringUp { fireSent() }
+    }
+
+    private func fireSent() {
         let s = sent
         sent = nil
         s?()
@@ -66,20 +81,26 @@ final class KeyedOp {
     // MARK: - Bring up
 
     private func bringUp() {
+        watchingBringUp = false
         let keys = unique(plan.bringUp.map(tierKey).filter(core.isTiered))
         if keys.isEmpty { execute(); return }
+        watchingBringUp = bringUpAttempts < 8 && session.watchedKeys.isEmpty && !plan.promotesApart
+            && (plan.script || plan.written.contains { core.isTiered(tierKey($0)) })
         var batch = DBBatch(home: db)
+        if watchingBringUp { for k in keys { batch.add([Array("WATCH".utf8), k.bytes], db: k.db) } }
         for k in keys { batch.add([Array("EXISTS".utf8), k.bytes], db: k.db) }
         session.sendComposed(batch.finish()) { [self] replies, slot in
             let answers = batch.ours(replies)
             guard !answers.contains(where: ReplyParts.isError), !session.isClosed else {
                 session.fill(slot, [])
-                release()
-                passThrough()
+                unwatch { [self] in
+                    release()
+                    passThrough()
+                }
                 return
             }
             var missing: [TierKey] = []
-            for (k, r) in zip(keys, answers) {
+            for (k, r) in zip(keys, answers.suffix(keys.count)) {
                 if ReplyParts.integer(r) == 1 { existed.insert(k) } else { missing.append(k) }
             }
             if missing.isEmpty { session.fill(slot, []); execute(); return }
@@ -104,7 +125,7 @@ final class KeyedOp {
         for (k, r) in results {
             switch r {
             case .failure(let e):
-                finish(slot, ReplyParts.errorReply("ERR tierproxy: \(e)"))
+                unwatch { [self] in finish(slot, ReplyParts.errorReply("ERR tierproxy: \(e)")) }
                 return
             case .success(let f?):
                 found.append((k, f))
@@ -113,23 +134,53 @@ final class KeyedOp {
                 break
             }
         }
-        if found.isEmpty { session.fill(slot, []); execute(); return }
+        promotions = found
+        if plan.promotesApart && !found.isEmpty { promoteApart(slot) { [self] in execute() }; return }
+        session.fill(slot, [])
+        execute()
+    }
+
+    /// The promotions alone, before a command that cannot run inside MULTI (WATCH), or before a
+    /// command that must run alone after all (`passThrough`).
+    private func promoteApart(_ slot: ReplySlot, then: @escaping () -> Void) {
         var batch = DBBatch(home: db)
-        for (k, f) in found { batch.add(Promotion.setCommand(k, f.entry), db: k.db) }
-        session.sendComposed(batch.finish()) { [self] replies, promoted in
+        for (k, f) in promotions { batch.add(Promotion.setCommand(k, f.entry), db: k.db) }
+        session.sendComposed(batch.finish()) { [self] replies, promotedSlot in
             session.fill(slot, [])
             if let error = batch.ours(replies).first(where: ReplyParts.isError) {
-                finish(promoted, Array(error))     // e.g. OOM: what Redis says to a write it cannot take
+                promotions = []
+                finish(promotedSlot, Array(error))     // e.g. OOM: what Redis says to a write it cannot take
                 return
             }
-            core.stats.promotions.add(found.count)
-            for (_, f) in found { access.metrics.promoted(f.tier) }
-            var pending = found.count
-            for (k, f) in found {
-                access.copyUp(k, f) { [self] in
-                    pending -= 1
-                    if pending == 0 { session.fill(promoted, []); execute() }
-                }
+            promoted { [self] in
+                session.fill(promotedSlot, [])
+                then()
+            }
+        }
+    }
+
+    /// Ends `watchingBringUp` when no EXEC will (the command does not run as planned).
+    private func unwatch(_ then: @escaping () -> Void) {
+        guard watchingBringUp else { then(); return }
+        watchingBringUp = false
+        session.sendComposed([[Array("UNWATCH".utf8)]]) { [self] _, slot in
+            session.fill(slot, [])
+            then()
+        }
+    }
+
+    /// After the transaction promoted them: counted, and a copy found in cold copied to warm.
+    private func promoted(_ then: @escaping () -> Void) {
+        let found = promotions
+        promotions = []
+        if found.isEmpty { then(); return }
+        core.stats.promotions.add(found.count)
+        for (_, f) in found { access.metrics.promoted(f.tier) }
+        var pending = found.count
+        for (k, f) in found {
+            access.copyUp(k, f) {
+                pending -= 1
+                if pending == 0 { then() }
             }
         }
     }
@@ -140,12 +191,15 @@ final class KeyedOp {
         let allWritten = unique(plan.written.map(tierKey))
         let written = allWritten.filter(core.isTiered)
         let expiring = allWritten.compactMap { k in defaultTTL(for: k).map { (k, $0) } }
-        if written.isEmpty && expiring.isEmpty {
+        if written.isEmpty && expiring.isEmpty && promotions.isEmpty && !watchingBringUp {
             sendCommand([args]) { [self] replies, slot in finish(slot, replies[0]) }
             return
         }
         var batch = DBBatch(home: db)
         batch.raw([Array("MULTI".utf8)])
+        for (k, f) in promotions { batch.add(Promotion.setCommand(k, f.entry), db: k.db) }
+        batch.selectHome()
+        let commandIndex = batch.commands.count
         batch.raw(args)
         for (k, ttl) in expiring {
             batch.add([Array("EXPIRE".utf8), k.bytes, Array(String(ttl).utf8), Array("NX".utf8)], db: k.db)
@@ -160,41 +214,61 @@ final class KeyedOp {
         commands.append([Array("EXEC".utf8)])
         // The proxy's EXEC would clear the client's watches: a guard keeps them exact.
         if let watch = WatchGuard(session: session) {
-            watch.arm { [self] in runTransaction(commands, captures, written, watch) }
+            watch.arm { [self] in runTransaction(commands, commandIndex, captures, written, watch) }
         } else {
-            runTransaction(commands, captures, written, nil)
+            runTransaction(commands, commandIndex, captures, written, nil)
         }
     }
 
-    private func runTransaction(_ commands: [[[UInt8]]], _ captures: [(get: Int, pttl: Int)], _ written: [TierKey],
-                                _ watch: WatchGuard?) {
+    private func runTransaction(_ commands: [[[UInt8]]], _ commandIndex: Int, _ captures: [(get: Int, pttl: Int)],
+                                _ written: [TierKey], _ watch: WatchGuard?) {
         func restored(_ then: @escaping () -> Void) { if let watch { watch.restore(then) } else { then() } }
         sendCommand(commands) { [self] replies, slot in
-            // A command refused while queueing (arity, NOAUTH, ACL) ran nowhere: its own error.
-            let queued = replies[1]
-            if queued != Array("+QUEUED\r\n".utf8) { restored { self.finish(slot, queued) }; return }
+            // A command refused while queueing (arity, NOAUTH, ACL) ran nowhere: its own error;
+            // so did a promotion refused (OOM: what Redis says to a write it cannot take).
+            if let refused = replies[1...commandIndex].first(where: { $0 != Array("+QUEUED\r\n".utf8) }) {
+                promotions = []
+                restored { self.finish(slot, refused) }
+                return
+            }
+            if watch == nil, watchingBringUp, let exec = replies.last, ReplyParts.isNull(exec) {
+                // Hot lost a brought-up key after its EXISTS: nothing ran; bring up again.
+                session.fill(slot, [])
+                bringUpAttempts += 1
+                existed = []
+                promotions = []
+                bringUp()
+                return
+            }
+            fireSent()
             if let watch, let exec = replies.last, ReplyParts.isNull(exec) {
                 // A key the client watches had changed: its transaction must fail, and this one
                 // (not watched any more) runs again.
                 watch.transactionAborted()
                 session.fill(slot, [])
-                runTransaction(commands, captures, written, watch)
+                runTransaction(commands, commandIndex, captures, written, watch)
                 return
             }
             guard let exec = replies.last, let elements = ReplyParts.elements(exec),
                   elements.count == commands.count - 2 else {
                 // EXEC itself failed (e.g. the user may not run GET/PTTL): hot did not run the
                 // command; let it run alone, untiered, so the client gets Redis's own answer.
-                session.fill(slot, [])
                 restored { [self] in
-                    release()
-                    passThrough()
+                    let alone = { [self] in
+                        release()
+                        passThrough()
+                    }
+                    if promotions.isEmpty { session.fill(slot, []); alone() } else { promoteApart(slot, then: alone) }
                 }
                 return
             }
-            let reply = Array(elements[0])
-            // An error means nothing changed, except from a script: it may have written first.
-            if ReplyParts.isError(reply) && !plan.script { restored { self.finish(slot, reply) }; return }
+            let reply = Array(elements[commandIndex - 1])
+            // An error means nothing changed, except from a script: it may have written first
+            // (the promotions did land: they are copies of what is below, so nothing changed).
+            if ReplyParts.isError(reply) && !plan.script {
+                restored { [self] in promoted { self.finish(slot, reply) } }
+                return
+            }
             let now = wallClockMillis()
             // Offsets into EXEC's elements: the commands after MULTI, so one less than in `commands`.
             let states = captures.map { c in
@@ -202,7 +276,7 @@ final class KeyedOp {
             }
             for k in written { core.generations.bump(k) }
             writtenKeys = written
-            restored { [self] in sync(Array(zip(written, states)), reply: reply, slot: slot) }
+            restored { [self] in promoted { self.sync(Array(zip(written, states)), reply: reply, slot: slot) } }
         }
     }
 
@@ -302,12 +376,17 @@ struct DBBatch {
     /// Adds a command that runs in whatever db is current, outside `mine`.
     mutating func raw(_ args: [[UInt8]]) { commands.append(args) }
 
-    /// The commands, with the home db selected again if a key moved it.
-    mutating func finish() -> [[[UInt8]]] {
+    /// Selects the home db again now, if a key moved it.
+    mutating func selectHome() {
         if current != home {
             commands.append([Array("SELECT".utf8), Array(String(home).utf8)])
             current = home
         }
+    }
+
+    /// The commands, with the home db selected again if a key moved it.
+    mutating func finish() -> [[[UInt8]]] {
+        selectHome()
         return commands
     }
 

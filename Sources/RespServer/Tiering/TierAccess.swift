@@ -30,7 +30,7 @@ final class TierAccess {
 
     /// `store` calls of this loop pass, and the task that sends them at its end.
     private var storeQueue: [(TierKey, KeyState, (Result<Void, TierError>) -> Void)] = []
-    private lazy var storeAtPassEnd = DeferredTask(loop: loop) { [unowned self] in storeQueued() }
+    private lazy var storeAtPassEnd = DeferredTask(loop: loop) { [unowned self] in sendQueuedStores() }
 
     /// The key as the lower tiers store it: in the database `DatabaseMap` says (SWAPDB).
     func physical(_ key: TierKey) -> TierKey { core.databases?.physical(key) ?? key }
@@ -68,6 +68,8 @@ final class TierAccess {
     /// Warm, then cold when warm does not have it. An error from a tier that had to be asked is
     /// the answer: a nil then could be a lie.
     private func readBelow(_ key: TierKey, _ done: @escaping (Result<Found?, TierError>) -> Void) {
+        // A tier answers in the order it was asked: this pass's queued writes go first.
+        sendQueuedStores()
         let stats = core.stats
         let tiers: [(LowerTier, Tier, AtomicCounter)] = [(.warm, warm, stats.warmHits), (.cold, cold, stats.coldHits)]
             .compactMap { role, tier, hits in tier.map { (role, $0, hits) } }
@@ -102,7 +104,8 @@ final class TierAccess {
         storeAtPassEnd.schedule()
     }
 
-    private func storeQueued() {
+    /// Sends the stores queued in this pass now (before a read that must see them).
+    func sendQueuedStores() {
         let queued = storeQueue
         storeQueue.removeAll(keepingCapacity: true)
         guard !queued.isEmpty else { return }

@@ -48,6 +48,8 @@ enum TieredCommand {
         var script = false
         /// Set when `+OK` alone tells the keys' new state (`BlindWrite`): pipelined, no capture.
         var blind: BlindWrite?
+        /// The command cannot run inside MULTI (WATCH): its promotions go before it, alone.
+        var promotesApart = false
     }
 
     private static let simpleReads: Set<CommandName> = Set(["strlen", "type", "ttl", "pttl", "expiretime",
@@ -148,7 +150,7 @@ enum TieredCommand {
             return .keyed(KeyedPlan(bringUp: [key(1), destination], written: [destination]))
         case "watch":
             // Brought up first, so that a promotion after the WATCH cannot fire it.
-            return argc >= 2 ? .keyed(KeyedPlan(bringUp: (1..<argc).map(key))) : nil
+            return argc >= 2 ? .keyed(KeyedPlan(bringUp: (1..<argc).map(key), promotesApart: true)) : nil
         case "flushdb", "flushall":
             return .flush(all: name.description == "flushall")
         case "swapdb":
