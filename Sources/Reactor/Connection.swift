@@ -1,4 +1,5 @@
 import CLibevent
+import COpenSSL
 import Glibc
 
 /// What a connection tells its owner. All calls arrive on the connection's loop.
@@ -228,20 +229,39 @@ public final class Connection {
             let message = usesTLS ? tlsFailure(fallback: plain) : (plain ?? "connection error")
             delegate?.connectionClosed(self, error: message)
         } else if what & (Int16(BEV_EVENT_EOF) | Int16(BEV_EVENT_TIMEOUT)) != 0 {
-            delegate?.connectionClosed(self, error: nil)
+            // A TLS peer that refused us (no client certificate, say) sent an alert and closed;
+            // if our write hit the closed socket first, the alert is still unread: say it.
+            let alert = usesTLS ? unreadAlert() : []
+            delegate?.connectionClosed(self, error: alert.isEmpty ? nil : TLSClient.failure(ssl: nil, errors: alert, fallback: nil))
         }
+    }
+
+    /// The OpenSSL errors libevent kept for this connection.
+    private func queuedErrors(_ b: OpaquePointer) -> [UInt] {
+        var codes: [UInt] = []
+        while case let code = bufferevent_get_openssl_error(b), code != 0 { codes.append(UInt(code)) }
+        return codes
+    }
+
+    /// OpenSSL's reasons from one last read of what the peer sent before it closed (only ever
+    /// called once the connection is over, so no data can be lost by it).
+    private func unreadAlert() -> [UInt] {
+        guard let b = bev, let ssl = bufferevent_openssl_get_ssl(b) else { return [] }
+        var codes = queuedErrors(b)
+        ERR_clear_error()
+        var scratch = (UInt64(0), UInt64(0))
+        let n = withUnsafeMutableBytes(of: &scratch) { SSL_read(ssl, $0.baseAddress, Int32($0.count)) }
+        if n <= 0 {
+            while case let code = ERR_get_error(), code != 0 { codes.append(UInt(code)) }
+        }
+        return codes
     }
 
     /// What went wrong with TLS: the certificate check's verdict, OpenSSL's reasons (an alert
     /// from the server, such as "certificate required"), or the socket's error.
     private func tlsFailure(fallback: String?) -> String {
         guard let b = bev else { return fallback ?? "TLS connection closed" }
-        var codes: [UInt] = []
-        while true {
-            let code = bufferevent_get_openssl_error(b)
-            if code == 0 { break }
-            codes.append(UInt(code))
-        }
+        let codes = queuedErrors(b)
         // Only a failed handshake has a certificate verdict worth reporting.
         let ssl = isEstablished ? nil : bufferevent_openssl_get_ssl(b)
         return TLSClient.failure(ssl: ssl, errors: codes, fallback: fallback)

@@ -26,6 +26,10 @@ public final class TLSClient {
         // hold thousands of pinned upstream connections).
         _ = tp_ssl_ctx_set_min_tls12(c)
         _ = tp_ssl_ctx_set_mode(c, Int(SSL_MODE_RELEASE_BUFFERS))
+        // Redis killed or restarted closes without close_notify: that is the end of the stream
+        // (as a TCP FIN is), not a TLS error; RESP replies are self-delimiting, and a reply cut
+        // short is an error to the proxy either way.
+        tp_ssl_ctx_ignore_unexpected_eof(c)
         if verifyPeer {
             SSL_CTX_set_verify(c, SSL_VERIFY_PEER, nil)
             if caFile.isEmpty && caDir.isEmpty {

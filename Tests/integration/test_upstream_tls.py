@@ -282,10 +282,11 @@ def test_tiered_hot_behind_tls(make_tls_redis, make_proxy, pki, tmp_path):
     assert c.get("wt") == b"through" and c.get("wb:1") == b"behind"
     assert direct.get("wt") == b"through", "the value read from warm was not promoted to hot"
 
-    # WATCH, then a tiered write of the watched key by another client: EXEC must fail.
+    # WATCH, then the client's own tiered write (the proxy's MULTI on its connection, with the
+    # loop's WATCH probe connection watching beside it): its EXEC must fail, as on Redis.
     with c.pipeline() as p:
         p.watch("wt")
-        prx.client().append("wt", "!")
+        assert p.append("wt", "!") == 8
         p.multi()
         p.get("wt")
         with pytest.raises(redis.WatchError):
