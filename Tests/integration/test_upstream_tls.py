@@ -292,3 +292,63 @@ def test_tiered_hot_behind_tls(make_tls_redis, make_proxy, pki, tmp_path):
         with pytest.raises(redis.WatchError):
             p.execute()
     assert c.get("wt") == b"through!"
+
+
+def test_sni_sent_for_names_not_for_addresses(make_proxy, pki):
+    """SNI carries the upstream's host name (what Azure's front ends route on), and is left out
+    for an IP address (RFC 6066). A Python TLS server records what each handshake asked for."""
+    import socket
+    import ssl
+
+    seen: list = []
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pki.server_crt, pki.server_key)
+    ctx.sni_callback = lambda sock, name, _ctx: seen.append(name)
+    lsock = socket.socket()
+    lsock.bind((HOST, 0))
+    lsock.listen(16)
+    lsock.settimeout(0.2)
+    port = lsock.getsockname()[1]
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = lsock.accept()
+            except OSError:
+                continue
+            try:
+                conn.settimeout(5)
+                with ctx.wrap_socket(conn, server_side=True) as tls:
+                    if tls.recv(1024):
+                        tls.sendall(b"+PONG\r\n")
+            except (OSError, ssl.SSLError):
+                pass
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        by_name = make_proxy(f"rediss://localhost:{port}", flags=trusting(pki), wait="port")
+        assert "Upstream check ok" in startup_check(by_name)
+        assert "localhost" in seen, seen
+        seen.clear()
+        by_ip = make_proxy(f"rediss://{HOST}:{port}", flags=trusting(pki), wait="port")
+        assert "Upstream check ok" in startup_check(by_ip)
+        wait_for(lambda: seen, 10, desc="a handshake by address")
+        assert set(seen) == {None}, seen
+    finally:
+        stop.set()
+        t.join(10)
+        lsock.close()
+
+
+def test_ca_cert_dir(make_tls_redis, make_proxy, pki, tmp_path):
+    """upstream-tls-ca-cert-dir: a hashed directory (openssl rehash) instead of a bundle."""
+    d = tmp_path / "cadir"
+    d.mkdir()
+    (d / "test-ca.pem").write_bytes(Path(pki.ca_crt).read_bytes())
+    assert run_tool(["openssl", "rehash", str(d)]).returncode == 0
+    srv = make_tls_redis()
+    prx = make_proxy(srv.url, flags={**NO_TIERS, "upstream-tls-ca-cert-dir": str(d)})
+    assert "Upstream check ok" in startup_check(prx)
+    assert prx.client().set("d", "1")
