@@ -352,3 +352,32 @@ def test_ca_cert_dir(make_tls_redis, make_proxy, pki, tmp_path):
     prx = make_proxy(srv.url, flags={**NO_TIERS, "upstream-tls-ca-cert-dir": str(d)})
     assert "Upstream check ok" in startup_check(prx)
     assert prx.client().set("d", "1")
+
+
+def test_backpressure_over_tls(make_tls_redis, make_proxy, pki):
+    """A pinned client that stops reading: the proxy stops reading its TLS upstream (Redis holds
+    the rest), its RSS stays bounded, and once the client reads again every reply arrives whole:
+    reading resumes over TLS without losing what OpenSSL had already decrypted."""
+    from harness import rss_kb
+
+    srv = make_tls_redis()
+    prx = make_proxy(srv.url, flags=trusting(pki))
+    value = b"v" * (4 << 20)
+    srv.client().set("big", value)
+    c = RawConn(prx.port, timeout=60, rcvbuf=16 * 1024)
+    try:
+        pin(c, srv.client(), "slow-reader")
+        rss0 = rss_kb(prx.pid)
+        n = 30
+        c.send(b"".join(b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n" for _ in range(n)))
+
+        def redis_holds_output() -> bool:
+            me = [x for x in srv.client().client_list() if x.get("name") == "slow-reader"]
+            return bool(me) and int(me[0]["omem"]) > 8 << 20
+        wait_for(redis_holds_output, 30, desc="Redis to hold the replies the proxy stopped reading")
+        assert rss_kb(prx.pid) - rss0 < 64 * 1024, "the proxy buffered what its client did not read"
+        for _ in range(n):
+            r = c.read_reply(60)
+            assert r.t == "$" and r.v == value
+    finally:
+        c.close()
