@@ -63,7 +63,9 @@ public final class Connection {
                 // the stream, as a plain connection's FIN would; it is not a TLS error.
                 bufferevent_openssl_set_allow_dirty_shutdown(bev, 1)
             }
-            guard bev != nil else {
+            if bev == nil {
+                // Out of memory for an SSL: buffers for the owner to write into, never connected.
+                bev = bufferevent_socket_new(loop.base, -1, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue))
                 report("TLS: cannot set up a connection to \(tls.serverName)")
                 return
             }
@@ -88,7 +90,7 @@ public final class Connection {
     /// Reading and writing are ours, not the bufferevent's: a wakeup costs one readv, and
     /// `flush()` writes at once, so the usual request costs no epoll change. libevent's write
     /// event is enabled only while bytes are left over; the bufferevent still owns connecting
-    /// (and will own TLS).
+    /// (and, with TLS, the handshake, reads and writes).
     private func install() {
         bufferevent_setcb(bev, usesTLS ? connectionTLSReadTrampoline : nil, connectionWriteTrampoline,
                           connectionEventTrampoline, Unmanaged.passUnretained(self).toOpaque())

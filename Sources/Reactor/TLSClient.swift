@@ -63,6 +63,12 @@ public final class TLSClient {
 
     deinit { SSL_CTX_free(ctx) }
 
+    /// Refuses at start a name OpenSSL would not check (so no connection fails for it later).
+    public func validate() throws {
+        guard let ssl = makeSSL() else { throw ReactorError("TLS: cannot verify the name '\(serverName)'") }
+        SSL_free(ssl)
+    }
+
     /// A new `SSL` for one connection: SNI and the name (or address) the certificate must carry.
     func makeSSL() -> OpaquePointer? {
         guard let ssl = SSL_new(ctx) else { return nil }

@@ -27,6 +27,7 @@ enum UpstreamTLS {
                                                certFile: config.upstreamTLSCertFile,
                                                keyFile: config.upstreamTLSKeyFile,
                                                verifyPeer: !config.upstreamTLSInsecure)
+            try config.upstreamTLS?.validate()
         } catch {
             throw ConfigError("upstream \(config.upstream): \(error)")
         }
