@@ -292,6 +292,14 @@ def test_tiered_hot_behind_tls(make_tls_redis, make_proxy, pki, tmp_path):
         with pytest.raises(redis.WatchError):
             p.execute()
     assert c.get("wt") == b"through!"
+    # And a tiered write of another key keeps an unconflicted WATCH committing: the probe's own
+    # MULTI/PING/EXEC answered over TLS (an error there would fail this EXEC too).
+    with c.pipeline() as p:
+        p.watch("other")
+        assert p.append("wt", "?") == 9
+        p.multi()
+        p.get("wt")
+        assert p.execute() == [b"through!?"]
 
 
 def test_sni_sent_for_names_not_for_addresses(make_proxy, pki):
