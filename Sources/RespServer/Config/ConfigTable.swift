@@ -81,7 +81,8 @@ let configTable: [Directive] = [
         "rediss:// only. yes: accept any certificate, unverified (development only; logged at start).",
     ]) { c, a in c.upstreamTLSInsecure = try Units.bool(try one(a, "upstream-tls-insecure")) },
     Directive(name: "upstream-connect-timeout", defaultArgs: "2000", doc: [
-        "Milliseconds to wait for the upstream connection; a client waiting longer gets an error reply.",
+        "Milliseconds to wait for the upstream connection (with rediss://, its TLS handshake too);",
+        "a client waiting longer gets an error reply.",
     ]) { c, a in c.upstreamConnectTimeoutMillis = try Units.int(try one(a, "upstream-connect-timeout"), 1...3_600_000) },
     Directive(name: "maxclients", defaultArgs: "10000", doc: [
         "Most client connections at once; one more gets '-ERR max number of clients reached'.",
