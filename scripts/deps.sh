@@ -6,7 +6,7 @@ set -euo pipefail
 
 apt_packages=(libevent-dev libhiredis-dev libcurl4-openssl-dev libssl-dev libsqlite3-dev zlib1g-dev
               redis-server redis-tools nutcracker pkg-config
-              prometheus docker-compose netcat-openbsd curl binutils)
+              prometheus docker-compose netcat-openbsd curl binutils openssl)
 missing=()
 for p in "${apt_packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -1,4 +1,5 @@
 import CLibevent
+import COpenSSL
 import Glibc
 
 /// What a connection tells its owner. All calls arrive on the connection's loop.
@@ -15,9 +16,14 @@ public protocol ConnectionDelegate: AnyObject {
 
 /// A TCP connection (accepted or outgoing) on one loop: a libevent bufferevent with an input and
 /// an output buffer. The owner keeps it alive and calls `close()`; after that no callback arrives.
+/// An outgoing connection may speak TLS (`TLSClient`): libevent's OpenSSL bufferevent then does
+/// the handshake, the reads and the writes, and the owner sees the same buffers and callbacks.
 public final class Connection {
     public let loop: EventLoop
     private var bev: OpaquePointer?
+    /// TLS: the bufferevent reads and writes through OpenSSL itself (the socket carries records,
+    /// not the bytes of `input`/`output`), so the plain path's own readv/writev stay off.
+    private let usesTLS: Bool
     /// Weak on purpose: the strong reference a weak load yields keeps the owner alive for the
     /// length of a callback in which it may drop its last other reference (closing itself).
     public weak var delegate: ConnectionDelegate?
@@ -36,38 +42,58 @@ public final class Connection {
     public init(loop: EventLoop, fd: Int32) {
         self.loop = loop
         self.isEstablished = true
+        self.usesTLS = false
         setNoDelay(fd)
         bev = bufferevent_socket_new(loop.base, fd, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue))
         install()
         startReading()
     }
 
-    /// Starts connecting to `address`; writes before the connection completes are queued.
-    public init(loop: EventLoop, connectingTo address: SocketAddress) {
+    /// Starts connecting to `address` (with TLS when `tls` is given: established once the
+    /// handshake and the certificate check are done); writes before then are queued.
+    public init(loop: EventLoop, connectingTo address: SocketAddress, tls: TLSClient? = nil) {
         self.loop = loop
         self.isEstablished = false
-        bev = bufferevent_socket_new(loop.base, -1, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue))
+        self.usesTLS = tls != nil
+        if let tls {
+            if let ssl = tls.makeSSL() {
+                bev = bufferevent_openssl_socket_new(loop.base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                                     Int32(BEV_OPT_CLOSE_ON_FREE.rawValue))
+                // A peer that closes without close_notify (Redis killed or restarted) has ended
+                // the stream, as a plain connection's FIN would; it is not a TLS error.
+                bufferevent_openssl_set_allow_dirty_shutdown(bev, 1)
+            }
+            if bev == nil {
+                // Out of memory for an SSL: buffers for the owner to write into, never connected.
+                bev = bufferevent_socket_new(loop.base, -1, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue))
+                report("TLS: cannot set up a connection to \(tls.serverName)")
+                return
+            }
+        } else {
+            bev = bufferevent_socket_new(loop.base, -1, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue))
+        }
         install()
         let rc = address.withSockaddr { sa, len in
             bufferevent_socket_connect(bev, UnsafeMutablePointer(mutating: sa), Int32(len))
         }
-        if rc != 0 {
-            // Reported from the loop so the owner sees one path for every failure.
-            let message = String(cString: strerror(errno))
-            loop.execute { [weak self] in
-                guard let self, !self.isClosed else { return }
-                self.delegate?.connectionClosed(self, error: message)
-            }
+        if rc != 0 { report(String(cString: strerror(errno))) }
+    }
+
+    /// Reports a failure to start from the loop, so the owner sees one path for every failure.
+    private func report(_ message: String) {
+        loop.execute { [weak self] in
+            guard let self, !self.isClosed else { return }
+            self.delegate?.connectionClosed(self, error: message)
         }
     }
 
     /// Reading and writing are ours, not the bufferevent's: a wakeup costs one readv, and
     /// `flush()` writes at once, so the usual request costs no epoll change. libevent's write
     /// event is enabled only while bytes are left over; the bufferevent still owns connecting
-    /// (and will own TLS).
+    /// (and, with TLS, the handshake, reads and writes).
     private func install() {
-        bufferevent_setcb(bev, nil, connectionWriteTrampoline, connectionEventTrampoline,
-                          Unmanaged.passUnretained(self).toOpaque())
+        bufferevent_setcb(bev, usesTLS ? connectionTLSReadTrampoline : nil, connectionWriteTrampoline,
+                          connectionEventTrampoline, Unmanaged.passUnretained(self).toOpaque())
         // New bufferevents start with EV_WRITE enabled, which would arm EPOLLOUT on every write.
         // (An outgoing connect still completes: libevent watches for it regardless.)
         bufferevent_disable(bev, Int16(EV_READ | EV_WRITE))
@@ -75,6 +101,12 @@ public final class Connection {
 
     private func startReading() {
         guard let b = bev else { return }
+        if usesTLS {
+            // OpenSSL's bufferevent writes whatever `output` holds while EV_WRITE is on (it polls
+            // for writability only while bytes wait), and reads while EV_READ is on.
+            bufferevent_enable(b, Int16(isReading ? EV_READ | EV_WRITE : EV_WRITE))
+            return
+        }
         readEvent = event_new(loop.base, bufferevent_getfd(b), Int16(EV_READ | EV_PERSIST), connectionReadTrampoline,
                               Unmanaged.passUnretained(self).toOpaque())
         if isReading { event_add(readEvent, nil) }
@@ -118,6 +150,9 @@ public final class Connection {
     public func flush() -> Bool {
         guard let b = bev, isEstablished else { return false }
         let out = bufferevent_get_output(b)
+        // TLS: appending to `output` already scheduled the write (libevent encrypts and writes
+        // when the socket is writable, in this same loop's next pass).
+        if usesTLS { return evbuffer_get_length(out) == 0 }
         if writeEventOn { return evbuffer_get_length(out) == 0 }
         if evbuffer_get_length(out) > 0 {
             // bufferevent keeps the start of its output frozen so only it drains it; we write here
@@ -140,7 +175,13 @@ public final class Connection {
     /// Pauses or resumes reading from the socket (backpressure).
     public var isReading: Bool = true {
         didSet {
-            guard !isClosed, oldValue != isReading, let e = readEvent else { return }
+            guard !isClosed, oldValue != isReading else { return }
+            if usesTLS {
+                guard isEstablished, let b = bev else { return }
+                if isReading { bufferevent_enable(b, Int16(EV_READ)) } else { bufferevent_disable(b, Int16(EV_READ)) }
+                return
+            }
+            guard let e = readEvent else { return }
             if isReading { event_add(e, nil) } else { event_del(e) }
         }
     }
@@ -186,10 +227,46 @@ public final class Connection {
         }
         if what & Int16(BEV_EVENT_ERROR) != 0 {
             let err = errno
-            delegate?.connectionClosed(self, error: err == 0 ? "connection error" : String(cString: strerror(err)))
+            let plain = err == 0 ? nil : String(cString: strerror(err))
+            let message = usesTLS ? tlsFailure(fallback: plain) : (plain ?? "connection error")
+            delegate?.connectionClosed(self, error: message)
         } else if what & (Int16(BEV_EVENT_EOF) | Int16(BEV_EVENT_TIMEOUT)) != 0 {
-            delegate?.connectionClosed(self, error: nil)
+            // A TLS peer that refused us (no client certificate, say) sent an alert and closed;
+            // if our write hit the closed socket first, the alert is still unread: say it.
+            let alert = usesTLS ? unreadAlert() : []
+            delegate?.connectionClosed(self, error: alert.isEmpty ? nil : TLSClient.failure(ssl: nil, errors: alert, fallback: nil))
         }
+    }
+
+    /// The OpenSSL errors libevent kept for this connection.
+    private func queuedErrors(_ b: OpaquePointer) -> [UInt] {
+        var codes: [UInt] = []
+        while case let code = bufferevent_get_openssl_error(b), code != 0 { codes.append(UInt(code)) }
+        return codes
+    }
+
+    /// OpenSSL's reasons from one last read of what the peer sent before it closed (only ever
+    /// called once the connection is over, so no data can be lost by it).
+    private func unreadAlert() -> [UInt] {
+        guard let b = bev, let ssl = bufferevent_openssl_get_ssl(b) else { return [] }
+        var codes = queuedErrors(b)
+        ERR_clear_error()
+        var scratch = (UInt64(0), UInt64(0))
+        let n = withUnsafeMutableBytes(of: &scratch) { SSL_read(ssl, $0.baseAddress, Int32($0.count)) }
+        if n <= 0 {
+            while case let code = ERR_get_error(), code != 0 { codes.append(UInt(code)) }
+        }
+        return codes
+    }
+
+    /// What went wrong with TLS: the certificate check's verdict, OpenSSL's reasons (an alert
+    /// from the server, such as "certificate required"), or the socket's error.
+    private func tlsFailure(fallback: String?) -> String {
+        guard let b = bev else { return fallback ?? "TLS connection closed" }
+        let codes = queuedErrors(b)
+        // Only a failed handshake has a certificate verdict worth reporting.
+        let ssl = isEstablished ? nil : bufferevent_openssl_get_ssl(b)
+        return TLSClient.failure(ssl: ssl, errors: codes, fallback: fallback)
     }
 
     deinit { close() }
@@ -203,6 +280,11 @@ private func setNoDelay(_ fd: Int32) {
 
 private func connectionReadTrampoline(_ fd: Int32, _ what: Int16, _ arg: UnsafeMutableRawPointer?) {
     Unmanaged<Connection>.fromOpaque(arg!).takeUnretainedValue().readable()
+}
+
+private func connectionTLSReadTrampoline(_ bev: OpaquePointer?, _ arg: UnsafeMutableRawPointer?) {
+    let c = Unmanaged<Connection>.fromOpaque(arg!).takeUnretainedValue()
+    c.delegate?.connectionReadable(c)
 }
 
 private func connectionWriteTrampoline(_ bev: OpaquePointer?, _ arg: UnsafeMutableRawPointer?) {

@@ -17,6 +17,7 @@ final class Server {
     private let tierSetup: TierSetup
     private var tiering: TieringCore!
     private var metricsServer: MetricsServer?
+    private var startupCheck: HotPing?
 
     init(config: Config, environment: [String: String]) throws {
         self.config = config
@@ -58,6 +59,7 @@ final class Server {
             threads.append(LoopThread(loop: w.loop, name: "loop-\(w.index)"))
         }
         Log.notice("Ready to accept connections tcp")
+        checkUpstream()
         for sig in [SIGTERM, SIGINT] {
             signalWatchers.append(SignalWatcher(loop: mainLoop, signal: sig) { [unowned self] in self.shutdown(sig) })
         }
@@ -68,6 +70,23 @@ final class Server {
         tiering.close()
         if !config.pidfile.isEmpty { unlink(config.pidfile) }
         Log.notice("tierproxy is now ready to exit, bye bye...")
+    }
+
+    /// One PING of the upstream at start (AUTH/SELECT first, TLS handshake and certificate check
+    /// first of all), so that a wrong CA, host name, password or address is one clear log line
+    /// now, not only an error reply to each client later. The proxy runs either way: Redis may
+    /// come up, or get its certificate fixed, after the proxy.
+    private func checkUpstream() {
+        let how = UpstreamTLS.describe(config)
+        startupCheck = HotPing(loop: mainLoop, config: config, timeoutMillis: max(config.upstreamConnectTimeoutMillis, 1000)) {
+            [unowned self] error in
+            self.startupCheck = nil
+            if let error {
+                Log.warning("Upstream check failed: \(self.config.upstream) (\(how)): \(error)")
+            } else {
+                Log.notice("Upstream check ok: \(self.config.upstream) answered PING (\(how))")
+            }
+        }
     }
 
     /// `bind` addresses resolved; a leading "-" marks one that may be missing (like Redis's "-::1").

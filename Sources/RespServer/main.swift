@@ -22,15 +22,18 @@ func runMain() -> Int32 {
             break
         }
         let env = processEnvironment()
-        let config = try loader.load(environment: env)
+        var config = try loader.load(environment: env)
         if loader.action == .tiersCheck {
             return runTiersCheck(config: config, environment: env)
         }
+        let tlsWarnings = try UpstreamTLS.prepare(&config)
         if loader.action == .checkConfig {
+            for w in tlsWarnings { print("Warning: \(w)") }
             print("Configuration OK (\(loader.configFile ?? "defaults")): port \(config.port), upstream \(config.upstream)")
             return 0
         }
         try Log.configure(level: config.loglevel, format: config.logFormat, path: config.logfile)
+        for w in tlsWarnings { Log.warning(w) }
         try Server(config: config, environment: env).run()
         return 0
     } catch let e as ConfigError {

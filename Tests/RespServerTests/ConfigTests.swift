@@ -58,11 +58,30 @@ import Glibc
         #expect(throws: ConfigError.self) { try ConfigLoader(arguments: ["--no-such-thing", "1"]) }
     }
 
-    /// TLS to the upstream is refused clearly rather than silently spoken in plain text.
-    @Test func tlsUpstreamIsRefusedUntilSupported() throws {
-        #expect(throws: ConfigError.self) { try ConfigLoader(arguments: ["--upstream", "rediss://h:6380"]).load(environment: [:]) }
-        #expect(throws: ConfigError.self) { try ConfigLoader(arguments: []).load(environment: ["REDIS_SSL": "true"]) }
+    /// rediss:// and REDIS_SSL=true mean TLS; the one context is built from upstream-tls-*,
+    /// and files that cannot be read are a configuration error at start, not per client.
+    @Test func tlsUpstreamSettings() throws {
+        var c = try ConfigLoader(arguments: ["--upstream", "rediss://h:6380"]).load(environment: [:])
+        #expect(c.upstream.tls)
+        #expect(try UpstreamTLS.prepare(&c).isEmpty)
+        #expect(c.upstreamTLS?.serverName == "h")
+        #expect(c.upstreamTLS?.verifiesPeer == true)
+        #expect(try ConfigLoader(arguments: []).load(environment: ["REDIS_SSL": "true"]).upstream.tls)
         #expect(try ConfigLoader(arguments: []).load(environment: ["REDIS_SSL": "false"]).upstream.tls == false)
+        var named = try ConfigLoader(arguments: ["--upstream", "rediss://10.0.0.1:6380", "--upstream-tls-server-name", "x.example"])
+            .load(environment: ["TIERPROXY_UPSTREAM_TLS_INSECURE": "yes"])
+        #expect(try UpstreamTLS.prepare(&named).count == 1)          // the insecure warning
+        #expect(named.upstreamTLS?.serverName == "x.example")
+        #expect(named.upstreamTLS?.verifiesPeer == false)
+        var missing = try ConfigLoader(arguments: ["--upstream", "rediss://h:6380", "--upstream-tls-ca-cert-file", "/nonexistent/ca.pem"])
+            .load(environment: [:])
+        #expect(throws: ConfigError.self) { try UpstreamTLS.prepare(&missing) }
+        var halfPair = try ConfigLoader(arguments: ["--upstream", "rediss://h:6380", "--upstream-tls-cert-file", "/x.pem"])
+            .load(environment: [:])
+        #expect(throws: ConfigError.self) { try UpstreamTLS.prepare(&halfPair) }
+        var plain = try ConfigLoader(arguments: ["--upstream-tls-ca-cert-file", "/x.pem"]).load(environment: [:])
+        #expect(try UpstreamTLS.prepare(&plain).count == 1)          // set but ignored: said so
+        #expect(plain.upstreamTLS == nil)
     }
 
     /// The committed conf file is the generated template, so it documents every directive.

@@ -1,3 +1,4 @@
+import Reactor
 import Tiers
 
 /// Output-buffer limits for one client class, as in redis.conf's `client-output-buffer-limit`.
@@ -21,6 +22,17 @@ struct Config {
     var threads = 0
     var upstream = UpstreamURL()
     var upstreamConnectTimeoutMillis = 2000
+    /// TLS to the upstream (`rediss://`): trusted CAs (empty: the system store), a client
+    /// certificate for mTLS, the name to verify (empty: the upstream's host), no verification.
+    var upstreamTLSCaCertFile = ""
+    var upstreamTLSCaCertDir = ""
+    var upstreamTLSCertFile = ""
+    var upstreamTLSKeyFile = ""
+    var upstreamTLSServerName = ""
+    var upstreamTLSInsecure = false
+    /// Built once at start from the settings above when the upstream is `rediss://`
+    /// (`UpstreamTLS.prepare`); every upstream connection of every loop uses it.
+    var upstreamTLS: TLSClient?
     var maxclients = 10000
     var timeoutSeconds = 0
     var clientQueryBufferLimit = 1 << 30

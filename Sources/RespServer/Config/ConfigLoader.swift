@@ -67,10 +67,6 @@ struct ConfigLoader {
         for line in flagLines {
             try apply(line, to: &config, origin: "command line")
         }
-        if config.upstream.tls {
-            throw ConfigError("TLS to the upstream (rediss://, REDIS_SSL) is not supported in this release; "
-                              + "use redis:// (or put a TLS tunnel such as stunnel in front of the upstream)")
-        }
         return config
     }
 

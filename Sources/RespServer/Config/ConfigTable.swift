@@ -15,6 +15,11 @@ private func one(_ args: [String], _ name: String) throws -> String {
     return args[0]
 }
 
+/// A directive holding one string (a path, a name), empty by default.
+private func text(_ name: String, _ field: WritableKeyPath<Config, String>, _ doc: [String]) -> Directive {
+    Directive(name: name, defaultArgs: "\"\"", doc: doc) { c, a in c[keyPath: field] = try one(a, name) }
+}
+
 private func outputLimit(_ c: inout Config, _ args: [String]) throws {
     guard args.count == 4 else {
         throw ConfigError("'client-output-buffer-limit' takes: <class> <hard> <soft> <soft-seconds>")
@@ -50,11 +55,34 @@ let configTable: [Directive] = [
     Directive(name: "upstream", defaultArgs: "redis://127.0.0.1:6379", doc: [
         "The hot tier: redis://[user:password@]host:port[/db]. Each client connection gets its own",
         "upstream connection, authenticated with these credentials and switched to this db first.",
-        "rediss:// (TLS, e.g. Azure Cache for Redis on 6380) is reserved for the next release.",
-        "Env: REDIS_URL, or REDIS_HOST / REDIS_PORT / REDIS_PASSWORD / REDIS_SSL.",
+        "rediss:// speaks TLS on every upstream connection (e.g. Azure Cache for Redis on 6380):",
+        "the certificate chain and the host name are verified (upstream-tls-* below).",
+        "Env: REDIS_URL, or REDIS_HOST / REDIS_PORT / REDIS_PASSWORD / REDIS_SSL (true = rediss).",
     ]) { c, a in c.upstream = try UpstreamURL(parsing: try one(a, "upstream")) },
+    text("upstream-tls-ca-cert-file", \.upstreamTLSCaCertFile, [
+        "rediss:// only. PEM file of the CA certificates the upstream's certificate must chain to;",
+        "empty (and no upstream-tls-ca-cert-dir) = the system's store, which is what Azure needs.",
+    ]),
+    text("upstream-tls-ca-cert-dir", \.upstreamTLSCaCertDir, [
+        "rediss:// only. Directory of trusted CA certificates (c_rehash / openssl rehash layout).",
+    ]),
+    text("upstream-tls-cert-file", \.upstreamTLSCertFile, [
+        "rediss:// only. Client certificate (PEM, chain allowed) for an upstream that requires one",
+        "(redis-server tls-auth-clients yes); needs upstream-tls-key-file.",
+    ]),
+    text("upstream-tls-key-file", \.upstreamTLSKeyFile, [
+        "rediss:// only. Private key (PEM, unencrypted) of upstream-tls-cert-file.",
+    ]),
+    text("upstream-tls-server-name", \.upstreamTLSServerName, [
+        "rediss:// only. Name sent as SNI and required in the upstream's certificate; empty = the",
+        "upstream's host (an IP address is then matched against the certificate's IP addresses).",
+    ]),
+    Directive(name: "upstream-tls-insecure", defaultArgs: "no", doc: [
+        "rediss:// only. yes: accept any certificate, unverified (development only; logged at start).",
+    ]) { c, a in c.upstreamTLSInsecure = try Units.bool(try one(a, "upstream-tls-insecure")) },
     Directive(name: "upstream-connect-timeout", defaultArgs: "2000", doc: [
-        "Milliseconds to wait for the upstream connection; a client waiting longer gets an error reply.",
+        "Milliseconds to wait for the upstream connection (with rediss://, its TLS handshake too);",
+        "a client waiting longer gets an error reply.",
     ]) { c, a in c.upstreamConnectTimeoutMillis = try Units.int(try one(a, "upstream-connect-timeout"), 1...3_600_000) },
     Directive(name: "maxclients", defaultArgs: "10000", doc: [
         "Most client connections at once; one more gets '-ERR max number of clients reached'.",

@@ -92,7 +92,7 @@ final class HotPing: ConnectionDelegate {
             loop.execute { [self] in finish("cannot resolve \(config.upstream.host)") }
             return
         }
-        let c = Connection(loop: loop, connectingTo: address)
+        let c = Connection(loop: loop, connectingTo: address, tls: config.upstreamTLS)
         c.delegate = self
         c.output.append(handshake.bytes + UpstreamCommands.format(["PING"]))
         c.flush()

@@ -29,14 +29,17 @@ final class UpstreamLink: ConnectionDelegate {
     private unowned(unsafe) let metrics: LoopMetrics
     private let gauge: LoopMetrics.Cell
     private var counted = true
+    /// host:port, for error replies.
+    private let upstreamName: String
 
     init(worker: Worker, address: SocketAddress, delegate: UpstreamLinkDelegate) {
         self.delegate = delegate
+        upstreamName = "\(worker.config.upstream.host):\(worker.config.upstream.port)"
         metrics = worker.metrics
         gauge = delegate is SharedUpstream ? .sharedLinks : delegate is ClientSession ? .pinnedLinks : .proxyLinks
         metrics.add(gauge)
         metrics.add(.upstreamConnections)
-        connection = Connection(loop: worker.loop, connectingTo: address)
+        connection = Connection(loop: worker.loop, connectingTo: address, tls: worker.config.upstreamTLS)
         let handshake = worker.handshakeBytes
         handshakeOwed = handshake.replies
         connection.delegate = self
@@ -102,6 +105,12 @@ final class UpstreamLink: ConnectionDelegate {
     func connectionDrained(_ c: Connection) { delegate?.linkDrained(self) }
 
     func connectionClosed(_ c: Connection, error: String?) {
+        // Before the connection is established (TLS: handshake and certificate check done) the
+        // failure is the upstream's address or certificate, which is what the client must read.
+        if !connected, let error {
+            fail("cannot connect to upstream \(upstreamName): \(error)")
+            return
+        }
         fail(error.map { "upstream connection lost: \($0)" } ?? "upstream closed the connection")
     }
 
