@@ -86,6 +86,8 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     private var authenticatedItself = false
     /// SELECT/RESET requests sent and not yet answered: until they are, `db` may be out of date.
     private var dbChangesInFlight = 0
+    /// CLIENT TRACKING is on: the proxy's own reads go beside this connection (`OwnRequests`).
+    private(set) var tracking = ClientTracking()
 
     init(worker: Worker, fd: Int32) {
         self.worker = worker
@@ -413,10 +415,11 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     /// True if a tiered command may start while earlier replies are still owed, and later
     /// requests may go once it has been sent: its db is settled (no SELECT in flight), the proxy's
     /// own transaction cannot touch the client's watches, and the client uses the proxy's own
-    /// credentials (so the proxy's captures will not be refused and need running again).
+    /// credentials (so the proxy's captures will not be refused and need running again), and does
+    /// not track keys (its bring-up runs beside its connection: only once its earlier requests ran).
     private func mayOverlap(_ route: TieredCommand.Route) -> Bool {
         guard case .keyed = route else { return false }
-        return dbChangesInFlight == 0 && watchedKeys.isEmpty && !authenticatedItself
+        return dbChangesInFlight == 0 && watchedKeys.isEmpty && !authenticatedItself && !tracking.on
     }
 
     private func tieredFinished() {
@@ -458,6 +461,7 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     private func noticeTransaction(_ name: CommandName) {
         if name == Commands.multi { inTransaction = true }
         else if name == Commands.exec || name == Commands.discard || name == Commands.reset {
+            if name == Commands.reset { tracking.reset() }
             inTransaction = false
             transactionWrites = []
             watchedKeys = []
@@ -599,9 +603,12 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
             sequenced = false
         } else if name == Commands.monitor {
             sequenced = false
-        } else if name == Commands.client, frame.argc >= 3,
-                  argument(frame, 1, at: offset).lowercased() == "reply" {
-            sequenced = false
+        } else if name == Commands.client, frame.argc >= 3 {
+            switch argument(frame, 1, at: offset).lowercased() {
+            case "reply": sequenced = false
+            case "tracking": tracking.requested(mode: argument(frame, 2, at: offset))
+            default: break
+            }
         }
     }
 

@@ -11,7 +11,9 @@ import Tiers
 ///    looked up below and promoted with their expiry;
 /// 3. run it on hot. A writing command runs as `MULTI; cmd; GET k; PTTL k …; EXEC`, so the
 ///    state each written key has right after the command is captured with it, atomically: a
-///    key evicted a moment later is not mistaken for a delete. The client gets element 0;
+///    key evicted a moment later is not mistaken for a delete. The client gets element 0.
+///    For a client with CLIENT TRACKING on, the bring-up and the capture run beside its
+///    connection instead, and only the command itself on it (`OwnRequests`);
 /// 4. copy each written key's state below, as its rule says (write-through: before the reply;
 ///    write-behind: recorded durably first), then release the keys and answer.
 final class KeyedOp {
@@ -26,6 +28,8 @@ final class KeyedOp {
     /// Keys that existed (in hot or below) before the command: decides `ttl` for creators.
     private var existed: Set<TierKey> = []
     private let done: () -> Void
+    /// Where the bring-up and the capture go.
+    private let own: OwnRequests
     /// Called once the command itself is on its way to hot: the client's later requests may
     /// follow it from then on (they reach hot after it, on the same connection).
     private var sent: (() -> Void)?
@@ -37,6 +41,7 @@ final class KeyedOp {
         self.plan = plan
         self.access = access
         self.db = session.db
+        self.own = OwnRequests(session: session)
         self.sent = sent
         self.done = done
     }
@@ -68,9 +73,9 @@ final class KeyedOp {
     private func bringUp() {
         let keys = unique(plan.bringUp.map(tierKey).filter(core.isTiered))
         if keys.isEmpty { execute(); return }
-        var batch = DBBatch(home: db)
+        var batch = DBBatch(home: own.homeDB)
         for k in keys { batch.add([Array("EXISTS".utf8), k.bytes], db: k.db) }
-        session.sendComposed(batch.finish()) { [self] replies, slot in
+        own.send(batch.finish()) { [self] replies, slot in
             let answers = batch.ours(replies)
             guard !answers.contains(where: ReplyParts.isError), !session.isClosed else {
                 session.fill(slot, [])
@@ -114,9 +119,9 @@ final class KeyedOp {
             }
         }
         if found.isEmpty { session.fill(slot, []); execute(); return }
-        var batch = DBBatch(home: db)
+        var batch = DBBatch(home: own.homeDB)
         for (k, f) in found { batch.add(Promotion.setCommand(k, f.entry), db: k.db) }
-        session.sendComposed(batch.finish()) { [self] replies, promoted in
+        own.send(batch.finish()) { [self] replies, promoted in
             session.fill(slot, [])
             if let error = batch.ours(replies).first(where: ReplyParts.isError) {
                 finish(promoted, Array(error))     // e.g. OOM: what Redis says to a write it cannot take
@@ -144,31 +149,41 @@ final class KeyedOp {
             sendCommand([args]) { [self] replies, slot in finish(slot, replies[0]) }
             return
         }
-        var batch = DBBatch(home: db)
-        batch.raw([Array("MULTI".utf8)])
-        batch.raw(args)
-        for (k, ttl) in expiring {
-            batch.add([Array("EXPIRE".utf8), k.bytes, Array(String(ttl).utf8), Array("NX".utf8)], db: k.db)
+        if own.beside {
+            runThenCapture(CaptureBatch(command: nil, expiring: expiring, written: written, home: own.homeDB), written)
+            return
         }
-        var captures: [(get: Int, pttl: Int)] = []
-        for k in written {
-            let g = batch.add([Array("GET".utf8), k.bytes], db: k.db)
-            let p = batch.add([Array("PTTL".utf8), k.bytes], db: k.db)
-            captures.append((g, p))
-        }
-        var commands = batch.finish()
-        commands.append([Array("EXEC".utf8)])
+        let capture = CaptureBatch(command: args, expiring: expiring, written: written, home: db)
         // The proxy's EXEC would clear the client's watches: a guard keeps them exact.
         if let watch = WatchGuard(session: session) {
-            watch.arm { [self] in runTransaction(commands, captures, written, watch) }
+            watch.arm { [self] in runTransaction(capture, written, watch) }
         } else {
-            runTransaction(commands, captures, written, nil)
+            runTransaction(capture, written, nil)
         }
     }
 
-    private func runTransaction(_ commands: [[[UInt8]]], _ captures: [(get: Int, pttl: Int)], _ written: [TierKey],
-                                _ watch: WatchGuard?) {
+    /// Beside a tracking client: the command alone on its connection, then, its keys still
+    /// locked, their state read on the loop's own. Should that read fail, the keys are recorded
+    /// in the key log and the flusher copies what hot holds.
+    private func runThenCapture(_ capture: CaptureBatch, _ written: [TierKey]) {
+        sendCommand([args]) { [self] replies, slot in
+            let reply = replies[0]
+            if ReplyParts.isError(reply) && !plan.script { finish(slot, reply); return }
+            own.send(capture.commands) { [self] captured, _ in
+                for k in written { core.generations.bump(k) }
+                writtenKeys = written
+                guard let elements = capture.elements(captured) else {
+                    TransactionSync.record(written, ran: true, access: access) { [self] in finish(slot, reply) }
+                    return
+                }
+                sync(Array(zip(written, capture.states(elements))), reply: reply, slot: slot)
+            }
+        }
+    }
+
+    private func runTransaction(_ capture: CaptureBatch, _ written: [TierKey], _ watch: WatchGuard?) {
         func restored(_ then: @escaping () -> Void) { if let watch { watch.restore(then) } else { then() } }
+        let commands = capture.commands
         sendCommand(commands) { [self] replies, slot in
             // A command refused while queueing (arity, NOAUTH, ACL) ran nowhere: its own error.
             let queued = replies[1]
@@ -178,11 +193,10 @@ final class KeyedOp {
                 // (not watched any more) runs again.
                 watch.transactionAborted()
                 session.fill(slot, [])
-                runTransaction(commands, captures, written, watch)
+                runTransaction(capture, written, watch)
                 return
             }
-            guard let exec = replies.last, let elements = ReplyParts.elements(exec),
-                  elements.count == commands.count - 2 else {
+            guard let elements = capture.elements(replies) else {
                 // EXEC itself failed (e.g. the user may not run GET/PTTL): hot did not run the
                 // command; let it run alone, untiered, so the client gets Redis's own answer.
                 session.fill(slot, [])
@@ -195,11 +209,7 @@ final class KeyedOp {
             let reply = Array(elements[0])
             // An error means nothing changed, except from a script: it may have written first.
             if ReplyParts.isError(reply) && !plan.script { restored { self.finish(slot, reply) }; return }
-            let now = wallClockMillis()
-            // Offsets into EXEC's elements: the commands after MULTI, so one less than in `commands`.
-            let states = captures.map { c in
-                KeyState(get: elements[c.get - 1], pttl: elements[c.pttl - 1], now: now)
-            }
+            let states = capture.states(elements)
             for k in written { core.generations.bump(k) }
             writtenKeys = written
             restored { [self] in sync(Array(zip(written, states)), reply: reply, slot: slot) }

@@ -1,0 +1,72 @@
+import Tiers
+
+/// Where a tiered command's own requests go (docs/semantics.md §12): the bring-up's `EXISTS`
+/// and promotions, and the capture of the keys it wrote.
+///
+/// Normally on the client's route, in their place among the client's replies, so that Redis
+/// judges them as the client (`NOAUTH`, ACL) and the capture runs in one transaction with the
+/// command. While the client has `CLIENT TRACKING` on, that would be visible: Redis remembers
+/// every key a read on the connection names as one the client caches (and an `OPTIN` client's
+/// `CLIENT CACHING yes` would be spent on the proxy's `EXISTS`), so the client would get
+/// invalidations for keys it never read. Then they go beside it, on the loop's own connection,
+/// and only the command itself runs on the client's; the key locks keep the proxy's ordering.
+struct OwnRequests {
+    let session: ClientSession
+    /// On the loop's own connection rather than the client's.
+    let beside: Bool
+
+    init(session: ClientSession) {
+        self.session = session
+        beside = session.tracking.on
+    }
+
+    /// The db the route's connection is in when a batch starts (and must be in when it ends).
+    var homeDB: Int { beside ? session.worker.config.upstream.db : session.db }
+
+    /// Sends `commands` at once; `done` gets every reply and a slot to fill: the client's slot
+    /// (see `ClientSession.sendComposed`), or, beside, one the client never sees.
+    func send(_ commands: [[[UInt8]]], _ done: @escaping (_ replies: [[UInt8]], _ slot: ReplySlot) -> Void) {
+        if beside { session.hot.send(commands) { done($0, ReplySlot()) } } else { session.sendComposed(commands, done) }
+    }
+}
+
+/// `MULTI [command] EXPIRE … NX … GET k PTTL k … EXEC`: the state of each written key, captured
+/// in one transaction with the command (or, beside a tracking client's connection, right after
+/// it, while its keys are still locked), after a rule's default expiry was given.
+struct CaptureBatch {
+    private(set) var commands: [[[UInt8]]]
+    /// Indices in `commands` of each key's GET and PTTL.
+    private let captures: [(get: Int, pttl: Int)]
+
+    init(command: [[UInt8]]?, expiring: [(TierKey, Int)], written: [TierKey], home: Int) {
+        var batch = DBBatch(home: home)
+        batch.raw([Array("MULTI".utf8)])
+        if let command { batch.raw(command) }
+        for (k, ttl) in expiring {
+            batch.add([Array("EXPIRE".utf8), k.bytes, Array(String(ttl).utf8), Array("NX".utf8)], db: k.db)
+        }
+        var captures: [(get: Int, pttl: Int)] = []
+        for k in written {
+            let g = batch.add([Array("GET".utf8), k.bytes], db: k.db)
+            let p = batch.add([Array("PTTL".utf8), k.bytes], db: k.db)
+            captures.append((g, p))
+        }
+        commands = batch.finish()
+        commands.append([Array("EXEC".utf8)])
+        self.captures = captures
+    }
+
+    /// EXEC's elements, if EXEC ran every queued command.
+    func elements(_ replies: [[UInt8]]) -> [ArraySlice<UInt8>]? {
+        guard let exec = replies.last, let elements = ReplyParts.elements(exec),
+              elements.count == commands.count - 2 else { return nil }
+        return elements
+    }
+
+    /// Each written key's state, from EXEC's elements (offsets one less than in `commands`:
+    /// MULTI has no element).
+    func states(_ elements: [ArraySlice<UInt8>]) -> [KeyState] {
+        let now = wallClockMillis()
+        return captures.map { c in KeyState(get: elements[c.get - 1], pttl: elements[c.pttl - 1], now: now) }
+    }
+}
