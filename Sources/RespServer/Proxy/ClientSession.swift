@@ -276,11 +276,12 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
                 startTiered(route, args)
                 return false
             }
-            if sequenced && PipeMode.startsReplication(frame.name) {
-                // A replica link from here on: the replies before it are framed first.
+            let replication = sequenced && PipeMode.startsReplication(frame.name)
+            if replication {
+                // Perhaps a replica link from here on: the replies before it are framed first.
                 send(&forward, &replies)
                 guard allAnswered else { return waitForEarlierReplies() }
-                enterPipe(replica: true)
+                pipe.awaitingReplication = true
             }
             if inTransaction { noteTransactionWrite(frame, at: forward) }
             if sequenced { expectReply(for: frame, at: forward) }
@@ -288,6 +289,11 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
             noticeTransaction(frame.name)
             if sequenced { owed += 1 }
             forward += frame.length
+            if replication {
+                // The answer's first byte decides whether a pipe follows; the rest waits for it.
+                send(&forward, &replies)
+                return waitForEarlierReplies()
+            }
         }
         send(&forward, &replies)
         return true
@@ -808,6 +814,10 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     private func dedicatedReadable() {
         guard let up = dedicated else { return }
         let input = up.input
+        if pipe.awaitingReplication && !input.isEmpty {
+            pipe.awaitingReplication = false
+            if PipeMode.startsStream(firstByte: input.copy(1)[0]) { enterPipe(replica: true) }
+        }
         if pipe.on {
             appendUncounted(from: input, count: input.count)
             client.flush()
