@@ -71,7 +71,7 @@ final class KeyedOp {
     // MARK: - Bring up
 
     private func bringUp() {
-        let keys = unique(plan.bringUp.map(tierKey).filter(core.isTiered))
+        let keys = unique(plan.bringUp.map(tierKey).filter(core.isTiered)).filter(mayNeedBringingUp)
         if keys.isEmpty { execute(); return }
         var batch = DBBatch(home: own.homeDB)
         for k in keys { batch.add([Array("EXISTS".utf8), k.bytes], db: k.db) }
@@ -90,6 +90,13 @@ final class KeyedOp {
             if missing.isEmpty { session.fill(slot, []); execute(); return }
             lookUp(missing, slot)
         }
+    }
+
+    /// A key nothing below can hold is not asked about (hot's answer would change nothing),
+    /// unless whether it existed decides a rule's default expiry.
+    private func mayNeedBringingUp(_ key: TierKey) -> Bool {
+        if plan.defaultTTL == .ifCreated && core.rules.rule(for: key.bytes).ttlSeconds != nil { return true }
+        return !access.isKnownAbsentBelow(key)
     }
 
     private func lookUp(_ keys: [TierKey], _ slot: ReplySlot) {
@@ -149,8 +156,12 @@ final class KeyedOp {
             sendCommand([args]) { [self] replies, slot in finish(slot, replies[0]) }
             return
         }
+        if plan.neverString && expiring.isEmpty {
+            runAlone(written)
+            return
+        }
         if own.beside {
-            runThenCapture(CaptureBatch(command: nil, expiring: expiring, written: written, home: own.homeDB), written)
+            runThenCapture(expiring, written)
             return
         }
         let capture = CaptureBatch(command: args, expiring: expiring, written: written, home: db)
@@ -162,14 +173,29 @@ final class KeyedOp {
         }
     }
 
-    /// Beside a tracking client: the command alone on its connection, then, its keys still
-    /// locked, their state read on the loop's own. Should that read fail, the keys are recorded
-    /// in the key log and the flusher copies what hot holds.
-    private func runThenCapture(_ capture: CaptureBatch, _ written: [TierKey]) {
+    /// A command that leaves no written key a string (`KeyedPlan.neverString`): run alone, its
+    /// success tells the lower tiers' state, absent, with nothing read from hot.
+    private func runAlone(_ written: [TierKey]) {
+        sendCommand([args]) { [self] replies, slot in
+            let reply = replies[0]
+            if ReplyParts.isError(reply) { finish(slot, reply); return }
+            for k in written { core.generations.bump(k) }
+            writtenKeys = written
+            sync(written.map { ($0, KeyState.absent) }, reply: reply, slot: slot)
+        }
+    }
+
+    /// The command alone on the client's connection, then, its keys still locked, their state
+    /// read without a transaction (`CaptureBatch`): beside a tracking client, or on its own
+    /// route when hot would not queue the transaction. Should that read fail, the keys are
+    /// recorded in the key log and the flusher copies what hot holds.
+    private func runThenCapture(_ expiring: [(TierKey, Int)], _ written: [TierKey]) {
+        let capture = CaptureBatch(command: nil, expiring: expiring, written: written, home: own.homeDB)
         sendCommand([args]) { [self] replies, slot in
             let reply = replies[0]
             if ReplyParts.isError(reply) && !plan.script { finish(slot, reply); return }
-            own.send(capture.commands) { [self] captured, _ in
+            own.send(capture.commands) { [self] captured, captureSlot in
+                session.fill(captureSlot, [])
                 for k in written { core.generations.bump(k) }
                 writtenKeys = written
                 guard let elements = capture.elements(captured) else {
@@ -187,6 +213,13 @@ final class KeyedOp {
         sendCommand(commands) { [self] replies, slot in
             // A command refused while queueing (arity, NOAUTH, ACL) ran nowhere: its own error.
             let queued = replies[1]
+            if queued.starts(with: Array("-OOM ".utf8)) {
+                // Over maxmemory Redis queues nothing, though it may run the command outside
+                // MULTI (one that adds no data, a script flagged allow-oom): let it judge.
+                session.fill(slot, [])
+                restored { [self] in runThenCapture(capture.expiring, written) }
+                return
+            }
             if queued != Array("+QUEUED\r\n".utf8) { restored { self.finish(slot, queued) }; return }
             if let watch, let exec = replies.last, ReplyParts.isNull(exec) {
                 // A key the client watches had changed: its transaction must fail, and this one

@@ -30,43 +30,65 @@ struct OwnRequests {
     }
 }
 
-/// `MULTI [command] EXPIRE … NX … GET k PTTL k … EXEC`: the state of each written key, captured
-/// in one transaction with the command (or, beside a tracking client's connection, right after
-/// it, while its keys are still locked), after a rule's default expiry was given.
+/// `MULTI command EXPIRE … NX … GET k PTTL k … EXEC`: the state of each written key, captured in
+/// one transaction with the command, after a rule's default expiry was given. Without a command
+/// (beside a tracking client's connection, or after hot refused to queue the transaction) the
+/// same requests go without MULTI, right after the command while its keys are still locked:
+/// Redis runs one connection's pipelined requests back to back.
 struct CaptureBatch {
     private(set) var commands: [[[UInt8]]]
-    /// Indices in `commands` of each key's GET and PTTL.
+    /// Indices of each key's GET and PTTL replies in `elements`.
     private let captures: [(get: Int, pttl: Int)]
+    private let transaction: Bool
+    /// The rule's default expiries it gives (key, seconds).
+    let expiring: [(TierKey, Int)]
 
     init(command: [[UInt8]]?, expiring: [(TierKey, Int)], written: [TierKey], home: Int) {
+        transaction = command != nil
+        self.expiring = expiring
         var batch = DBBatch(home: home)
-        batch.raw([Array("MULTI".utf8)])
-        if let command { batch.raw(command) }
+        if let command {
+            batch.raw([Array("MULTI".utf8)])
+            batch.raw(command)
+        }
         for (k, ttl) in expiring {
             batch.add([Array("EXPIRE".utf8), k.bytes, Array(String(ttl).utf8), Array("NX".utf8)], db: k.db)
         }
+        // In a transaction EXEC's elements leave MULTI out: one less than the index in `commands`.
+        let shift = transaction ? 1 : 0
         var captures: [(get: Int, pttl: Int)] = []
         for k in written {
             let g = batch.add([Array("GET".utf8), k.bytes], db: k.db)
             let p = batch.add([Array("PTTL".utf8), k.bytes], db: k.db)
-            captures.append((g, p))
+            captures.append((g - shift, p - shift))
         }
         commands = batch.finish()
-        commands.append([Array("EXEC".utf8)])
+        if transaction { commands.append([Array("EXEC".utf8)]) }
         self.captures = captures
     }
 
-    /// EXEC's elements, if EXEC ran every queued command.
+    /// The replies the captures are read from: EXEC's elements, if EXEC ran every queued command;
+    /// without a transaction the replies themselves, unless one of them is an error the
+    /// captures cannot stand (hot did not answer).
     func elements(_ replies: [[UInt8]]) -> [ArraySlice<UInt8>]? {
+        guard transaction else {
+            let all = replies.map { $0[...] }
+            let read = captures.flatMap { [all[$0.get], all[$0.pttl]] }
+            return all.count == commands.count && !read.contains(where: CaptureBatch.unanswered) ? all : nil
+        }
         guard let exec = replies.last, let elements = ReplyParts.elements(exec),
               elements.count == commands.count - 2 else { return nil }
         return elements
     }
 
-    /// Each written key's state, from EXEC's elements (offsets one less than in `commands`:
-    /// MULTI has no element).
+    /// Each written key's state, from `elements`.
     func states(_ elements: [ArraySlice<UInt8>]) -> [KeyState] {
         let now = wallClockMillis()
-        return captures.map { c in KeyState(get: elements[c.get - 1], pttl: elements[c.pttl - 1], now: now) }
+        return captures.map { c in KeyState(get: elements[c.get], pttl: elements[c.pttl], now: now) }
+    }
+
+    /// An error other than WRONGTYPE (which only says the key is not a string).
+    private static func unanswered(_ reply: ArraySlice<UInt8>) -> Bool {
+        ReplyParts.isError(reply) && !reply.starts(with: Array("-WRONGTYPE".utf8))
     }
 }

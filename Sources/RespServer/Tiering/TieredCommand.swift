@@ -48,6 +48,9 @@ enum TieredCommand {
         var script = false
         /// Set when `+OK` alone tells the keys' new state (`BlindWrite`): pipelined, no capture.
         var blind: BlindWrite?
+        /// No key it writes is a string afterwards (a hash, list, set, sorted set or stream
+        /// command): success alone tells the lower tiers' state, absent, so nothing is captured.
+        var neverString = false
     }
 
     private static let simpleReads: Set<CommandName> = Set(["strlen", "type", "ttl", "pttl", "expiretime",
