@@ -1042,7 +1042,9 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
         let unanswered = sequenced ? owed : 0
         owed = 0
         if unanswered > 0 || protocolErrorAfterOwed != nil || !client.output.isEmpty {
-            for _ in 0..<unanswered { writeError(failureMessage) }
+            // A connection Redis had accepted and then closed (CLIENT KILL, timeout, Redis
+            // going away) answers nothing more: a direct client sees the close, so does this one.
+            if !wasConnected { for _ in 0..<unanswered { writeError(failureMessage) } }
             if let m = protocolErrorAfterOwed { client.output.append(m) }
             protocolErrorAfterOwed = nil
             closeAfterFlush()
