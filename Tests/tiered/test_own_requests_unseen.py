@@ -92,3 +92,33 @@ def test_writes_over_maxmemory_are_judged_by_redis(make_stack, reference):
     assert stack.warm.get("oom:a") is None, "DEL over maxmemory did not reach warm"
     b = stack.warm.get("oom:b")
     assert b is not None and b.value == b"2" and b.expires_ms is None, f"EXPIRE then PERSIST below: {b}"
+
+
+def test_tiered_write_while_a_script_is_busy(make_stack, reference):
+    """Redis refuses commands with BUSY while a script runs past lua-time-limit: a tiered write
+    (the proxy's own MULTI around it) gets Redis's error, leaves no transaction open on the
+    client's connection and changes nothing, in hot or below; after SCRIPT KILL it works."""
+    stack = make_stack("local")
+    got = {}
+    for name, port, server in (("reference", reference.port, reference), ("tierproxy", stack.port, stack.server)):
+        with RawConn(port, timeout=30) as c, RawConn(server.port, timeout=30) as looping, server.admin() as admin:
+            assert _cmd(c, "SET", "busy:x", "1").t == "+"
+            admin.config_set("lua-time-limit", 10)
+            looping.send(encode_command("EVAL", "while true do end", "0"))
+            wait_for(lambda: _busy(admin), 10, desc="the script to run past lua-time-limit")
+            replies = [_cmd(c, "INCR", "busy:x").raw[:5], _cmd(c, "APPEND", "busy:x", "2").raw[:5]]
+            admin.script_kill()
+            assert looping.read_reply().t == "-"
+            replies += [_cmd(c, *a).raw for a in (["PING", "asdf"], ["GET", "busy:x"], ["INCR", "busy:x"])]
+            got[name] = replies
+    assert got["reference"] == [b"-BUSY", b"-BUSY", b"$4\r\nasdf\r\n", b"$1\r\n1\r\n", b":2\r\n"], got["reference"]
+    assert got["tierproxy"] == got["reference"]
+    assert stack.warm.get("busy:x").value == b"2"
+
+
+def _busy(admin) -> bool:
+    try:
+        admin.ping()
+        return False
+    except Exception as e:  # noqa: BLE001 - redis-py raises BusyLoadingError or ResponseError
+        return "BUSY" in str(e)
