@@ -8,8 +8,11 @@ RUN apt-get update \
       libevent-dev libhiredis-dev libcurl4-openssl-dev libssl-dev libsqlite3-dev zlib1g-dev pkg-config \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
+# Package.swift declares the test targets too, and SwiftPM refuses a manifest whose targets'
+# directories are missing, so Tests comes along (nothing in it is built).
 COPY Package.swift ./
 COPY Sources ./Sources
+COPY Tests ./Tests
 RUN swift build -c release --product tierproxy --static-swift-stdlib \
  && install -D "$(swift build -c release --show-bin-path)/tierproxy" /out/tierproxy
 COPY conf/tierproxy.conf /out/tierproxy.conf

@@ -106,13 +106,14 @@ def main():
         redis_t.stop()
     if scrapes[1]:
         problem(f"{scrapes[1]} scrapes failed (of {sum(scrapes)})")
-    lines = ["| test | metrics off rps | metrics on + scraped 1/s rps | ratio on/off | p50 ms off / on | proxy CPU µs/req off / on |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| test | metrics off rps | metrics on + scraped 1/s rps | ratio on/off | within 2% | p50 ms off / on | proxy CPU µs/req off / on |",
+             "|---|---:|---:|---:|:---:|---:|---:|"]
     for case in cases:
         a, b = results[("metrics off", case)], results[("metrics on", case)]
         med = lambda rs, f: statistics.median(x[f] for x in rs)
         lines.append(f"| {case[0].upper()} -P {case[1]} | {med(a, 'rps'):,.0f} | {med(b, 'rps'):,.0f} | "
-                     f"{med(b, 'rps') / med(a, 'rps'):.3f} | {med(a, 'p50'):.3f} / {med(b, 'p50'):.3f} | "
+                     f"{med(b, 'rps') / med(a, 'rps'):.3f} | {'yes' if abs(med(b, 'rps') / med(a, 'rps') - 1) <= 0.02 else 'no'} | "
+                     f"{med(a, 'p50'):.3f} / {med(b, 'p50'):.3f} | "
                      f"{med(a, 'cpu_us'):.1f} / {med(b, 'cpu_us'):.1f} |")
     table = "\n".join(lines) + (f"\n\n{args.rounds} rounds alternating, medians, `--threads {args.threads}`; "
                                 f"{scrapes[0]} scrapes answered during the 'on' runs. {tiered_bench.BINARY_NOTE}.")

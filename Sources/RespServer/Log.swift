@@ -1,9 +1,15 @@
 import Glibc
+import Synchronization
 
 /// One line per event, Redis-like (`pid:P 25 Nov 2026 02:46:00.123 * message`) or JSON.
 /// Each line is written with a single write(2), so lines from several loops never interleave.
 enum Log {
-    nonisolated(unsafe) static var level = LogLevel.notice
+    /// `TIERS CONFIG SET loglevel` changes it on one loop while every loop reads it: an atomic.
+    private static let levelCell = Atomic<Int>(LogLevel.notice.rawValue)
+    static var level: LogLevel {
+        get { LogLevel(rawValue: levelCell.load(ordering: .relaxed)) ?? .notice }
+        set { levelCell.store(newValue.rawValue, ordering: .relaxed) }
+    }
     nonisolated(unsafe) static var format = LogFormat.redis
     nonisolated(unsafe) static var fd: Int32 = 1
 
@@ -65,11 +71,15 @@ enum LogValue {
     case text(String)
     case number(Double)
 
-    /// As `key=value` in a Redis-format line: quoted when it holds a space, a quote or `=`.
+    /// As the value of `key=value` in a Redis-format line.
     var plain: String {
         switch self {
         case .number(let n): return LogValue.format(n)
-        case .text(let t): return t.contains(where: { $0 == " " || $0 == "\"" || $0 == "=" }) || t.isEmpty ? jsonQuoted(t) : t
+        case .text(let t):
+            // Quoted (JSON-escaped) when it holds a space, a quote, `=` or a control character: a
+            // key printed by `log-keys yes` must not split the line or forge a field.
+            let quote = t.isEmpty || t.unicodeScalars.contains { $0 == " " || $0 == "\"" || $0 == "=" || $0.value < 0x20 || $0.value == 0x7f }
+            return quote ? jsonQuoted(t) : t
         }
     }
     var json: String {

@@ -88,3 +88,8 @@ func fanOut<T>(_ count: Int, _ start: (Int, @escaping (Result<T, TierError>) -> 
         }
     }
 }
+
+extension Result {
+    public var isSuccess: Bool { if case .success = self { return true } else { return false } }
+    public var errorValue: Failure? { if case .failure(let e) = self { return e } else { return nil } }
+}

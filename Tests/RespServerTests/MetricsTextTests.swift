@@ -41,6 +41,17 @@ import Tiers
         #expect(s.get("rules") == "s:* policy hot-only ttl 300")   // a refused SET changes nothing
     }
 
+    @Test func aMultiSetAppliesAllOrNothing() throws {
+        let s = settings()
+        #expect(throws: ConfigError.self) { try s.set([("tier-timeout", "250"), ("tier-slowlog-threshold", "x")]) }
+        #expect(s.tierTimeoutMillis == 5000)                       // the valid first pair was not applied
+        do { try s.set([("tier-timeout", "1"), ("Tier-Timeout", "2")]) } catch {
+            #expect("\(error)" == "CONFIG SET failed (possibly related to argument 'Tier-Timeout') - duplicate parameter")
+        }
+        try s.set([("TIER-TIMEOUT", "250"), ("tier-slowlog-threshold", "7")])
+        #expect(s.tierTimeoutMillis == 250 && s.slowlogThresholdMillis == 7)
+    }
+
     @Test func keyHashIsStableFNV() {
         #expect(TierSlowLog.keyHash([]) == "cbf29ce484222325")
         #expect(TierSlowLog.keyHash(Array("a".utf8)) == "af63dc4c8601ec8c")
@@ -50,5 +61,6 @@ import Tiers
         #expect(LogValue.number(3).plain == "3" && LogValue.number(0.5).json == "0.5")
         #expect(LogValue.text("a b").plain == "\"a b\"" && LogValue.text("ab").plain == "ab")
         #expect(LogValue.text("x\"y").json == "\"x\\\"y\"")
+        #expect(LogValue.text("a\nb").plain == "\"a\\nb\"" && LogValue.text("a\u{1}").plain == "\"a\\u0001\"")
     }
 }

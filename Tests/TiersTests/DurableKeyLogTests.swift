@@ -27,6 +27,37 @@ import Testing
         #expect(try Durable.recordsOnDisk(path).map(\.key) == [key])
     }
 
+    @Test func underEverysecAMarkCompletesAtOnceAndItsRecordFollowsWithAtMostOneSyncASecond() throws {
+        let dir = try TempDir()
+        let path = dir.path + "/keys.log"
+        var options = KeyLog.Options()
+        options.sync = .everysec
+        let log = try KeyLog(path: path, options: options)
+        let harness = LoopHarness()
+
+        log.suspendWriter()
+        let box = Completion<Int>()
+        harness.loop.execute {
+            var completed = 0
+            for i in 0..<100 { log.markDirty(Durable.key(i), on: harness.loop) { if case .success = $0 { completed += 1 } } }
+            box.fulfil(completed, onLoop: harness.loop.isRunning)
+        }
+        #expect(box.wait(seconds: 10) == 100, "every mark completed before its call returned, with the writer held")
+        #expect(try Durable.recordsOnDisk(path).isEmpty)
+        #expect(log.stats.appends - log.stats.written == 100, "queued, not yet written")
+
+        log.resumeWriter()
+        let deadline = wallClockMillis() + 10_000
+        while log.stats.written < 100 && wallClockMillis() < deadline { usleep(1000) }
+        #expect(try Durable.recordsOnDisk(path).count == 100, "the loop pass's records reached the file together")
+        #expect(log.stats.syncs <= 1, "synced at most once in its first second")
+        log.close()
+        #expect(log.stats.syncs >= 1, "closing syncs what was written")
+        let reopened = try KeyLog(path: path)
+        #expect(reopened.pendingItems.count == 100)
+        reopened.close()
+    }
+
     @Test func aTornTailIsIgnoredAndCutAndEarlierRecordsSurvive() throws {
         let dir = try TempDir()
         let path = dir.path + "/keys.log"

@@ -48,6 +48,8 @@ def test_compose_shape():
     services = c["services"]
     assert set(services) == {"redis", "azurite", "cosmos", "tierproxy"}
     assert "allkeys-lru" in services["redis"]["command"] and "--maxmemory" in services["redis"]["command"]
+    # The current Azurite image is one binary, /usr/local/bin/azurite (no azurite-blob).
+    assert services["azurite"]["command"][0] == "azurite" and "10000" in services["azurite"]["command"]
     for name, s in services.items():
         assert "healthcheck" in s, f"{name} has no health check"
     deps = services["tierproxy"]["depends_on"]
@@ -61,6 +63,21 @@ def test_compose_shape():
     embedded = load(EMBEDDED)["services"]
     assert set(embedded) == {"redis", "tierproxy"}
     assert not any(k.startswith(("COSMOS_", "AZURE_", "BLOB_")) for k in embedded["tierproxy"]["environment"])
+
+
+def test_compose_environment_is_only_variables_the_proxy_reads():
+    """A misspelt variable would be ignored silently: each one is a directive's TIERPROXY_ name
+    (conf/tierproxy.conf) or a name the sources read (the seed library's REDIS_URL, COSMOS_…)."""
+    conf = (REPO / "conf" / "tierproxy.conf").read_text()
+    directives = set(re.findall(r"^#? ?([a-z][a-z-]*) ", conf, re.M))
+    sources = "".join(f.read_text() for f in (REPO / "Sources").rglob("*.swift"))
+    for path in (COMPOSE, EMBEDDED):
+        for key in load(path)["services"]["tierproxy"]["environment"]:
+            if key.startswith("TIERPROXY_"):
+                name = key[len("TIERPROXY_"):].lower().replace("_", "-")
+                assert name in directives, f"{path.name}: {key} is no directive's variable"
+            else:
+                assert f'"{key}"' in sources, f"{path.name}: {key} is read nowhere in Sources"
 
 
 def health_argv(test: list, ports: dict[int, int]) -> list[str]:
@@ -160,16 +177,46 @@ def package_of(path: str) -> str:
     return r.stdout.split(":", 1)[0].split(",")[0].strip()
 
 
+def build_stage_context(dockerfile: str, into: Path) -> list[str]:
+    """The files the build stage's `COPY` lines put under its WORKDIR, copied into `into` (mtimes
+    kept, so a second build is incremental); returns the RUN lines that follow them."""
+    stage = dockerfile.split("\nFROM ")[1].replace("\\\n", " ")
+    if into.exists():
+        shutil.rmtree(into)
+    into.mkdir(parents=True)
+    runs = []
+    for line in stage.splitlines():
+        copy = re.match(r"^COPY (?!--)(\S+) (\S+)$", line)
+        if copy:
+            src, dst = REPO / copy.group(1), copy.group(2)
+            assert src.exists(), f"the build stage copies {copy.group(1)}, which is not in the repository"
+            if dst.startswith("/"):
+                continue                                   # an artifact next to the binary, not a source
+            target = into / (src.name if dst in (".", "./") else dst)
+            if src.is_dir():
+                shutil.copytree(src, target, copy_function=shutil.copy2,
+                                ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            else:
+                shutil.copy2(src, target)
+        elif line.startswith("RUN swift build"):
+            runs.append(line)
+    return runs
+
+
 def test_dockerfile_runtime_stage_has_every_library():
     dockerfile = (REPO / "Dockerfile").read_text()
     assert "FROM debian:bookworm-slim" in dockerfile and re.search(r"^FROM swift:\S+ AS build", dockerfile, re.M)
     for line in ("USER tierproxy", "EXPOSE 6380", "STOPSIGNAL SIGTERM", "HEALTHCHECK"):
         assert line in dockerfile, line
     assert "http://127.0.0.1:9180/healthz" in dockerfile
-    # The binary as the Dockerfile builds it: the Swift runtime linked statically.
+    # The binary as the Dockerfile builds it: from exactly what the build stage copies (a manifest
+    # whose targets' directories are missing does not load), the Swift runtime linked statically.
+    context = REPO / ".build-docker-context"
+    runs = build_stage_context(dockerfile, context)
+    assert len(runs) == 1 and "--static-swift-stdlib" in runs[0] and "--product tierproxy" in runs[0], runs
     build = REPO / ".build-static"
     r = subprocess.run(["swift", "build", "-c", "release", "--product", "tierproxy", "--static-swift-stdlib",
-                        "--scratch-path", str(build)], cwd=REPO, capture_output=True, text=True, timeout=1200)
+                        "--scratch-path", str(build)], cwd=context, capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     binary = build / "release" / "tierproxy"
     needed = re.findall(r"NEEDED\s+(\S+)", subprocess.run(["objdump", "-p", str(binary)], capture_output=True,

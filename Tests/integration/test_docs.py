@@ -75,6 +75,20 @@ def test_runbook_names_exist(make_redis, make_proxy, tmp_path):
                 c.execute_command(*shlex.split(command))
             except redis.ResponseError as e:
                 missing.append(f"{page}: command {command!r}: {e}")
+    # The steps' prose names things too: every backticked metric, INFO field and TIERS/INFO command.
+    for page in RUNBOOKS:
+        for item in re.findall(r"`([^`\n]+)`", page.read_text()):
+            if re.fullmatch(r"tierproxy_[a-z0-9_]+", item):
+                if item not in families:
+                    missing.append(f"{page.name}: metric {item} (in the text)")
+            elif re.fullmatch(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)+", item):
+                if item not in info_fields:
+                    missing.append(f"{page.name}: INFO {item} (in the text)")
+            elif re.match(r"(TIERS|INFO) ", item) and "…" not in item:
+                try:
+                    c.execute_command(*shlex.split(item))
+                except redis.ResponseError as e:
+                    missing.append(f"{page.name}: command {item!r} (in the text): {e}")
     assert not missing, "\n".join(missing)
 
 

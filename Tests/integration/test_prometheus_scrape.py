@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from harness import REDIS_BENCHMARK, REPO, free_port, tail, wait_for
-from metrics_support import http_get
+from metrics_support import http_get, scrape
 
 pytestmark = pytest.mark.proxy_process
 
@@ -62,12 +62,17 @@ class Prometheus:
         self.proc.wait(timeout=20)
 
 
+def loop_requests(port: int) -> float:
+    return sum(v for (name, _), v in scrape(port).items() if name == "tierproxy_loop_requests_total")
+
+
 @pytest.fixture
 def stack(make_redis, make_proxy, tmp_path):
     srv = make_redis()
     mport = free_port()
     prx = make_proxy(srv.url, flags={"dir": str(tmp_path / "data"), "metrics-port": mport, "threads": 2,
                                      "health-probe-interval": 500})
+    prx.metrics_port = mport
     prom = Prometheus(tmp_path, mport)
     yield srv, prx, prom
     prom.stop()
@@ -75,6 +80,9 @@ def stack(make_redis, make_proxy, tmp_path):
 
 def test_scraped_counters_match_the_load_and_dashboard_has_series(stack):
     srv, prx, prom = stack
+    # Prometheus's first scrape comes seconds after it is ready (target updates are batched): the
+    # load starts once it scrapes, so that it scrapes while the load runs.
+    wait_for(lambda: prom.value('up{job="tierproxy"}') == 1, 30, desc="Prometheus's first scrape of the proxy")
     c, hot = prx.client(), srv.client()
     stored, absent = 400, 100
     for i in range(stored):
@@ -84,10 +92,18 @@ def test_scraped_counters_match_the_load_and_dashboard_has_series(stack):
         assert c.get(f"k:{i}") == b"v"
     for i in range(absent):
         assert c.get(f"absent:{i}") is None
-    # The hit path under load while Prometheus scrapes: bounded, every GET a hot hit.
-    bench = subprocess.run([REDIS_BENCHMARK, "-p", str(prx.port), "-n", "20000", "-c", "10", "-q", "GET", "k:1"],
-                           capture_output=True, timeout=120)
+    # The hit path under load while Prometheus scrapes: bounded, every GET a hot hit, long enough
+    # (seconds) that some scrapes land in the middle of it.
+    lo = loop_requests(prx.metrics_port)
+    bench = subprocess.run([REDIS_BENCHMARK, "-p", str(prx.port), "-n", "200000", "-c", "10", "-q", "GET", "k:1"],
+                           capture_output=True, timeout=300)
     assert bench.returncode == 0, bench.stderr
+    hi = loop_requests(prx.metrics_port)
+    assert hi - lo >= 200000
+    def scraped_mid_load():
+        series = prom.query("sum(tierproxy_loop_requests_total)[5m:1s]")
+        return series and any(lo + 1000 < float(v) < hi - 1000 for _, v in series[0]["values"])
+    wait_for(scraped_mid_load, 30, desc="a scrape stored while the benchmark ran")
     wait_for(lambda: prom.value("tierproxy_lookups_total") == stored + absent, 30,
              desc=f"Prometheus to store tierproxy_lookups_total = {stored + absent}")
     assert prom.value('tierproxy_lookup_hits_total{tier="warm"}') == stored

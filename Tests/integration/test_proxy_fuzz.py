@@ -345,7 +345,8 @@ class Generator:
                    1, key]
         elif kind == "help":
             args = ["TIERS", "HELP"]
-            ref = ["EVAL", "return ARGV", 0, *TIERS_HELP]
+            # Status lines, as Redis's own HELP replies (addReplyHelp).
+            ref = ["EVAL", "local t = {} for i, v in ipairs(ARGV) do t[i] = {ok = v} end return t", 0, *TIERS_HELP]
         elif kind == "arity":
             args = ["TIERS"]
             ref = ["EVAL", "return redis.error_reply(ARGV[1])", 0,

@@ -42,6 +42,47 @@ def test_section_selection(prx):
         assert sections(info(c, "default")) == default
 
 
+SELECTIONS = [(), ("default",), ("all",), ("everything",), ("server",), ("server", "clients"), ("tiers",),
+              ("proxy",), ("tiers", "proxy"), ("proxy", "tiers"), ("SERVER", "Tiers"), ("default", "tiers"),
+              ("commandstats",), ("nonsense",), ("nonsense", "proxy"), ("all", "proxy"), ("keyspace", "PROXY")]
+
+
+def proxy_sections_for(args: tuple) -> list[str]:
+    """What the proxy adds to Redis's own sections: both for none/default/all/everything, else the
+    ones named (any case), after Redis's, in its fixed order."""
+    names = {a.lower() for a in args}
+    if not names or names & {"default", "all", "everything"}:
+        return ["Tiers", "Proxy"]
+    return [s for s in ("Tiers", "Proxy") if s.lower() in names]
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_section_selection_is_redis_own_plus_the_proxy_sections(make_redis, make_proxy, tmp_path, protocol):
+    """Differential: for each selection, the proxy's INFO has exactly the sections the same
+    redis-server gives, in its order, then # Tiers / # Proxy as selected; RESP3 keeps the verbatim type."""
+    srv = make_redis()
+    prx = make_proxy(srv.url, flags={"dir": str(tmp_path)})
+    with RawConn(srv.port) as direct, RawConn(prx.port) as proxied:
+        if protocol == 3:
+            assert direct.cmd("HELLO", "3").t == "%" and proxied.cmd("HELLO", "3").t == "%"
+        for args in SELECTIONS:
+            d, p = direct.cmd("INFO", *args), proxied.cmd("INFO", *args)
+            assert p.t == d.t == ("=" if protocol == 3 else "$"), (args, d.t, p.t)
+            dtext, ptext = info_text(d), info_text(p)
+            want = sections(dtext) + proxy_sections_for(args)
+            assert sections(ptext) == want, args
+            if not proxy_sections_for(args):
+                assert ptext == dtext or sections(ptext) == sections(dtext), args
+            # Sections separated by one empty line, the body ending in CRLF, as Redis writes them.
+            if ptext:
+                assert ptext.endswith("\r\n") and "\r\n\r\n\r\n" not in ptext, args
+
+
+def info_text(r) -> str:
+    raw = r.v.decode() if isinstance(r.v, bytes) else r.v
+    return raw[4:] if r.t == "=" and raw.startswith("txt:") else raw
+
+
 def test_tiers_and_proxy_fields(prx):
     c = prx.client()
     c.set("a", "hello")
@@ -118,6 +159,11 @@ def test_tiers_config_get_set(prx, tmp_path):
         e = raw.cmd("TIERS", "CONFIG", "SET", "tier-timeout", "abc").v
         assert e.startswith(b"ERR CONFIG SET failed (possibly related to argument 'tier-timeout') - ")
         assert raw.cmd("TIERS", "CONFIG", "SET", "tier-timeout").v == b"ERR wrong number of arguments for 'tiers|config|set' command"
+        assert raw.cmd("TIERS", "CONFIG", "SET", "tier-timeout", "1", "loglevel").v == b"ERR syntax error"   # as CONFIG SET a b c
+        assert raw.cmd("TIERS", "CONFIG").v == b"ERR wrong number of arguments for 'tiers|config' command"
+        assert raw.cmd("TIERS").v == b"ERR wrong number of arguments for 'tiers' command"
+        long = "x" * 200
+        assert raw.cmd("TIERS", long).v == f"ERR unknown subcommand '{'x' * 128}'. Try TIERS HELP.".encode()
         assert raw.cmd("TIERS", "CONFIG", "GET").v == b"ERR wrong number of arguments for 'tiers|config|get' command"
         assert raw.cmd("TIERS", "CONFIG", "NOPE").v == b"ERR unknown subcommand 'NOPE'. Try TIERS HELP."
         assert raw.cmd("TIERS", "STATS", "x").v == b"ERR wrong number of arguments for 'tiers|stats' command"
@@ -128,6 +174,11 @@ def test_tiers_config_get_set(prx, tmp_path):
 
 
 def test_help_lists_every_subcommand(prx):
+    with RawConn(prx.port) as raw:                    # status lines, as Redis's HELP replies
+        for args in (("TIERS", "HELP"), ("TIERS", "CONFIG", "HELP")):
+            r = raw.cmd(*args)
+            assert r.raw.startswith(b"*") and r.raw.split(b"\r\n")[1].startswith(b"+"), r.raw[:80]
+            assert r.raw.count(b"\r\n+") == int(r.raw[1:r.raw.index(b"\r\n")]), r.raw[:80]
     help_lines = prx.client(protocol=2).execute_command("TIERS", "HELP")
     text = b"\n".join(help_lines)
     for sub in (b"WHERE", b"CHECK", b"STATS", b"RULES", b"RESETSTAT", b"CONFIG GET", b"CONFIG SET", b"HELP"):

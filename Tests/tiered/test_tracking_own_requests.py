@@ -74,6 +74,11 @@ CASES = {
         ("OPTIN",), [("a", "STRLEN", P + "s"), ("a", "CLIENT", "CACHING", "yes"), ("a", "TTL", P + "x"),
                      ("b", "APPEND", P + "s", "d"), ("b", "INCR", P + "x")],
         [[(P + "x").encode()]]),
+    # the client's own transaction: the proxy's captures of its writes track nothing
+    "own transaction": (
+        (), [("a", "MULTI"), ("a", "INCR", P + "y"), ("a", "SET", P + "w", "1"), ("a", "EXEC"),
+             ("b", "SET", P + "y", "9"), ("b", "SET", P + "w", "2"), ("a", "GET", P + "x"), ("b", "INCR", P + "x")],
+        [[(P + "x").encode()]]),
     # NOLOOP: the client's own write is not reported to it, a write by b is
     "noloop": (
         ("NOLOOP",), [("a", "STRLEN", P + "s"), ("a", "APPEND", P + "s", "d"), ("a", "STRLEN", P + "s"),

@@ -131,7 +131,6 @@ def test_watch_case_byte_equal(stack_allowing_flush, reference, case, resp):
     assert aborted(ex) == (case in ABORTS), f"the case itself is wrong: the reference's EXEC answered {ex.raw!r}"
 
 
-@pytest.mark.xfail(reason='known defect (issue 9 open): the EXEC in this pipeline is a client MULTI whose writes are flushed from hot after EXEC, not captured with it', strict=False)
 @pytest.mark.parametrize("resp", [2, 3])
 def test_watch_pipelined_in_one_write(stack_allowing_flush, reference, resp):
     """The same, with WATCH … EXEC pipelined in one write (no reply awaited in between)."""

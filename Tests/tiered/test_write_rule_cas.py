@@ -68,7 +68,6 @@ def _with_helper(c, n: int, tally: dict) -> None:
         tally["aborted"] += attempts["i"] - before - 1
 
 
-@pytest.mark.xfail(reason="known defect (issue 9 open): writes queued in a client's own MULTI are recorded at EXEC and flushed from hot later, so a hot loss before the flush loses them; the state must be captured at EXEC", strict=False)
 @pytest.mark.parametrize("loss", ["flushall", "del"])
 def test_check_and_set_counter_loses_no_update(make_stack, backend, loss):
     """docs/semantics.md §12 (WATCH stays exact) and §11 (EXEC's writes recorded): final counter == successful EXECs, 8 clients, hot
@@ -97,7 +96,6 @@ def test_check_and_set_counter_loses_no_update(make_stack, backend, loss):
         s.lose_hot()
 
 
-@pytest.mark.xfail(reason="known defect (issue 9 open): writes queued in a client's own MULTI are flushed from hot after EXEC, not captured with it", strict=False)
 @pytest.mark.parametrize("loss", ["flushall", "maxmemory"])
 def test_transaction_survives_a_hot_loss_right_after_exec(make_stack, backend, loss):
     """docs/semantics.md §11 ("writes queued in a client's own MULTI are recorded … at EXEC") against

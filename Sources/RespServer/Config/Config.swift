@@ -46,6 +46,7 @@ struct Config {
     var tierTimeoutMillis = 5000
     var tiersAllowFlush = false
     var tiersScriptsStrict = false
+    var keyLogSync = KeyLog.Sync.everysec
     var negativeCacheMillis = 1000
     /// Metrics and health HTTP endpoint (0 = off) and the address it listens on.
     var metricsPort = 0

@@ -151,6 +151,17 @@ let configTable: [Directive] = [
         guard v == "lenient" || v == "strict" else { throw ConfigError("tiers-scripts must be lenient or strict") }
         c.tiersScriptsStrict = v == "strict"
     },
+    Directive(name: "keylog-fsync", defaultArgs: "everysec", doc: [
+        "When write-behind's key log (<dir>/tierproxy-keylog.tpl) is fsynced, as Redis's appendfsync:",
+        "always: a write-behind reply waits until its record is fsynced (group commit); everysec: the",
+        "reply does not wait, the record is written at once and fsynced within a second (a crash loses",
+        "at most the last second's records: those keys stay in hot, not yet copied below); no: the",
+        "kernel decides. Write-through is unaffected.",
+    ]) { c, a in
+        let v = try one(a, "keylog-fsync").lowercased()
+        guard let sync = KeyLog.Sync(rawValue: v) else { throw ConfigError("keylog-fsync must be always, everysec or no") }
+        c.keyLogSync = sync
+    },
     Directive(name: "negative-cache-ms", defaultArgs: "1000", doc: [
         "How long a key found absent in every tier is answered as absent without asking again",
         "(writes through the proxy end it at once); 0 turns the cache off.",

@@ -5,8 +5,11 @@ import Tiers
 /// (`tierproxy_` for `redis_`, `_total` counters, base units). Built on the metrics thread from
 /// summed loop cells: the request path is not involved.
 struct PrometheusText {
-    private var out = ""
-    private var declared: Set<String> = []
+    /// Each family's HELP/TYPE and samples, in the order families were first declared: the format
+    /// wants every line of one family in one group, and the render loops below go tier by tier.
+    private var families: [String] = []
+    private var lines: [String: String] = [:]
+    var out: String { families.map { lines[$0]! }.joined() }
 
     /// Prometheus buckets: every power of two from 64 µs to 32 s (bucket edges of `LatencyHistogram`).
     static let bucketMicros = (6...25).map { 1 << $0 }
@@ -103,9 +106,12 @@ struct PrometheusText {
     }
 
     private mutating func header(_ name: String, _ help: String, _ type: String) {
-        guard declared.insert(name).inserted else { return }
-        out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+        guard lines[name] == nil else { return }
+        families.append(name)
+        lines[name] = "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
     }
+
+    private mutating func sample(_ family: String, _ line: String) { lines[family]! += line }
 
     private static func labels(_ l: [(String, String)]) -> String {
         l.isEmpty ? "" : "{" + l.map { "\($0.0)=\"\(escape($0.1))\"" }.joined(separator: ",") + "}"
@@ -126,24 +132,26 @@ struct PrometheusText {
 
     mutating func counter(_ name: String, _ help: String, _ l: [(String, String)], _ v: Int) {
         header(name, help, "counter")
-        out += "\(name)\(PrometheusText.labels(l)) \(v)\n"
+        sample(name, "\(name)\(PrometheusText.labels(l)) \(v)\n")
     }
     mutating func gauge(_ name: String, _ help: String, _ l: [(String, String)], _ v: Int) {
         header(name, help, "gauge")
-        out += "\(name)\(PrometheusText.labels(l)) \(v)\n"
+        sample(name, "\(name)\(PrometheusText.labels(l)) \(v)\n")
     }
     mutating func gaugeValue(_ name: String, _ help: String, _ l: [(String, String)], _ v: Double) {
         header(name, help, "gauge")
-        out += "\(name)\(PrometheusText.labels(l)) \(v)\n"
+        sample(name, "\(name)\(PrometheusText.labels(l)) \(v)\n")
     }
     mutating func histogram(_ name: String, _ help: String, _ l: [(String, String)], _ h: LatencyHistogram.Snapshot) {
         header(name, help, "histogram")
+        var text = ""
         for micros in PrometheusText.bucketMicros {
             let le = LogValue.format(Double(micros) / 1_000_000)
-            out += "\(name)_bucket\(PrometheusText.labels(l + [("le", le)])) \(h.countBelow(micros))\n"
+            text += "\(name)_bucket\(PrometheusText.labels(l + [("le", le)])) \(h.countBelow(micros))\n"
         }
-        out += "\(name)_bucket\(PrometheusText.labels(l + [("le", "+Inf")])) \(h.count)\n"
-        out += "\(name)_sum\(PrometheusText.labels(l)) \(Double(h.sumMicros) / 1_000_000)\n"
-        out += "\(name)_count\(PrometheusText.labels(l)) \(h.count)\n"
+        text += "\(name)_bucket\(PrometheusText.labels(l + [("le", "+Inf")])) \(h.count)\n"
+        text += "\(name)_sum\(PrometheusText.labels(l)) \(Double(h.sumMicros) / 1_000_000)\n"
+        text += "\(name)_count\(PrometheusText.labels(l)) \(h.count)\n"
+        sample(name, text)
     }
 }

@@ -70,7 +70,8 @@ final class TierHealth: @unchecked Sendable {
         let all = records.withLock { $0 }
         let parts = TierHealth.names.map { name -> String in
             guard let r = all[name] else { return "\"\(name)\":{\"state\":\"none\"}" }
-            let latency = r.latencyMillis.map { LogValue.format(($0 * 1000).rounded() / 1000) } ?? "null"
+            // Always with a decimal point ("3.0", not "3"): a JSON reader sees one type, a float.
+            let latency = r.latencyMillis.map { "\(($0 * 1000).rounded() / 1000)" } ?? "null"
             return "\"\(name)\":{\"state\":\"\(r.state.rawValue)\",\"backend\":\(jsonQuoted(r.describe)),"
                 + "\"last_error\":\(r.lastError.map(jsonQuoted) ?? "null"),\"latency_ms\":\(latency)}"
         }

@@ -283,6 +283,14 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
                 guard allAnswered else { return waitForEarlierReplies() }
                 pipe.awaitingReplication = true
             }
+            if inTransaction && sequenced && pinned && frame.name == Commands.exec, let access = worker.tierAccess,
+               let capture = ExecCapture(writes: transactionWrites, db: db, core: access.core) {
+                send(&forward, &replies)
+                input.drain(frame.length)
+                noticeTransaction(frame.name)
+                startExec(capture)
+                return false
+            }
             if inTransaction { noteTransactionWrite(frame, at: forward) }
             if sequenced { expectReply(for: frame, at: forward) }
             notice(frame, at: forward)
@@ -408,6 +416,17 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
         nextHandlerLocks = keys
         return BlindWriteRun.handler(blind, args, db: db, locked: keys, access: access, hot: worker.hot,
                                      homeDB: worker.config.upstream.db) { [unowned self] slot, reply in fill(slot, reply) }
+    }
+
+    /// The client's EXEC, when its transaction wrote tiered keys: the states it leaves them in
+    /// are read inside it (`ExecCapture`), and later requests wait until EXEC has answered.
+    private func startExec(_ capture: ExecCapture) {
+        keyedOpRunning = true
+        client.isReading = false
+        parser.reset()
+        capture.run(session: self, access: worker.tierAccess!, hot: worker.hot, homeDB: worker.config.upstream.db) { [self] in
+            tieredFinished()
+        }
     }
 
     /// The request whose reply `nextHandler` was to take is not sent now: let its locks go.

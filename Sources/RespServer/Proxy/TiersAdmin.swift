@@ -63,24 +63,17 @@ enum TiersAdmin {
                     return pairs(matched.map { ($0, settings.get($0) ?? "") }, resp3: resp3)
                 }
             case "set":
-                guard args.count >= 5, (args.count - 3) % 2 == 0 else { return fixed(arity("config|set")) }
-                var error: String?
-                // All or nothing, as Redis 7's multi-argument CONFIG SET: check every name first.
-                for i in stride(from: 3, to: args.count, by: 2) where !RuntimeSettings.names.contains(text[i].lowercased()) {
-                    error = "ERR Unknown option or number of arguments for CONFIG SET - '\(text[i])'"
-                    break
+                guard args.count >= 5 else { return fixed(arity("config|set")) }
+                // Redis 7's CONFIG SET with a name left without its value: a syntax error.
+                guard (args.count - 3) % 2 == 0 else { return fixed(TiersCommand.errorReply("ERR syntax error")) }
+                let pairs = stride(from: 3, to: args.count, by: 2).map { (text[$0], text[$0 + 1]) }
+                do { try worker.tiering.settings.set(pairs) } catch {
+                    return fixed(TiersCommand.errorReply("ERR \(error)"))
                 }
-                if error == nil {
-                    for i in stride(from: 3, to: args.count, by: 2) {
-                        do { try worker.tiering.settings.set(text[i].lowercased(), text[i + 1]) } catch {
-                            return fixed(TiersCommand.errorReply("ERR \(error)"))
-                        }
-                        Log.notice("TIERS CONFIG SET \(text[i].lowercased()) \(text[i + 1])")
-                    }
-                }
-                return fixed(error.map(TiersCommand.errorReply) ?? Array("+OK\r\n".utf8))
+                for (name, value) in pairs { Log.notice("TIERS CONFIG SET \(name.lowercased()) \(value)") }
+                return fixed(Array("+OK\r\n".utf8))
             case "help":
-                return fixed(TiersCommand.arrayReply(configHelp.map { Array($0.utf8) }))
+                return fixed(TiersCommand.statusLines(configHelp))
             default:
                 let shown = args.count > 2 ? String(text[2].prefix(128)) : ""
                 if args.count < 3 { return fixed(arity("config")) }

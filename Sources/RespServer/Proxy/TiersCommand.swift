@@ -50,7 +50,7 @@ enum TiersCommand {
                 }
             })
         case "help":
-            return answer(arrayReply(help.map { Array($0.utf8) }))
+            return answer(statusLines(help))
         default:
             if let plan = TiersAdmin.plan(sub, args, session: session) { return plan }
             let shown = String(decoding: args[1].prefix(128), as: UTF8.self)
@@ -93,6 +93,11 @@ enum TiersCommand {
     }
 
     static func errorReply(_ message: String) -> [UInt8] { ReplyParts.errorReply(message) }
+
+    /// An array of status replies, the shape of Redis's HELP replies (`addReplyHelp`).
+    static func statusLines(_ lines: [String]) -> [UInt8] {
+        Array("*\(lines.count)\r\n".utf8) + lines.flatMap { Array("+\($0)\r\n".utf8) }
+    }
 
     /// An array of bulk strings (the same bytes as a RESP command with these arguments).
     static func arrayReply(_ items: [[UInt8]]) -> [UInt8] {

@@ -81,6 +81,12 @@ struct CaptureBatch {
         return elements
     }
 
+    /// Each written key's GET and PTTL reply, in order, from the replies to `commands` (no
+    /// transaction).
+    func reads(_ replies: [[UInt8]]) -> [[UInt8]] {
+        captures.flatMap { [replies[$0.get], replies[$0.pttl]] }
+    }
+
     /// Each written key's state, from `elements`.
     func states(_ elements: [ArraySlice<UInt8>]) -> [KeyState] {
         let now = wallClockMillis()

@@ -52,27 +52,51 @@ final class RuntimeSettings: @unchecked Sendable {
     }
 
     /// Applies `value` to setting `name`; throws a message worded as Redis's CONFIG SET errors.
-    func set(_ name: String, _ value: String) throws {
-        guard RuntimeSettings.names.contains(name) else {
-            throw ConfigError("Unknown option or number of arguments for CONFIG SET - '\(name)'")
+    func set(_ name: String, _ value: String) throws { try set([(name, value)]) }
+
+    /// Applies every (name, value) or none, as Redis 7's multi-argument CONFIG SET: each value is
+    /// parsed first, and a name given twice is refused. Names are matched in any case and quoted
+    /// in errors as given.
+    func set(_ pairs: [(String, String)]) throws {
+        var seen: Set<String> = []
+        var apply: [() -> Void] = []
+        for (name, value) in pairs {
+            guard RuntimeSettings.names.contains(name.lowercased()) else {
+                throw ConfigError("Unknown option or number of arguments for CONFIG SET - '\(name)'")
+            }
+            guard seen.insert(name.lowercased()).inserted else {
+                throw ConfigError("CONFIG SET failed (possibly related to argument '\(name)') - duplicate parameter")
+            }
+            apply.append(try prepare(name, value))
         }
+        apply.forEach { $0() }
+    }
+
+    /// Parses `value` for `name`; the returned closure stores it.
+    private func prepare(_ name: String, _ value: String) throws -> () -> Void {
         do {
-            switch name {
+            switch name.lowercased() {
             case "rules":
                 var parsed = PlacementRules()
                 for text in value.split(separator: ";") where !text.allSatisfy({ $0 == " " }) {
                     do { parsed.append(try PlacementRule(arguments: try ConfigLoader.split(String(text)))) }
                     catch let e as RuleError { throw ConfigError(e.message) }
                 }
-                rulesPointer.store(RuntimeSettings.publish(parsed), ordering: .releasing)
-            case "tier-timeout": timeout.store(try Units.int(value, 1...3_600_000), ordering: .relaxed)
-            case "negative-cache-ms": negative?.ttlMillis = Int64(try Units.int(value, 0...3_600_000))
-            case "tier-slowlog-threshold": slowlog.store(try Units.int(value, -1...3_600_000), ordering: .relaxed)
-            case "loglevel":
+                return { [self] in rulesPointer.store(RuntimeSettings.publish(parsed), ordering: .releasing) }
+            case "tier-timeout":
+                let n = try Units.int(value, 1...3_600_000)
+                return { [self] in timeout.store(n, ordering: .relaxed) }
+            case "negative-cache-ms":
+                let n = Int64(try Units.int(value, 0...3_600_000))
+                return { [self] in negative?.ttlMillis = n }
+            case "tier-slowlog-threshold":
+                let n = try Units.int(value, -1...3_600_000)
+                return { [self] in slowlog.store(n, ordering: .relaxed) }
+            default:   // loglevel
                 var c = Config()
                 try configDirectives["loglevel"]!.apply(&c, [value])
-                Log.level = c.loglevel
-            default: break
+                let level = c.loglevel
+                return { Log.level = level }
             }
         } catch let e as ConfigError {
             throw ConfigError("CONFIG SET failed (possibly related to argument '\(name)') - \(e.description)")

@@ -29,7 +29,7 @@ final class TierAccess {
     var hasLowerTiers: Bool { warm != nil || cold != nil }
 
     /// The key as the lower tiers store it: in the database `DatabaseMap` says (SWAPDB).
-    private func physical(_ key: TierKey) -> TierKey { core.databases?.physical(key) ?? key }
+    func physical(_ key: TierKey) -> TierKey { core.databases?.physical(key) ?? key }
 
     // MARK: - Lookups
 
@@ -102,52 +102,7 @@ final class TierAccess {
     /// Makes the lower tiers hold `state` for `key`, as its rule places it: the value in one tier
     /// and no copy in the others, or no copy anywhere. Hot-only keys are left alone.
     func store(_ key: TierKey, _ state: KeyState, _ done: @escaping (Result<Void, TierError>) -> Void) {
-        guard hasLowerTiers, core.isTiered(key) else { done(.success(())); return }
-        var puts: [(LowerTier, Tier, Entry)] = []
-        var deletes: [(LowerTier, Tier)] = []
-        var configured: [(LowerTier, Tier)] = []
-        if let warm { configured.append((.warm, warm)) }
-        if let cold { configured.append((.cold, cold)) }
-        if let entry = state.entry, !entry.isExpired(at: wallClockMillis()) {
-            let placement: Placement
-            do {
-                placement = try core.rules.place(key.bytes, valueSize: entry.value.count, tiers: lowerTiers)
-            } catch {
-                done(.failure(error as? TierError ?? .failed("\(error)")))
-                return
-            }
-            for (role, tier) in configured {
-                if role == placement.store { puts.append((role, tier, entry)) }
-                else if !core.absentBelow.isKnownAbsent(key, in: role) { deletes.append((role, tier)) }
-            }
-        } else {
-            deletes = configured
-        }
-        var remaining = puts.count + deletes.count
-        var failure: TierError?
-        let stats = core.stats
-        func finished(_ result: Result<Void, TierError>) {
-            if case .failure(let e) = result {
-                failure = failure ?? e
-                stats.lowerFailures.add(1)
-            }
-            remaining -= 1
-            if remaining == 0 { done(failure.map { .failure($0) } ?? .success(())) }
-        }
-        if remaining == 0 { done(.success(())); return }
-        let absent = core.absentBelow
-        for (role, tier, entry) in puts {
-            stats.lowerWrites.add(1)
-            absent.notePresent(key, in: role)
-            timed(tier, role, .put, key, bytes: entry.value.count, { tier.put(physical(key), entry, $0) }, finished)
-        }
-        for (role, tier) in deletes {
-            stats.lowerDeletes.add(1)
-            timed(tier, role, .delete, key, { tier.delete(physical(key), $0) }) { result in
-                if case .success = result { absent.noteAbsent(key, in: role) }
-                finished(result)
-            }
-        }
+        storeMany([(key, state)]) { done($0[0]) }
     }
 
     /// Copies a value found in cold to warm, when warm is where the key's rule puts it.
@@ -176,45 +131,11 @@ final class TierAccess {
         }
     }
 
-    /// Runs one tier operation; if it has not completed within `tier-timeout`, completes with
-    /// `.unavailable` (a late completion is then ignored). Counts it, times it, and logs it when
-    /// slower than `tier-slowlog-threshold`.
+    /// Runs one tier operation as a batch of one (`timedMany`): bounded by `tier-timeout`,
+    /// counted, timed and slow-logged.
     private func timed<T>(_ tier: Tier, _ role: LowerTier, _ op: TierOp, _ key: TierKey, bytes: Int = 0,
                           _ start: (@escaping (Result<T, TierError>) -> Void) -> Void,
                           _ done: @escaping (Result<T, TierError>) -> Void) {
-        var finished = false
-        let limit = core.tierTimeoutMillis
-        let began = monotonicMicros()
-        let metrics = self.metrics, settings = core.settings
-        metrics.tierStarted(role)
-        func account(_ outcome: TierOutcome, _ error: TierError?, read: Int = 0) {
-            let micros = monotonicMicros() - began
-            metrics.tierFinished(role, read: read, written: outcome == .ok ? bytes : 0)
-            metrics.recordTier(role, op, outcome, micros: micros)
-            TierSlowLog.note(role, op, key, micros: micros, outcome: outcome, error: error, settings: settings)
-        }
-        let timer = Timer(loop: loop, millis: limit) {
-            guard !finished else { return }
-            finished = true
-            let error = TierError.unavailable("\(tier.name): no answer within tier-timeout (\(limit) ms)")
-            account(.timeout, error)
-            done(.failure(error))
-        }
-        start { result in
-            timer.cancel()
-            guard !finished else { return }
-            finished = true
-            switch result {
-            case .success(let value):
-                if op == .get, let entry = value as? Entry? {
-                    account(entry == nil ? .miss : .hit, nil, read: entry?.value.count ?? 0)
-                } else {
-                    account(.ok, nil)
-                }
-            case .failure(let e):
-                account(.error, e)
-            }
-            done(result)
-        }
+        timedMany(tier, role, op, [key], bytes: bytes, { finish in start { finish([$0]) } }) { done($0[0]) }
     }
 }

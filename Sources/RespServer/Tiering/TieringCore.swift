@@ -68,7 +68,9 @@ final class TieringCore: @unchecked Sendable {
             databases = nil
         }
         do {
-            let log = try KeyLog(path: path)
+            var options = KeyLog.Options()
+            options.sync = config.keyLogSync
+            let log = try KeyLog(path: path, options: options)
             if log.recovery.pending > 0 {
                 Log.notice("Key log \(path): \(log.recovery.pending) keys still owed to the lower tiers; flushing them")
             }
@@ -134,7 +136,9 @@ final class TieringCore: @unchecked Sendable {
             let st = log.stats
             lines += [
                 ("key_log_appends", "\(st.appends)"),
+                ("key_log_unwritten", "\(st.appends - st.written)"),
                 ("key_log_syncs", "\(st.syncs)"),
+                ("key_log_fsync", log.options.sync.rawValue),
                 ("key_log_compactions", "\(st.compactions)"),
                 ("write_behind_backlog", "\(b.dirty)"),
                 ("pending_deletes", "\(b.deletes)"),

@@ -19,13 +19,57 @@ final class WriteBehindFlusher {
 
     func start() {
         guard let log = access.core.keyLog, access.hasLowerTiers else { return }
-        let f = Flusher(log: log, loop: access.loop) { [unowned self] op, key, done in flush(op, key, done) }
+        var options = Flusher.Options()
+        options.maxInFlight = 4096
+        options.batchSize = 512
+        let f = Flusher(log: log, loop: access.loop, options: options) { [unowned self] items, done in flush(items, done) }
         flusher = f
         access.core.flusher = f
         f.start()
     }
 
     func stop() { flusher?.stop() }
+
+    /// A batch: the keys whose locks are free now and whose state was captured go below in one
+    /// `storeMany`; the others (held by a write, or pending since before a restart) one by one.
+    private func flush(_ items: [KeyLog.Item], _ done: @escaping ([Result<Void, TierError>]) -> Void) {
+        let core = access.core
+        var results = [Result<Void, TierError>](repeating: .success(()), count: items.count)
+        var batch: [(Int, TierKey, KeyState)] = []
+        var single: [Int] = []
+        for (i, item) in items.enumerated() {
+            if core.locks.tryAcquire(item.key) {
+                if let state = core.pendingState(item.key) ?? (item.op == .delete ? .absent : nil) {
+                    batch.append((i, item.key, state))
+                    continue
+                }
+                core.locks.release([item.key])
+            }
+            single.append(i)
+        }
+        var remaining = single.count + (batch.isEmpty ? 0 : 1)
+        func finished() {
+            remaining -= 1
+            if remaining == 0 { done(results) }
+        }
+        if remaining == 0 { done(results); return }
+        if !batch.isEmpty {
+            access.storeMany(batch.map { ($0.1, $0.2) }) { outcome in
+                for ((i, key, _), r) in zip(batch, outcome) {
+                    if case .success = r { core.setPendingState(key, nil) }
+                    results[i] = r
+                }
+                core.locks.release(batch.map { $0.1 })
+                finished()
+            }
+        }
+        for i in single {
+            flush(items[i].op, items[i].key) { r in
+                results[i] = r
+                finished()
+            }
+        }
+    }
 
     private func flush(_ op: KeyLog.Op, _ key: TierKey, _ done: @escaping (Result<Void, TierError>) -> Void) {
         let core = access.core

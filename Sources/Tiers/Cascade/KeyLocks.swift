@@ -79,7 +79,8 @@ public final class KeyLocks: @unchecked Sendable {
     public var heldCount: Int { state.withLock { $0.count } }
 
     /// Distinct keys in the one global order.
-    static func ordered(_ keys: [TierKey]) -> [TierKey] {
+    public static func ordered(_ keys: [TierKey]) -> [TierKey] {
+        if keys.count < 2 { return keys }
         var seen = Set<TierKey>()
         return keys.filter { seen.insert($0).inserted }.sorted { a, b in
             a.db != b.db ? a.db < b.db : a.bytes.lexicographicallyPrecedes(b.bytes)

@@ -13,9 +13,14 @@ import Reactor
 public final class Flusher {
     /// Flushes `op` of `key`; calls `done` once, on the flusher's loop.
     public typealias Flush = (_ op: KeyLog.Op, _ key: TierKey, _ done: @escaping (Result<Void, TierError>) -> Void) -> Void
+    /// Flushes a batch of pending keys; calls `done` once, on the flusher's loop, with one result
+    /// per item in their order. A batch costs the tiers one round trip, not one per key.
+    public typealias FlushBatch = (_ items: [KeyLog.Item], _ done: @escaping ([Result<Void, TierError>]) -> Void) -> Void
 
     public struct Options: Sendable {
         public var maxInFlight = 64
+        /// Most keys handed to one `FlushBatch` call.
+        public var batchSize = 1
         /// How long a new key may wait for its batch.
         public var intervalMillis = 100
         public var retryBaseMillis = 100
@@ -38,7 +43,7 @@ public final class Flusher {
     public let log: KeyLog
     public let loop: EventLoop
     public let options: Options
-    private let flush: Flush
+    private let flush: FlushBatch
     private let backoff: RetryPolicy
     private var tick: Reactor.Timer?
     private var refill: DeferredTask?
@@ -51,11 +56,17 @@ public final class Flusher {
     private let checkedOut = Reactor.AtomicCounter()
     private let waitingCount = Reactor.AtomicCounter()
 
-    public init(log: KeyLog, loop: EventLoop, options: Options = Options(), flush: @escaping Flush) {
+    public convenience init(log: KeyLog, loop: EventLoop, options: Options = Options(), flush: @escaping Flush) {
+        self.init(log: log, loop: loop, options: options, flushBatch: { items, done in
+            fanOut(items.count, { i, cb in flush(items[i].op, items[i].key, cb) }, done)
+        })
+    }
+
+    public init(log: KeyLog, loop: EventLoop, options: Options = Options(), flushBatch: @escaping FlushBatch) {
         self.log = log
         self.loop = loop
         self.options = options
-        self.flush = flush
+        self.flush = flushBatch
         var backoff = RetryPolicy()
         backoff.baseDelayMillis = max(1, options.retryBaseMillis)
         backoff.maxDelayMillis = max(backoff.baseDelayMillis, options.retryMaxMillis)
@@ -67,7 +78,11 @@ public final class Flusher {
         guard !running else { return }
         running = true
         refill = DeferredTask(loop: loop) { [weak self] in self?.fill() }
-        tick = Reactor.Timer(loop: loop, millis: max(1, options.intervalMillis), repeating: true) { [weak self] in self?.fill() }
+        tick = Reactor.Timer(loop: loop, millis: max(1, options.intervalMillis), repeating: true) { [weak self] in
+            self?.log.kick()
+            self?.log.syncIfDue()
+            self?.fill()
+        }
         fill()
     }
 
@@ -101,19 +116,25 @@ public final class Flusher {
         guard running else { return }
         let room = options.maxInFlight - checkedOut.value
         guard room > 0 else { return }
+        let size = max(1, options.batchSize)
         let items = log.takeBatch(max: room)
         checkedOut.add(items.count)
-        for item in items { attempt(item, number: 1) }
+        for start in stride(from: 0, to: items.count, by: size) {
+            attempt(Array(items[start..<min(items.count, start + size)]), number: 1)
+        }
     }
 
-    private func attempt(_ item: KeyLog.Item, number: Int) {
+    private func attempt(_ items: [KeyLog.Item], number: Int) {
         var finished = false
-        flush(item.op, item.key) { [self] result in
+        flush(items) { [self] results in
             precondition(!finished, "flush completed twice for one attempt")
+            precondition(results.count == items.count, "a flush must answer every item of its batch")
             finished = true
-            switch result {
-            case .success: succeeded(item)
-            case .failure: failed(item, attempt: number)
+            for (item, result) in zip(items, results) {
+                switch result {
+                case .success: succeeded(item)
+                case .failure: failed(item, attempt: number)
+                }
             }
         }
     }
@@ -149,6 +170,6 @@ public final class Flusher {
             return
         }
         retries.add(1)
-        self.attempt(current, number: attempt)
+        self.attempt([current], number: attempt)
     }
 }

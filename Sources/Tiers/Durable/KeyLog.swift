@@ -12,6 +12,13 @@ import Reactor
 /// is on disk. Once a write or sync fails the log refuses further marks: after a failed
 /// `fdatasync` Linux may drop the dirty pages, so nothing after it could be trusted.
 ///
+/// How often the file is synced is the `Sync` policy, named after Redis's `appendfsync`: under
+/// `.always` a mark completes once its record is covered by an `fdatasync`; under `.everysec`
+/// and `.no` it completes at once, the writer appends what was queued as soon as it can, and
+/// syncs at most once a second (`.everysec`, also when idle: `syncIfDue`) or never (`.no`,
+/// the kernel's choice). A crash then loses at most the records not yet synced, as Redis's
+/// AOF does.
+///
 /// The record format is in `KeyLogRecord`. When dead records (superseded or done) dominate, the
 /// writer replaces the file with one record per pending key instead of appending its batch.
 public final class KeyLog {
@@ -32,8 +39,14 @@ public final class KeyLog {
         public let sinceMillis: Int64
     }
 
-    /// Limits and compaction thresholds.
+    /// When records are made durable (Redis's `appendfsync` words).
+    public enum Sync: String, Sendable, CaseIterable {
+        case always, everysec, no
+    }
+
+    /// Limits, sync policy and compaction thresholds.
     public struct Options: Sendable {
+        public var sync = Sync.always
         /// Marks of keys not yet pending fail `.unavailable` beyond these (keys already pending
         /// can always be re-marked): the index's memory is bounded, and the caller falls back.
         public var maxPendingKeys = 1_000_000
@@ -56,6 +69,9 @@ public final class KeyLog {
     /// Counters of the log itself: group commit is `appends / syncs`.
     public struct Stats: Equatable, Sendable {
         public var appends = 0
+        /// Records appended (or covered by a rewrite) in the file: `appends - written` are still
+        /// in memory, lost if the process dies now.
+        public var written = 0
         public var syncs = 0
         public var compactions = 0
         public var fileRecords = 0
@@ -81,6 +97,15 @@ public final class KeyLog {
     private var broken: TierError?
     private var closed = false
     private var counters = Stats()
+    /// Under `.everysec`: records appended since the last sync, and when that was (Unix ms).
+    private var unsynced = false
+    /// Under `.everysec` and `.no`: records marked but not yet taken by the writer.
+    private var queued = [UInt8]()
+    private var queuedRecords = 0
+    private var wakeSubmitted = false
+    /// One end-of-pass hand-off task per loop that marks (see `enqueue`).
+    private var kickers: [ObjectIdentifier: DeferredTask] = [:]
+    private var lastSyncMillis: Int64 = 0
     private let file: KeyLogFile
     private var writer: WorkerThread<Job>!
 
@@ -88,6 +113,8 @@ public final class KeyLog {
         var encoded: [UInt8]
         var records: Int
         var compact = false
+        /// An `.everysec` tick: sync whatever was appended unsynced.
+        var sync = false
         var loop: EventLoop?
         var done: ((Result<Void, TierError>) -> Void)?
     }
@@ -121,14 +148,22 @@ public final class KeyLog {
 
     /// Writes what is queued, then stops the writer and closes the file; later marks fail.
     public func close() {
-        withLock { closed = true }
+        // The kick tasks go while their loops' bases are still there; what they would have
+        // handed over goes with this last job (synced under `.everysec`).
+        let last: Bool = withLock {
+            closed = true
+            kickers.removeAll()
+            return options.sync != .always
+        }
+        if last { writer?.submit(Job(encoded: [], records: 0, sync: options.sync == .everysec)) }
         writer?.stop()
         file.close()
     }
 
     // MARK: - Marks
 
-    /// Records that `key` was written on hot; `done` runs on `loop` once that is durable.
+    /// Records that `key` was written on hot; `done` runs on `loop` once that is durable (under
+    /// `.everysec` and `.no`: before this call returns, unless the mark failed).
     public func markDirty(_ key: TierKey, on loop: EventLoop, _ done: @escaping (Result<Void, TierError>) -> Void) {
         mark(key, .dirty, on: loop, done)
     }
@@ -143,21 +178,49 @@ public final class KeyLog {
         let now = wallClockMillis()
         pthread_mutex_lock(&lock)
         var failure = broken ?? (closed ? closedError : nil) ?? admissionFailure(key)
+        var immediate = false
+        var kick: DeferredTask?
         if failure == nil {
             let sequence = nextSequence
             nextSequence += 1
             let since = pending.current(key)?.sinceMillis ?? now
             pending.mark(key, op, sequence: sequence, sinceMillis: since)
             let record = KeyLogRecord(kind: op.recordKind, sequence: sequence, key: key, sinceMillis: since)
-            // Submitting under the lock keeps file order equal to sequence order.
-            if writer.submit(Job(encoded: record.encoded, records: 1, loop: loop, done: done)) {
-                counters.appends += 1
+            // Submitting under the lock keeps file order equal to sequence order. Only `.always`
+            // makes the mark wait for the writer.
+            if options.sync == .always {
+                if writer.submit(Job(encoded: record.encoded, records: 1, loop: loop, done: done)) {
+                    counters.appends += 1
+                } else {
+                    failure = closedError
+                }
             } else {
-                failure = closedError
+                kick = enqueue(record, kickOn: loop)
+                immediate = true
             }
         }
         pthread_mutex_unlock(&lock)
         if let failure { loop.execute { done(.failure(failure)) } }
+        kick?.schedule()
+        if immediate { done(.success(())) }
+    }
+
+    /// Hands the queued records to the writer (once per loop pass that marked: see `enqueue`).
+    public func kick() {
+        let wake: Bool = withLock {
+            guard !queued.isEmpty, !wakeSubmitted else { return false }
+            wakeSubmitted = true
+            return true
+        }
+        if wake { writer.submit(Job(encoded: [], records: 0)) }
+    }
+
+    /// Under `.everysec`, asks the writer to sync records appended unsynced for a second or more;
+    /// call it about once a second from any loop (the flusher's tick does).
+    public func syncIfDue() {
+        guard options.sync == .everysec else { return }
+        let due = withLock { unsynced && wallClockMillis() - lastSyncMillis >= 1000 }
+        if due { writer.submit(Job(encoded: [], records: 0, sync: true)) }
     }
 
     private var closedError: TierError { .unavailable("key log \(path) is closed") }
@@ -200,8 +263,28 @@ public final class KeyLog {
         guard pending.complete(key, sequence: sequence) else { return false }
         // Not waited for: if it is lost in a crash, replay only flushes the key once more.
         let record = KeyLogRecord(kind: .done, sequence: sequence, key: key, sinceMillis: 0)
-        if writer.submit(Job(encoded: record.encoded, records: 1)) { counters.appends += 1 }
+        if options.sync != .always {
+            _ = enqueue(record)
+        } else if writer.submit(Job(encoded: record.encoded, records: 1)) {
+            counters.appends += 1
+        }
         return true
+    }
+
+    /// Under `.everysec` and `.no`, with the lock held: a record nobody waits for. The writer gets
+    /// the queue at the end of the marking loop's pass (the task returned, to schedule once the
+    /// lock is released), so a pass's marks cost one hand-off, not one each; records queued
+    /// without a loop go with the next hand-off or the flusher's tick.
+    private func enqueue(_ record: KeyLogRecord, kickOn loop: EventLoop? = nil) -> DeferredTask? {
+        queued += record.encoded
+        queuedRecords += 1
+        counters.appends += 1
+        guard let loop else { return nil }
+        let id = ObjectIdentifier(loop)
+        if let task = kickers[id] { return task }
+        let task = DeferredTask(loop: loop) { [weak self] in self?.kick() }
+        kickers[id] = task
+        return task
     }
 
     /// Gives a checked-out key back without flushing it (a flusher stopping).
@@ -251,7 +334,19 @@ public final class KeyLog {
             encoded += job.encoded
             records += job.records
             compactAsked = compactAsked || job.compact
-            mustSync = mustSync || job.done != nil
+            mustSync = mustSync || (job.done != nil && !job.compact) || job.sync
+        }
+        if options.sync != .always {
+            let now = wallClockMillis()
+            let due: Bool = withLock {
+                encoded += queued
+                records += queuedRecords
+                queued.removeAll(keepingCapacity: true)
+                queuedRecords = 0
+                wakeSubmitted = false
+                return options.sync == .everysec && (unsynced || records > 0) && now - lastSyncMillis >= 1000
+            }
+            mustSync = mustSync || due
         }
         // The snapshot may include marks queued after this batch: re-applying their records
         // later yields the same state, so that is harmless.
@@ -276,16 +371,25 @@ public final class KeyLog {
                     compactResult = .failure(error)  // the old file is intact: append to it instead
                 }
             }
-            if !compacted && records > 0 {
+            var synced = compacted
+            if !compacted && (records > 0 || mustSync) {
                 do throws(TierError) {
-                    try file.append(encoded, records: records, sync: mustSync)
+                    if records > 0 { try file.append(encoded, records: records, sync: mustSync) } else { try file.sync() }
+                    synced = mustSync
                 } catch {
                     appendResult = .failure(error)
                 }
             }
             withLock {
+                if compacted || appendResult.isSuccess { counters.written += records }
                 if compacted { counters.compactions += 1 }
-                if compacted || (records > 0 && mustSync) { counters.syncs += 1 }
+                if synced {
+                    counters.syncs += 1
+                    unsynced = false
+                    lastSyncMillis = wallClockMillis()
+                } else if records > 0 {
+                    unsynced = true
+                }
                 if case .failure(let e) = appendResult { broken = e }
                 counters.fileRecords = file.records
                 counters.fileBytes = file.bytes

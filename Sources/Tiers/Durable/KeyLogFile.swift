@@ -104,7 +104,7 @@ final class KeyLogFile {
         }
     }
 
-    private func sync() throws(TierError) {
+    func sync() throws(TierError) {
         guard fdatasync(fd) == 0 else { throw FileOps.error("cannot fdatasync key log \(path)") }
     }
 }
