@@ -14,6 +14,10 @@ import RESP
     }
 
     private func plan(_ words: String..., scripts: ScriptFlags = ScriptFlags()) throws -> TieredCommand.KeyedPlan? {
+        try plan(words: words, scripts: scripts)
+    }
+
+    private func plan(words: [String], scripts: ScriptFlags = ScriptFlags()) throws -> TieredCommand.KeyedPlan? {
         let table = try #require(WriteRuleTests.table)
         let args = words.map { Array($0.utf8) }
         let r = TieredCommand.route(CommandName(args[0]), args, table: table, scripts: scripts, strictScripts: false)
@@ -53,6 +57,21 @@ import RESP
         #expect(try plan("GETBIT", "k", "1")?.bringUp.map(\.index) == [1], "bitmap reads read strings")
         #expect(try route("PING") == nil)
         #expect(try route("HSET", "h") == nil)
+    }
+
+    /// Collection commands leave no string behind: their success alone tells the lower tiers
+    /// (absent), so nothing is captured with them; anything that may leave a string is captured.
+    @Test func collectionWritesNeedNoCapture() throws {
+        for words in [["SADD", "s", "a"], ["HSET", "h", "f", "v"], ["XGROUP", "DESTROY", "x", "g"], ["SPOP", "s", "2"],
+                      ["SORT", "l", "STORE", "d"], ["GEOADD", "g", "1", "2", "m"], ["SINTERSTORE", "d", "a", "b"],
+                      ["LMOVE", "a", "b", "LEFT", "RIGHT"], ["ZADD", "z", "1", "m"]] {
+            #expect(try plan(words: words)?.neverString == true, "\(words)")
+        }
+        for words in [["SETRANGE", "k", "0", "v"], ["BITOP", "OR", "d", "a"], ["PFADD", "p", "a"], ["RENAME", "a", "b"],
+                      ["RESTORE", "k", "0", "x"], ["EVAL", "return 1", "1", "k"], ["COPY", "a", "b"], ["DEL", "k"],
+                      ["MIGRATE", "h", "1", "k", "0", "5"]] {
+            #expect(try plan(words: words)?.neverString != true, "\(words)")
+        }
     }
 
     @Test func commandsThatCannotRunInsideMultiAreRecordedAfterwards() throws {

@@ -253,3 +253,23 @@ def test_replica_that_stops_reading_meets_redis_own_limit(target):
         if not DIRECT:
             assert rss_kb(p.pid) - rss_before < 16 * 1024, "the proxy buffered the stream itself"
         assert c.is_closed(timeout=10)
+
+
+def test_refused_sync_leaves_the_connection_request_reply(proxy, direct):
+    """Redis may refuse SYNC/PSYNC (here ACL: a user without +sync/+psync): one error reply, and
+    the connection stays request/reply. Requests pipelined behind the refused command get their
+    replies in order, and the proxy still answers its own commands (TIERS) there, as it does
+    on any counted connection."""
+    direct.execute_command("ACL", "SETUSER", "nosync", "on", ">pw", "+@all", "-sync", "-psync", "~*", "&*")
+    try:
+        with RawConn(proxy.port) as c:
+            assert c.cmd("AUTH", "nosync", "pw").raw == b"+OK\r\n"
+            for refused in (["SYNC"], ["PSYNC", "?", "-1"]):
+                c.send(C(*refused) + C("SET", "after-sync", "1") + C("GET", "after-sync") + C("TIERS", "HELP"))
+                sync, set_, get, tiers = c.read_replies(4)
+                assert sync.raw.startswith(b"-NOPERM"), sync
+                assert (set_.raw, get.raw) == (b"+OK\r\n", b"$1\r\n1\r\n")
+                assert tiers.t == ("-" if DIRECT else "*"), tiers
+            assert c.cmd("PING").raw == b"+PONG\r\n"
+    finally:
+        direct.execute_command("ACL", "DELUSER", "nosync")

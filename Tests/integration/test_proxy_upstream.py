@@ -222,3 +222,24 @@ def test_upstream_killed_with_pipeline_in_flight(make_redis, make_proxy):
         assert not c.buf, f"partial reply before close: {bytes(c.buf[:100])!r}"
         assert all(r.is_error for r in replies), replies[:3]
         assert c.is_closed(5)
+
+
+def test_pinned_client_killed_by_redis_is_closed_without_a_reply(target):
+    """CLIENT KILL (or a timeout) closes a connection Redis had accepted: a direct client's
+    next request meets the close. Through the proxy the pinned client's connection is closed
+    the same way; a request that reached the proxy before it saw Redis's close gets no
+    composed error reply either."""
+    srv, p = target()
+    killer = srv.admin()
+    for _ in range(3):  # the request lands before or after the proxy sees the close: both ways
+        with RawConn(p.port, timeout=10) as c:
+            my_id = c.cmd("CLIENT", "ID").v      # pins: the client has a connection of its own
+            assert killer.execute_command("CLIENT", "KILL", "ID", my_id) == 1
+            c.send(C("PING"))
+            assert c.read_until_close(5) == b"", "a reply after Redis closed the connection"
+    with RawConn(p.port, timeout=10) as c:
+        # Killed by its own request: Redis answers it, closes, and never reads the PING behind it.
+        my_id = c.cmd("CLIENT", "ID").v
+        c.send(C("CLIENT", "KILL", "ID", my_id, "SKIPME", "no") + C("PING"))
+        assert c.read_until_close(5) == b":1\r\n"
+    killer.close()

@@ -86,6 +86,8 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     private var authenticatedItself = false
     /// SELECT/RESET requests sent and not yet answered: until they are, `db` may be out of date.
     private var dbChangesInFlight = 0
+    /// CLIENT TRACKING is on: the proxy's own reads go beside this connection (`OwnRequests`).
+    private(set) var tracking = ClientTracking()
 
     init(worker: Worker, fd: Int32) {
         self.worker = worker
@@ -275,11 +277,12 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
                 startTiered(route, args)
                 return false
             }
-            if sequenced && PipeMode.startsReplication(frame.name) {
-                // A replica link from here on: the replies before it are framed first.
+            let replication = sequenced && PipeMode.startsReplication(frame.name)
+            if replication {
+                // Perhaps a replica link from here on: the replies before it are framed first.
                 send(&forward, &replies)
                 guard allAnswered else { return waitForEarlierReplies() }
-                enterPipe(replica: true)
+                pipe.awaitingReplication = true
             }
             if inTransaction && sequenced && pinned && frame.name == Commands.exec, let access = worker.tierAccess,
                let capture = ExecCapture(writes: transactionWrites, db: db, core: access.core) {
@@ -295,6 +298,11 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
             noticeTransaction(frame.name)
             if sequenced { owed += 1 }
             forward += frame.length
+            if replication {
+                // The answer's first byte decides whether a pipe follows; the rest waits for it.
+                send(&forward, &replies)
+                return waitForEarlierReplies()
+            }
         }
         send(&forward, &replies)
         return true
@@ -433,10 +441,11 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     /// True if a tiered command may start while earlier replies are still owed, and later
     /// requests may go once it has been sent: its db is settled (no SELECT in flight), the proxy's
     /// own transaction cannot touch the client's watches, and the client uses the proxy's own
-    /// credentials (so the proxy's captures will not be refused and need running again).
+    /// credentials (so the proxy's captures will not be refused and need running again), and does
+    /// not track keys (its bring-up runs beside its connection: only once its earlier requests ran).
     private func mayOverlap(_ route: TieredCommand.Route) -> Bool {
         guard case .keyed = route else { return false }
-        return dbChangesInFlight == 0 && watchedKeys.isEmpty && !authenticatedItself
+        return dbChangesInFlight == 0 && watchedKeys.isEmpty && !authenticatedItself && !tracking.on
     }
 
     private func tieredFinished() {
@@ -478,6 +487,7 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     private func noticeTransaction(_ name: CommandName) {
         if name == Commands.multi { inTransaction = true }
         else if name == Commands.exec || name == Commands.discard || name == Commands.reset {
+            if name == Commands.reset { tracking.reset() }
             inTransaction = false
             transactionWrites = []
             watchedKeys = []
@@ -631,9 +641,12 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
             sequenced = false
         } else if name == Commands.monitor {
             sequenced = false
-        } else if name == Commands.client, frame.argc >= 3,
-                  argument(frame, 1, at: offset).lowercased() == "reply" {
-            sequenced = false
+        } else if name == Commands.client, frame.argc >= 3 {
+            switch argument(frame, 1, at: offset).lowercased() {
+            case "reply": sequenced = false
+            case "tracking": tracking.requested(mode: argument(frame, 2, at: offset))
+            default: break
+            }
         }
     }
 
@@ -833,6 +846,10 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     private func dedicatedReadable() {
         guard let up = dedicated else { return }
         let input = up.input
+        if pipe.awaitingReplication && !input.isEmpty {
+            pipe.awaitingReplication = false
+            if PipeMode.startsStream(firstByte: input.copy(1)[0]) { enterPipe(replica: true) }
+        }
         if pipe.on {
             appendUncounted(from: input, count: input.count)
             client.flush()
@@ -1057,7 +1074,9 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
         let unanswered = sequenced ? owed : 0
         owed = 0
         if unanswered > 0 || protocolErrorAfterOwed != nil || !client.output.isEmpty {
-            for _ in 0..<unanswered { writeError(failureMessage) }
+            // A connection Redis had accepted and then closed (CLIENT KILL, timeout, Redis
+            // going away) answers nothing more: a direct client sees the close, so does this one.
+            if !wasConnected { for _ in 0..<unanswered { writeError(failureMessage) } }
             if let m = protocolErrorAfterOwed { client.output.append(m) }
             protocolErrorAfterOwed = nil
             closeAfterFlush()

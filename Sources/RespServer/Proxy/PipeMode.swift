@@ -15,11 +15,18 @@ import RESP
 /// client's requests go to Redis with nothing composed or answered by the proxy (requests are
 /// still parsed, as in the other uncounted modes, only to find QUIT and protocol errors for Redis to
 /// judge). Only a pinned connection can become a pipe: it is the client's alone.
+///
+/// Redis may refuse `SYNC`/`PSYNC` (ACL, `NOAUTH`, a transaction, a replica that is not
+/// connected to its master yet): it answers one error reply and the connection stays
+/// request/reply. So the proxy sends the command counted, reads nothing more of the client,
+/// and lets the first byte of the answer decide (`startsStream`).
 struct PipeMode {
     /// Replies from the dedicated connection are no longer scanned.
     var on = false
     /// The connection is a replica link (SYNC/PSYNC).
     var replica = false
+    /// SYNC/PSYNC was sent and nothing of its answer has arrived yet.
+    var awaitingReplication = false
 
     static let quit: StaticString = "*1\r\n$4\r\nQUIT\r\n"
     static let sync = CommandName("sync")
@@ -27,6 +34,11 @@ struct PipeMode {
 
     /// Commands after which Redis sends a replication stream rather than a reply.
     static func startsReplication(_ name: CommandName) -> Bool { name == sync || name == psync }
+
+    /// Whether the answer to SYNC/PSYNC that begins with `firstByte` is a replication stream
+    /// (`\n` keepalives, `+FULLRESYNC`/`+CONTINUE`, `$` the RDB) rather than Redis's refusal
+    /// (an error reply, counted like any other).
+    static func startsStream(firstByte: UInt8) -> Bool { firstByte != UInt8(ascii: "-") }
 
     /// Whether a pipe can take over where the reply scanner failed, at the reply numbered
     /// `failedSeq`: only if no handler of the proxy waits for that reply or a later one (a GET's

@@ -12,7 +12,10 @@ import Tiers
 /// as for any other write. The keys' locks are held from before EXEC is sent until their states
 /// have their place below, so no other write of them can reach the lower tiers in between. A
 /// transaction whose keys live in a database other than the connection's (a SELECT inside it)
-/// is recorded for the flusher instead, which reads hot later (`TransactionSync.run`).
+/// is recorded for the flusher instead, which reads hot later (`TransactionSync.run`). For a
+/// client with CLIENT TRACKING on, queued reads would make Redis track the keys as the client's:
+/// EXEC then goes alone, and the captures follow it on the loop's own connection, the keys still
+/// locked (`OwnRequests`).
 struct ExecCapture {
     let keys: [TierKey]
     let db: Int
@@ -30,12 +33,42 @@ struct ExecCapture {
     func run(session: ClientSession, access: TierAccess, hot: HotClient, homeDB: Int, done: @escaping () -> Void) {
         let commands = keys.flatMap { [[Array("GET".utf8), $0.bytes], [Array("PTTL".utf8), $0.bytes]] } + [[Array("EXEC".utf8)]]
         access.core.locks.acquire(keys, on: access.loop) { [self] in
+            let own = OwnRequests(session: session)
+            if own.beside {
+                runBeside(own, session: session, access: access, hot: hot, homeDB: homeDB, done: done)
+                return
+            }
             session.sendComposed(commands) { replies, slot in
                 // The captures' +QUEUED replies show nothing; EXEC's is the last.
                 execReplied(replies[replies.count - 1], slot, access: access, hot: hot, homeDB: homeDB) { slot, reply in
                     session.fill(slot, reply)
                     done()
                 }
+            }
+        }
+    }
+
+    /// EXEC alone, then the captures beside the client's connection; their replies are joined to
+    /// EXEC's as if they had been queued in it.
+    private func runBeside(_ own: OwnRequests, session: ClientSession, access: TierAccess, hot: HotClient, homeDB: Int,
+                           done: @escaping () -> Void) {
+        let answer: (ReplySlot, [UInt8]) -> Void = { slot, reply in
+            session.fill(slot, reply)
+            done()
+        }
+        session.sendComposed([[Array("EXEC".utf8)]]) { [self] replies, slot in
+            guard let elements = ReplyParts.elements(replies[0]) else {
+                execReplied(replies[0], slot, access: access, hot: hot, homeDB: homeDB, fill: answer)
+                return
+            }
+            let capture = CaptureBatch(command: nil, expiring: [], written: keys, home: own.homeDB)
+            own.send(capture.commands) { [self] captured, _ in
+                var joined = [UInt8]()
+                let reads = capture.reads(captured)
+                RESPWriter.arrayHeader(elements.count + reads.count, into: &joined)
+                for e in elements { joined += e }
+                for r in reads { joined += r }
+                execReplied(joined, slot, access: access, hot: hot, homeDB: homeDB, fill: answer)
             }
         }
     }

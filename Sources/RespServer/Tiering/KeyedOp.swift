@@ -8,12 +8,15 @@ import Tiers
 ///    runs in between;
 /// 2. bring up: `EXISTS` each key the command reads, on the client's own route (Redis judges
 ///    NOAUTH/ACL as usual; on any error the command just passes through); keys hot lacks are
-///    looked up below;
-/// 3. run it on hot as `MULTI; SET k v NX PXAT … (the promotions); cmd; GET k; PTTL k …; EXEC`:
-///    the promotions land atomically with the command (hot losing the key again between them
-///    cannot make a script see it missing), and the state each written key has right after the
-///    command is captured with it (a key evicted a moment later is not mistaken for a delete).
-///    The client gets the command's element;
+///    looked up below and promoted with their expiry;
+/// 3. run it on hot. A writing command runs as `MULTI; cmd; GET k; PTTL k …; EXEC`, so the
+///    state each written key has right after the command is captured with it, atomically: a
+///    key evicted a moment later is not mistaken for a delete. The brought-up keys are WATCHed
+///    from before their EXISTS and the promotions go inside that MULTI, before the command
+///    (`watchingBringUp`), so hot losing a key in between cannot make the command see it
+///    missing. The client gets the command's element.
+///    For a client with CLIENT TRACKING on, the bring-up and the capture run beside its
+///    connection instead, and only the command itself on it (`OwnRequests`);
 /// 4. copy each written key's state below, as its rule says (write-through: before the reply;
 ///    write-behind: recorded durably first), then release the keys and answer.
 final class KeyedOp {
@@ -27,15 +30,17 @@ final class KeyedOp {
     private var writtenKeys: [TierKey] = []
     /// Keys that existed (in hot or below) before the command: decides `ttl` for creators.
     private var existed: Set<TierKey> = []
-    /// Copies found below for keys hot lacked: promoted inside the command's transaction.
+    /// Copies found below, promoted inside the command's transaction (`watchingBringUp`).
     private var promotions: [(TierKey, Found)] = []
     /// The brought-up keys are WATCHed from before their EXISTS until the transaction's EXEC: if
-    /// hot loses one in between, EXEC comes back null and bring-up runs again (bounded), so the
-    /// command never runs on a hot that lost what bring-up found there. Only when the client
-    /// watches nothing itself (its watches are `WatchGuard`'s concern) and the command writes.
+    /// hot loses one in between, EXEC comes back null and bring-up runs again (bounded). Only on
+    /// the client's own route, when the client watches nothing itself (its watches are
+    /// `WatchGuard`'s) and the command will run as a transaction.
     private var watchingBringUp = false
     private var bringUpAttempts = 0
     private let done: () -> Void
+    /// Where the bring-up and the capture go.
+    private let own: OwnRequests
     /// Called once the command itself is on its way to hot: the client's later requests may
     /// follow it from then on (they reach hot after it, on the same connection).
     private var sent: (() -> Void)?
@@ -47,6 +52,7 @@ final class KeyedOp {
         self.plan = plan
         self.access = access
         self.db = session.db
+        self.own = OwnRequests(session: session)
         self.sent = sent
         self.done = done
     }
@@ -82,14 +88,14 @@ final class KeyedOp {
 
     private func bringUp() {
         watchingBringUp = false
-        let keys = unique(plan.bringUp.map(tierKey).filter(core.isTiered))
+        let keys = unique(plan.bringUp.map(tierKey).filter(core.isTiered)).filter(mayNeedBringingUp)
         if keys.isEmpty { execute(); return }
-        watchingBringUp = bringUpAttempts < 8 && session.watchedKeys.isEmpty && !plan.promotesApart
-            && (plan.script || plan.written.contains { core.isTiered(tierKey($0)) })
-        var batch = DBBatch(home: db)
+        watchingBringUp = bringUpAttempts < 8 && !own.beside && !plan.neverString && !plan.promotesApart
+            && session.watchedKeys.isEmpty && (plan.script || plan.written.contains { core.isTiered(tierKey($0)) })
+        var batch = DBBatch(home: own.homeDB)
         if watchingBringUp { for k in keys { batch.add([Array("WATCH".utf8), k.bytes], db: k.db) } }
         for k in keys { batch.add([Array("EXISTS".utf8), k.bytes], db: k.db) }
-        session.sendComposed(batch.finish()) { [self] replies, slot in
+        own.send(batch.finish()) { [self] replies, slot in
             let answers = batch.ours(replies)
             guard !answers.contains(where: ReplyParts.isError), !session.isClosed else {
                 session.fill(slot, [])
@@ -106,6 +112,13 @@ final class KeyedOp {
             if missing.isEmpty { session.fill(slot, []); execute(); return }
             lookUp(missing, slot)
         }
+    }
+
+    /// A key nothing below can hold is not asked about (hot's answer would change nothing),
+    /// unless whether it existed decides a rule's default expiry.
+    private func mayNeedBringingUp(_ key: TierKey) -> Bool {
+        if plan.defaultTTL == .ifCreated && core.rules.rule(for: key.bytes).ttlSeconds != nil { return true }
+        return !access.isKnownAbsentBelow(key)
     }
 
     private func lookUp(_ keys: [TierKey], _ slot: ReplySlot) {
@@ -134,27 +147,30 @@ final class KeyedOp {
                 break
             }
         }
-        promotions = found
-        if plan.promotesApart && !found.isEmpty { promoteApart(slot) { [self] in execute() }; return }
-        session.fill(slot, [])
-        execute()
-    }
-
-    /// The promotions alone, before a command that cannot run inside MULTI (WATCH), or before a
-    /// command that must run alone after all (`passThrough`).
-    private func promoteApart(_ slot: ReplySlot, then: @escaping () -> Void) {
-        var batch = DBBatch(home: db)
-        for (k, f) in promotions { batch.add(Promotion.setCommand(k, f.entry), db: k.db) }
-        session.sendComposed(batch.finish()) { [self] replies, promotedSlot in
+        if found.isEmpty { session.fill(slot, []); execute(); return }
+        if watchingBringUp {
+            // Promoted inside the command's transaction (`CaptureBatch`), counted once it ran.
+            promotions = found
+            session.fill(slot, [])
+            execute()
+            return
+        }
+        var batch = DBBatch(home: own.homeDB)
+        for (k, f) in found { batch.add(Promotion.setCommand(k, f.entry), db: k.db) }
+        own.send(batch.finish()) { [self] replies, promoted in
             session.fill(slot, [])
             if let error = batch.ours(replies).first(where: ReplyParts.isError) {
-                promotions = []
-                finish(promotedSlot, Array(error))     // e.g. OOM: what Redis says to a write it cannot take
+                finish(promoted, Array(error))     // e.g. OOM: what Redis says to a write it cannot take
                 return
             }
-            promoted { [self] in
-                session.fill(promotedSlot, [])
-                then()
+            core.stats.promotions.add(found.count)
+            for (_, f) in found { access.metrics.promoted(f.tier) }
+            var pending = found.count
+            for (k, f) in found {
+                access.copyUp(k, f) { [self] in
+                    pending -= 1
+                    if pending == 0 { session.fill(promoted, []); execute() }
+                }
             }
         }
     }
@@ -185,48 +201,103 @@ final class KeyedOp {
         }
     }
 
+    /// The promotions alone, then `then`: when the transaction that was to carry them did not run.
+    private func promoteApart(_ slot: ReplySlot, then: @escaping () -> Void) {
+        var batch = DBBatch(home: db)
+        for (k, f) in promotions { batch.add(Promotion.setCommand(k, f.entry), db: k.db) }
+        session.sendComposed(batch.finish()) { [self] replies, promotedSlot in
+            session.fill(slot, [])
+            if let error = batch.ours(replies).first(where: ReplyParts.isError) {
+                promotions = []
+                finish(promotedSlot, Array(error))     // e.g. OOM: what Redis says to a write it cannot take
+                return
+            }
+            promoted { [self] in
+                session.fill(promotedSlot, [])
+                then()
+            }
+        }
+    }
+
     // MARK: - Run on hot
 
     private func execute() {
         let allWritten = unique(plan.written.map(tierKey))
         let written = allWritten.filter(core.isTiered)
         let expiring = allWritten.compactMap { k in defaultTTL(for: k).map { (k, $0) } }
-        if written.isEmpty && expiring.isEmpty && promotions.isEmpty && !watchingBringUp {
+        if written.isEmpty && expiring.isEmpty && !watchingBringUp {
             sendCommand([args]) { [self] replies, slot in finish(slot, replies[0]) }
             return
         }
-        var batch = DBBatch(home: db)
-        batch.raw([Array("MULTI".utf8)])
-        for (k, f) in promotions { batch.add(Promotion.setCommand(k, f.entry), db: k.db) }
-        batch.selectHome()
-        let commandIndex = batch.commands.count
-        batch.raw(args)
-        for (k, ttl) in expiring {
-            batch.add([Array("EXPIRE".utf8), k.bytes, Array(String(ttl).utf8), Array("NX".utf8)], db: k.db)
+        if plan.neverString && expiring.isEmpty {
+            runAlone(written)
+            return
         }
-        var captures: [(get: Int, pttl: Int)] = []
-        for k in written {
-            let g = batch.add([Array("GET".utf8), k.bytes], db: k.db)
-            let p = batch.add([Array("PTTL".utf8), k.bytes], db: k.db)
-            captures.append((g, p))
+        if own.beside {
+            runThenCapture(expiring, written)
+            return
         }
-        var commands = batch.finish()
-        commands.append([Array("EXEC".utf8)])
+        let capture = CaptureBatch(command: args, expiring: expiring, written: written, home: db, promotions: promotions)
         // The proxy's EXEC would clear the client's watches: a guard keeps them exact.
         if let watch = WatchGuard(session: session) {
-            watch.arm { [self] in runTransaction(commands, commandIndex, captures, written, watch) }
+            watch.arm { [self] in runTransaction(capture, written, watch) }
         } else {
-            runTransaction(commands, commandIndex, captures, written, nil)
+            runTransaction(capture, written, nil)
         }
     }
 
-    private func runTransaction(_ commands: [[[UInt8]]], _ commandIndex: Int, _ captures: [(get: Int, pttl: Int)],
-                                _ written: [TierKey], _ watch: WatchGuard?) {
+    /// A command that leaves no written key a string (`KeyedPlan.neverString`): run alone, its
+    /// success tells the lower tiers' state, absent, with nothing read from hot.
+    private func runAlone(_ written: [TierKey]) {
+        sendCommand([args]) { [self] replies, slot in
+            let reply = replies[0]
+            if ReplyParts.isError(reply) { finish(slot, reply); return }
+            for k in written { core.generations.bump(k) }
+            writtenKeys = written
+            sync(written.map { ($0, KeyState.absent) }, reply: reply, slot: slot)
+        }
+    }
+
+    /// The command alone on the client's connection, then, its keys still locked, their state
+    /// read without a transaction (`CaptureBatch`): beside a tracking client, or on its own
+    /// route when hot would not queue the transaction. Should that read fail, the keys are
+    /// recorded in the key log and the flusher copies what hot holds.
+    private func runThenCapture(_ expiring: [(TierKey, Int)], _ written: [TierKey]) {
+        let capture = CaptureBatch(command: nil, expiring: expiring, written: written, home: own.homeDB)
+        sendCommand([args]) { [self] replies, slot in
+            let reply = replies[0]
+            if ReplyParts.isError(reply) && !plan.script { finish(slot, reply); return }
+            own.send(capture.commands) { [self] captured, captureSlot in
+                session.fill(captureSlot, [])
+                for k in written { core.generations.bump(k) }
+                writtenKeys = written
+                guard let elements = capture.elements(captured) else {
+                    TransactionSync.record(written, ran: true, access: access) { [self] in finish(slot, reply) }
+                    return
+                }
+                sync(Array(zip(written, capture.states(elements))), reply: reply, slot: slot)
+            }
+        }
+    }
+
+    private func runTransaction(_ capture: CaptureBatch, _ written: [TierKey], _ watch: WatchGuard?) {
         func restored(_ then: @escaping () -> Void) { if let watch { watch.restore(then) } else { then() } }
+        let commands = capture.commands
         sendCommand(commands) { [self] replies, slot in
-            // A command refused while queueing (arity, NOAUTH, ACL) ran nowhere: its own error;
-            // so did a promotion refused (OOM: what Redis says to a write it cannot take).
-            if let refused = replies[1...commandIndex].first(where: { $0 != Array("+QUEUED\r\n".utf8) }) {
+            // A command refused while queueing (arity, NOAUTH, ACL) ran nowhere: its own error.
+            let queued = replies[capture.commandIndex]
+            if queued.starts(with: Array("-OOM ".utf8)) {
+                // Over maxmemory Redis queues nothing, though it may run the command outside
+                // MULTI (one that adds no data, a script flagged allow-oom): let it judge.
+                restored { [self] in
+                    let alone = { [self] in runThenCapture(capture.expiring, written) }
+                    if promotions.isEmpty { session.fill(slot, []); alone() } else { promoteApart(slot, then: alone) }
+                }
+                return
+            }
+            // So did a promotion refused while queueing (OOM: what Redis says to a write it cannot take).
+            if let refused = replies[1..<capture.commandIndex].first(where: { $0 != Array("+QUEUED\r\n".utf8) })
+                ?? (queued != Array("+QUEUED\r\n".utf8) ? queued : nil) {
                 promotions = []
                 restored { self.finish(slot, refused) }
                 return
@@ -246,11 +317,10 @@ final class KeyedOp {
                 // (not watched any more) runs again.
                 watch.transactionAborted()
                 session.fill(slot, [])
-                runTransaction(commands, commandIndex, captures, written, watch)
+                runTransaction(capture, written, watch)
                 return
             }
-            guard let exec = replies.last, let elements = ReplyParts.elements(exec),
-                  elements.count == commands.count - 2 else {
+            guard let elements = capture.elements(replies) else {
                 // EXEC itself failed (e.g. the user may not run GET/PTTL): hot did not run the
                 // command; let it run alone, untiered, so the client gets Redis's own answer.
                 restored { [self] in
@@ -262,18 +332,11 @@ final class KeyedOp {
                 }
                 return
             }
-            let reply = Array(elements[commandIndex - 1])
+            let reply = Array(elements[capture.commandIndex - 1])
             // An error means nothing changed, except from a script: it may have written first
-            // (the promotions did land: they are copies of what is below, so nothing changed).
-            if ReplyParts.isError(reply) && !plan.script {
-                restored { [self] in promoted { self.finish(slot, reply) } }
-                return
-            }
-            let now = wallClockMillis()
-            // Offsets into EXEC's elements: the commands after MULTI, so one less than in `commands`.
-            let states = captures.map { c in
-                KeyState(get: elements[c.get - 1], pttl: elements[c.pttl - 1], now: now)
-            }
+            // (the promotions did land: copies of what is below, so nothing changed).
+            if ReplyParts.isError(reply) && !plan.script { restored { [self] in promoted { self.finish(slot, reply) } }; return }
+            let states = capture.states(elements)
             for k in written { core.generations.bump(k) }
             writtenKeys = written
             restored { [self] in promoted { self.sync(Array(zip(written, states)), reply: reply, slot: slot) } }
@@ -386,7 +449,10 @@ struct DBBatch {
 
     /// The commands, with the home db selected again if a key moved it.
     mutating func finish() -> [[[UInt8]]] {
-        selectHome()
+        if current != home {
+            commands.append([Array("SELECT".utf8), Array(String(home).utf8)])
+            current = home
+        }
         return commands
     }
 

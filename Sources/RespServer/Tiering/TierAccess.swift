@@ -65,6 +65,17 @@ final class TierAccess {
         }, done: done)
     }
 
+    /// True if no lower tier can hold `key` now, so a lookup would find nothing: no write-behind
+    /// state or delete of it is pending, and this process deleted it in every lower tier last
+    /// (`AbsentBelow`) or found it absent everywhere moments ago (the negative cache). Asked
+    /// with the key's lock held.
+    func isKnownAbsentBelow(_ key: TierKey) -> Bool {
+        guard core.pendingState(key) == nil else { return false }
+        if core.keyLog?.isPendingDelete(key) == true || core.negative.isKnownAbsent(key, now: loop.nowMillis) { return true }
+        let absent = core.absentBelow
+        return (warm == nil || absent.isKnownAbsent(key, in: .warm)) && (cold == nil || absent.isKnownAbsent(key, in: .cold))
+    }
+
     /// Warm, then cold when warm does not have it. An error from a tier that had to be asked is
     /// the answer: a nil then could be a lie.
     private func readBelow(_ key: TierKey, _ done: @escaping (Result<Found?, TierError>) -> Void) {

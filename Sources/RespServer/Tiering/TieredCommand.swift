@@ -50,6 +50,9 @@ enum TieredCommand {
         var blind: BlindWrite?
         /// The command cannot run inside MULTI (WATCH): its promotions go before it, alone.
         var promotesApart = false
+        /// No key it writes is a string afterwards (a hash, list, set, sorted set or stream
+        /// command): success alone tells the lower tiers' state, absent, so nothing is captured.
+        var neverString = false
     }
 
     private static let simpleReads: Set<CommandName> = Set(["strlen", "type", "ttl", "pttl", "expiretime",

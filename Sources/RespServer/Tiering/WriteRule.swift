@@ -24,6 +24,9 @@ enum WriteRule {
 
     /// Categories of commands that may read a string (the only type below, for now).
     private static let readsStrings: Set<String> = ["string", "bitmap", "hyperloglog", "keyspace", "scripting"]
+    /// Categories of commands whose keys are of one collection type: what they write is that
+    /// type or absent afterwards, never a string.
+    private static let collections: Set<String> = ["hash", "list", "set", "sortedset", "stream", "geo"]
 
     static func kind(_ info: CommandInfo) -> Kind {
         let scripted = isScript(info.name)
@@ -68,6 +71,8 @@ enum WriteRule {
             break
         }
         plan.script = isScript(info.name)
+        plan.neverString = !plan.script && !info.categories.isDisjoint(with: collections)
+            && info.categories.isDisjoint(with: readsStrings)
         return plan.bringUp.isEmpty && plan.written.isEmpty ? nil : plan
     }
 
