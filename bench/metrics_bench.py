@@ -122,7 +122,7 @@ def main():
     print(table)
     if args.write_results:
         tiered_bench.SECTION = SECTION
-        tiered_bench.write_results(os.path.join(ROOT, "bench", "RESULTS.md"), table, " ".join(sys.argv))
+        tiered_bench.write_results(os.path.join(ROOT, "bench", "RESULTS.md"), table, " ".join(sys.argv), title=SECTION)
     sys.exit(1 if PROBLEMS else 0)
 
 
