@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 
+import redis
+
 import pytest
 
 from twin import LOSSES, Twin
@@ -93,3 +95,34 @@ def test_functions_that_delete_keep_lower_tiers_true(make_stack, backend, refere
         tw.step(["FCALL", "tp_delall", "3", "fn:b", "fn:c", "fn:missing"])   # 2
         tw.step(["FCALL", "tp_setpx", "1", "fn:px", "v", "900000"])
         tw.step(["FCALL", "tp_setpx", "1", "fn:b", "again", "900000"])
+
+
+def test_scripts_over_maxmemory_answer_as_redis_does(make_stack, backend, reference):
+    """Redis's own suite ("allow-oom shebang flag"): with hot over maxmemory, a read-only script
+    with a declared key, a no-writes script, an allow-oom writer and a plain writer answer exactly
+    as on Redis, and the proxy survives (a read-only script once reached an empty capture)."""
+    s = make_stack(backend)
+    scripts = [
+        ("EVAL_RO", "#!lua flags=no-writes\nredis.call('get','x')\nreturn 1", 1, "x"),
+        ("EVAL", "#!lua flags=no-writes\nredis.call('get','x')\nreturn 1", 0),
+        ("EVAL", "#!lua flags=allow-oom\nredis.call('set','x',1)\nreturn 1", 1, "x"),
+        ("EVAL", "redis.call('set','x',1)\nreturn 1", 1, "x"),
+        ("EVAL", "return redis.call('get','x')", 1, "x"),
+    ]
+    answers = {}
+    for name, target, hot in (("proxy", s.client(), s.hot()), ("reference", reference.client(), reference.client())):
+        with target as c, hot as h:
+            c.set("x", "123")
+            h.config_set("maxmemory", "1")
+            try:
+                got = []
+                for cmd, *args in scripts:
+                    try:
+                        got.append(c.execute_command(cmd, *args))
+                    except redis.ResponseError as e:
+                        got.append(f"error: {str(e).split(' ')[0]}")
+                answers[name] = got
+            finally:
+                h.config_set("maxmemory", "0")
+            assert c.ping()
+    assert answers["proxy"] == answers["reference"], answers

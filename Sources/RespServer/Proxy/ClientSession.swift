@@ -465,6 +465,8 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     /// come between them on a shared connection); `done` gets every reply, and the slot of the
     /// last one, which it must fill with what the client is to see. The others show nothing.
     func sendComposed(_ commands: [[[UInt8]]], _ done: @escaping (_ replies: [[UInt8]], _ slot: ReplySlot) -> Void) {
+        // Nothing to send (e.g. a capture with no key to read): no reply, and a slot nobody waits on.
+        guard !commands.isEmpty else { done([], ReplySlot()); return }
         if isClosed || failure != nil {
             let error = ReplyParts.errorReply("ERR tierproxy: client connection closed")
             done(commands.map { _ in error }, ReplySlot())

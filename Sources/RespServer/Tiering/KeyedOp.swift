@@ -91,7 +91,7 @@ final class KeyedOp {
         let keys = unique(plan.bringUp.map(tierKey).filter(core.isTiered)).filter(mayNeedBringingUp)
         if keys.isEmpty { execute(); return }
         watchingBringUp = bringUpAttempts < 8 && !own.beside && !plan.neverString && !plan.promotesApart
-            && session.watchedKeys.isEmpty && (plan.script || plan.written.contains { core.isTiered(tierKey($0)) })
+            && session.watchedKeys.isEmpty && plan.written.contains { core.isTiered(tierKey($0)) }
         var batch = DBBatch(home: own.homeDB)
         if watchingBringUp { for k in keys { batch.add([Array("WATCH".utf8), k.bytes], db: k.db) } }
         for k in keys { batch.add([Array("EXISTS".utf8), k.bytes], db: k.db) }
