@@ -39,29 +39,15 @@ enum FunctionFlags {
         return out
     }
 
-    /// The value after `key` in a flat key/value array, or in a RESP3 map.
+    /// The value after `key` in a flat key/value array (RESP2), or in a RESP3 map.
     private static func field(_ reply: [UInt8], _ key: String) -> ArraySlice<UInt8>? {
-        var r = reply
-        if r.first == UInt8(ascii: "%") { r[0] = UInt8(ascii: "*") }   // a map: same body, pairs flattened
-        guard var items = ReplyParts.elements(r) else { return nil }
-        if reply.first == UInt8(ascii: "%") {
-            // `%N` counts pairs: the array view saw only the first N elements.
-            guard let all = flatPairs(r, pairs: items.count) else { return nil }
-            items = all
-        }
+        guard let items = ReplyParts.elements(reply) else { return nil }
         var i = 0
         while i + 1 < items.count {
             if text(items[i]) == key { return items[i + 1] }
             i += 2
         }
         return nil
-    }
-
-    private static func flatPairs(_ map: [UInt8], pairs: Int) -> [ArraySlice<UInt8>]? {
-        guard let end = map.firstIndex(of: 0x0D) else { return nil }
-        var doubled = Array("*\(pairs * 2)".utf8)
-        doubled += map[end...]
-        return ReplyParts.elements(doubled)
     }
 
     /// A bulk or simple string's text.

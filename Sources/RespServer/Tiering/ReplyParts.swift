@@ -35,11 +35,14 @@ enum ReplyParts {
         return .some(Array(r[start..<(start + n)]))
     }
 
-    /// The elements of an array reply (`*N`, or RESP3 set `~N`), each a whole reply; nil for a
-    /// null array or any other reply.
+    /// The elements of an array reply (`*N`, or RESP3 set `~N`), each a whole reply, or of a
+    /// RESP3 map (`%N`: its N keys and values in turn, 2N elements); nil for a null array or any
+    /// other reply.
     static func elements(_ r: [UInt8]) -> [ArraySlice<UInt8>]? {
-        guard let t = r.first, t == UInt8(ascii: "*") || t == UInt8(ascii: "~"), let end = lineEnd(r[...]),
-              let n = Int(String(decoding: r[1..<end], as: UTF8.self)), n >= 0 else { return nil }
+        guard let t = r.first, t == UInt8(ascii: "*") || t == UInt8(ascii: "~") || t == UInt8(ascii: "%"),
+              let end = lineEnd(r[...]), let count = Int(String(decoding: r[1..<end], as: UTF8.self)),
+              count >= 0 else { return nil }
+        let n = t == UInt8(ascii: "%") ? 2 * count : count
         let bodyStart = end + 2
         if n == 0 { return [] }
         var scanner = ReplyScanner()

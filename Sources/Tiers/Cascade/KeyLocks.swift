@@ -64,8 +64,7 @@ public final class KeyLocks: @unchecked Sendable {
     /// Gives back keys taken by `acquire` or `tryAcquire`; each passes to its next waiter.
     /// Release order does not matter (only taking them does), so all go under one lock.
     public func release(_ keys: [TierKey]) {
-        var seen = Set<TierKey>()
-        let distinct = keys.count < 2 ? keys : keys.filter { seen.insert($0).inserted }
+        let distinct = KeyLocks.distinct(keys)
         let next: [Waiter] = state.withLock { held in
             var next: [Waiter] = []
             for key in distinct {
@@ -85,9 +84,15 @@ public final class KeyLocks: @unchecked Sendable {
     /// Distinct keys in the one global order.
     public static func ordered(_ keys: [TierKey]) -> [TierKey] {
         if keys.count < 2 { return keys }
-        var seen = Set<TierKey>()
-        return keys.filter { seen.insert($0).inserted }.sorted { a, b in
+        return distinct(keys).sorted { a, b in
             a.db != b.db ? a.db < b.db : a.bytes.lexicographicallyPrecedes(b.bytes)
         }
+    }
+
+    /// `keys` without repeats, in their order.
+    private static func distinct(_ keys: [TierKey]) -> [TierKey] {
+        if keys.count < 2 { return keys }
+        var seen = Set<TierKey>()
+        return keys.filter { seen.insert($0).inserted }
     }
 }

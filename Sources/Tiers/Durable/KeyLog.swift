@@ -219,8 +219,13 @@ public final class KeyLog {
     /// call it about once a second from any loop (the flusher's tick does).
     public func syncIfDue() {
         guard options.sync == .everysec else { return }
-        let due = withLock { unsynced && wallClockMillis() - lastSyncMillis >= 1000 }
-        if due { writer.submit(Job(encoded: [], records: 0, sync: true)) }
+        let now = wallClockMillis()
+        if withLock({ syncDue(unsynced, now: now) }) { writer.submit(Job(encoded: [], records: 0, sync: true)) }
+    }
+
+    /// Under `.everysec`, with the lock held: records are unsynced and the last sync is a second old.
+    private func syncDue(_ unsynced: Bool, now: Int64) -> Bool {
+        options.sync == .everysec && unsynced && now - lastSyncMillis >= 1000
     }
 
     private var closedError: TierError { .unavailable("key log \(path) is closed") }
@@ -351,7 +356,7 @@ public final class KeyLog {
                 queued.removeAll(keepingCapacity: true)
                 queuedRecords = 0
                 wakeSubmitted = false
-                return options.sync == .everysec && (unsynced || records > 0) && now - lastSyncMillis >= 1000
+                return syncDue(unsynced || records > 0, now: now)
             }
             mustSync = mustSync || due
         }
