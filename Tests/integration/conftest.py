@@ -9,6 +9,8 @@ Environment:
                                      `proxy_process` (flags, signals, limits, /proc) are skipped
                                      in that mode only.
   REDIS_SERVER_BIN, REDIS_CLI_BIN, REDIS_BENCHMARK_BIN   other Redis binaries.
+  TIERPROXY_TEST_HOT_TLS=1           every redis-server also listens on a TLS port and hands the
+                                     proxy a rediss:// URL to it (harness.py; CI runs both ways).
 Every process listens on 127.0.0.1 on a free port and lives in a temp dir removed afterwards.
 """
 

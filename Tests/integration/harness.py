@@ -26,6 +26,12 @@ REDIS_SERVER = os.environ.get("REDIS_SERVER_BIN", "redis-server")
 REDIS_CLI = os.environ.get("REDIS_CLI_BIN", "redis-cli")
 REDIS_BENCHMARK = os.environ.get("REDIS_BENCHMARK_BIN", "redis-benchmark")
 
+# TIERPROXY_TEST_HOT_TLS=1 runs the suites with the hot tier behind TLS: every RedisServer
+# also listens on a TLS port, its `url` (what tests hand the proxy as its upstream) is
+# rediss:// to that port, and the proxy trusts the test CA. `port` stays plain TCP, so the
+# tests' own direct access to hot (DEL behind the proxy's back, FLUSHALL, INFO) is unchanged.
+HOT_TLS = os.environ.get("TIERPROXY_TEST_HOT_TLS", "") not in ("", "0", "no")
+
 
 # --------------------------------------------------------------------------------------------
 # Waiting
@@ -380,20 +386,31 @@ class RedisServer:
     def __init__(self, tmp: Path, port: Optional[int] = None, args: Iterable[str] = ()):
         self.dir = Path(tempfile.mkdtemp(prefix="redis-", dir=tmp))
         self.port = port or free_port()
+        self.tls_port = free_port() if HOT_TLS else 0
         self.args = list(args)
         self.proc: Optional[subprocess.Popen] = None
         self.log = self.dir / "redis.log"
 
     @property
     def url(self) -> str:
+        if self.tls_port:
+            return f"rediss://{HOST}:{self.tls_port}"
         return f"redis://{HOST}:{self.port}"
+
+    def _tls_args(self) -> list[str]:
+        if not self.tls_port:
+            return []
+        pki = hot_tls_pki()
+        return ["--tls-port", str(self.tls_port), "--tls-cert-file", str(pki / "server.crt"),
+                "--tls-key-file", str(pki / "server.key"), "--tls-ca-cert-file", str(pki / "ca.crt"),
+                "--tls-auth-clients", "no"]
 
     def start(self, timeout: float = 10.0) -> "RedisServer":
         for attempt in range(3):
             cmd = [REDIS_SERVER, "--port", str(self.port), "--bind", HOST,
                    "--save", "", "--appendonly", "no", "--dir", str(self.dir),
                    "--logfile", str(self.log), "--daemonize", "no",
-                   "--enable-debug-command", "local", *self.args]
+                   "--enable-debug-command", "local", *self._tls_args(), *self.args]
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                          stderr=subprocess.STDOUT, start_new_session=True)
             try:
@@ -406,6 +423,7 @@ class RedisServer:
                 return self
             if "Address already in use" in tail(self.log) and attempt < 2:
                 self.port = free_port()
+                self.tls_port = free_port() if self.tls_port else 0
                 continue
             raise AssertionError(f"redis-server exited {self.proc.returncode}:\n{tail(self.log)}")
         raise AssertionError("unreachable")
@@ -520,10 +538,27 @@ def run_proxy_cli(args: list[str], timeout: float = 20.0, env: Optional[dict] = 
                           env=proxy_env(env), cwd=cwd, stdin=subprocess.DEVNULL)
 
 
+_hot_tls_pki: Optional[Path] = None
+
+
+def hot_tls_pki() -> Path:
+    """The test CA and server certificate of TIERPROXY_TEST_HOT_TLS mode, made once per run."""
+    global _hot_tls_pki
+    if _hot_tls_pki is None:
+        from tls_support import make_pki  # imports this module: only at call time
+        d = Path(tempfile.mkdtemp(prefix="tierproxy-hot-tls-"))
+        make_pki(d)
+        _hot_tls_pki = d
+    return _hot_tls_pki
+
+
 def proxy_env(extra: Optional[dict] = None) -> dict:
-    """Our environment without the REDIS_* variables (tests set those deliberately)."""
+    """Our environment without the REDIS_* variables (tests set those deliberately); in
+    TIERPROXY_TEST_HOT_TLS mode, with the test CA trusted for rediss:// upstreams."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "REDIS_SSL")}
+    if HOT_TLS:
+        env.setdefault("TIERPROXY_UPSTREAM_TLS_CA_CERT_FILE", str(hot_tls_pki() / "ca.crt"))
     env.update(extra or {})
     return env
 

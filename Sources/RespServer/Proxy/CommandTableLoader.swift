@@ -21,7 +21,9 @@ final class CommandTableLoader: UpstreamLinkDelegate {
         link = l
     }
 
+    /// Could not get the table now: clients waiting for it go on without it meanwhile.
     private func scheduleRetry(millis: Int = 1000) {
+        worker.commandTableSettled()
         link?.close()
         link = nil
         retry = Timer(loop: worker.loop, millis: millis) { [unowned self] in self.attempt() }

@@ -28,6 +28,12 @@ final class Worker {
     private var sharingDisabled = false
     private var shuttingDown = false
     private var onStopped: (() -> Void)?
+    /// With lower tiers, clients accepted before the upstream's COMMAND reply was read wait here
+    /// (their connections open, nothing read) until it was, or could not be: without the table
+    /// a command outside the string table would pass to hot untiered (found through a TLS
+    /// upstream, whose slower handshake let a client's first command win the race).
+    private var parkedClients: [Int32] = []
+    private var tableSettled = false
 
     var frames: [RequestFrame] = []
     var spans: [ArgSpan] = []
@@ -140,6 +146,14 @@ final class Worker {
             return
         }
         metrics.add(.clientsAccepted)
+        if tierAccess != nil && !tableSettled {
+            parkedClients.append(fd)
+            return
+        }
+        startSession(fd)
+    }
+
+    private func startSession(_ fd: Int32) {
         let session = ClientSession(worker: self, fd: fd)
         if !session.isClosed { sessions[ObjectIdentifier(session)] = session }
         metrics.set(.clients, sessions.count)
@@ -164,6 +178,16 @@ final class Worker {
         if shuttingDown && sessions.isEmpty { stopLoop() }
     }
 
+    /// The command table is loaded, or the loader could not get it for now (it keeps trying):
+    /// parked clients start.
+    func commandTableSettled() {
+        guard !tableSettled else { return }
+        tableSettled = true
+        let fds = parkedClients
+        parkedClients = []
+        for fd in fds { startSession(fd) }
+    }
+
     func upstreamRequiresClientAuth() {
         if !sharingDisabled && index == 0 {
             Log.notice("Upstream requires AUTH and the proxy has no password: every client gets its own connection")
@@ -184,6 +208,7 @@ final class Worker {
         }.map { CommandName($0) })
         loader = nil
         if index == 0 { Log.verbose("Learned \(table.count) commands from the upstream's COMMAND reply") }
+        commandTableSettled()
     }
 
     /// True if `frame` can ride the shared connection: it neither reads nor changes connection
