@@ -69,12 +69,22 @@ import Tiers
 
     @Test func capturedStateOfAKey() {
         let now: Int64 = 1_000_000
-        let v = KeyState(get: Array("$2\r\nab\r\n".utf8)[...], pttl: Array(":1500\r\n".utf8)[...], now: now)
-        #expect(v == .value(Array("ab".utf8), expiresAtMillis: now + 1500))
-        #expect(KeyState(get: Array("$0\r\n\r\n".utf8)[...], pttl: Array(":-1\r\n".utf8)[...], now: now)
-                == .value([], expiresAtMillis: nil))
-        #expect(KeyState(get: Array("$-1\r\n".utf8)[...], pttl: Array(":-2\r\n".utf8)[...], now: now) == .absent)
-        #expect(KeyState(get: Array("-WRONGTYPE x\r\n".utf8)[...], pttl: Array(":-1\r\n".utf8)[...], now: now) == .absent)
+        func string(_ get: String, _ pttl: String) -> KeyState? {
+            KeyCapture.string.state(Array(get.utf8)[...], Array(pttl.utf8)[...], now: now)
+        }
+        #expect(string("$2\r\nab\r\n", ":1500\r\n") == .value(Array("ab".utf8), type: .string, expiresAtMillis: now + 1500))
+        #expect(string("$0\r\n\r\n", ":-1\r\n") == .value([], type: .string, expiresAtMillis: nil))
+        #expect(string("$-1\r\n", ":-2\r\n") == .absent)
+        #expect(string("-WRONGTYPE x\r\n", ":-1\r\n") == nil, "another type, left as it was")
+        // DUMP of a hash (listpack, Redis 7.0), and of a string: stored as the string's bytes.
+        let hash: [UInt8] = [0x10] + Array(repeating: 0, count: 11)
+        var reply = Array("$12\r\n".utf8) + hash + Array("\r\n".utf8)
+        #expect(KeyCapture.dumped(reply[...], Array(":-1\r\n".utf8)[...], now: now) == .value(hash, type: .hash, expiresAtMillis: nil))
+        let ab: [UInt8] = [0x00, 0x02, 0x61, 0x62, 0x0a, 0x00] + Array(repeating: 0, count: 8)
+        reply = Array("$14\r\n".utf8) + ab + Array("\r\n".utf8)
+        #expect(KeyCapture.dumped(reply[...], Array(":10\r\n".utf8)[...], now: now)
+                == .value(Array("ab".utf8), type: .string, expiresAtMillis: now + 10))
+        #expect(KeyCapture.dumped(Array("$-1\r\n".utf8)[...], Array(":-2\r\n".utf8)[...], now: now) == .absent)
     }
 
     @Test func batchesSelectOtherDatabasesAndComeBack() {

@@ -52,34 +52,37 @@ import RESP
         let move = try #require(try plan("MOVE", "k", "3"))
         #expect(move.written == [TieredCommand.KeyArg(index: 1), TieredCommand.KeyArg(index: 1, db: 3)])
         #expect(try plan("MOVE", "k", "x") == nil, "Redis rejects it: hot alone")
-        #expect(try plan("HSET", "h", "f", "v")?.written.map(\.index) == [1], "a type change deletes the string below")
-        #expect(try route("HGET", "h", "f") == nil, "read-only hash commands see hot alone, for now")
+        #expect(try plan("HSET", "h", "f", "v")?.written.map(\.index) == [1], "every type is tiered")
+        #expect(try plan("HGET", "h", "f")?.bringUp.map(\.index) == [1], "and brought up before a read")
+        #expect(try plan("HGET", "h", "f")?.written.isEmpty == true)
         #expect(try plan("GETBIT", "k", "1")?.bringUp.map(\.index) == [1], "bitmap reads read strings")
         #expect(try route("PING") == nil)
         #expect(try route("HSET", "h") == nil)
     }
 
-    /// Collection commands leave no string behind: their success alone tells the lower tiers
-    /// (absent), so nothing is captured with them; anything that may leave a string is captured.
-    @Test func collectionWritesNeedNoCapture() throws {
+    /// Collection commands leave their type or nothing, read with DUMP; string commands a string
+    /// or nothing, read with GET; commands of any type with DUMP too.
+    @Test func writtenKeysAreReadAsTheCommandLeavesThem() throws {
         for words in [["SADD", "s", "a"], ["HSET", "h", "f", "v"], ["XGROUP", "DESTROY", "x", "g"], ["SPOP", "s", "2"],
                       ["SORT", "l", "STORE", "d"], ["GEOADD", "g", "1", "2", "m"], ["SINTERSTORE", "d", "a", "b"],
                       ["LMOVE", "a", "b", "LEFT", "RIGHT"], ["ZADD", "z", "1", "m"]] {
-            #expect(try plan(words: words)?.neverString == true, "\(words)")
+            #expect(try plan(words: words)?.capture == .dump, "\(words)")
         }
-        for words in [["SETRANGE", "k", "0", "v"], ["BITOP", "OR", "d", "a"], ["PFADD", "p", "a"], ["RENAME", "a", "b"],
-                      ["RESTORE", "k", "0", "x"], ["EVAL", "return 1", "1", "k"], ["COPY", "a", "b"], ["DEL", "k"],
-                      ["MIGRATE", "h", "1", "k", "0", "5"]] {
-            #expect(try plan(words: words)?.neverString != true, "\(words)")
+        for words in [["SETRANGE", "k", "0", "v"], ["BITOP", "OR", "d", "a"], ["PFADD", "p", "a"], ["SETBIT", "k", "1", "1"]] {
+            #expect(try plan(words: words)?.capture == .string, "\(words)")
+        }
+        for words in [["RESTORE", "k", "0", "x"], ["EVAL", "return 1", "1", "k"], ["MIGRATE", "h", "1", "k", "0", "5"]] {
+            #expect(try plan(words: words)?.capture == .dump, "\(words)")
         }
     }
 
-    @Test func commandsThatCannotRunInsideMultiAreRecordedAfterwards() throws {
-        guard case .afterwards(let keys)? = try route("BLMOVE", "a", "b", "LEFT", "RIGHT", "0") else {
-            Issue.record("BLMOVE must run alone"); return
-        }
-        #expect(keys.map(\.index) == [1, 2])
-        #expect(try route("BLPOP", "a", "0") != nil)
+    /// Blocking writes are tried inside MULTI first (`KeyedPlan.blocks`), their keys brought up.
+    @Test func blockingWritesBringTheirKeysUpAndAreCaptured() throws {
+        let blmove = try #require(try plan("BLMOVE", "a", "b", "LEFT", "RIGHT", "0"))
+        #expect(blmove.blocks && !blmove.runsAlone && blmove.written.map(\.index) == [1, 2] && blmove.bringUp.map(\.index) == [1, 2])
+        let xreadgroup = try #require(try plan("XREADGROUP", "GROUP", "g", "c", "STREAMS", "x", ">"))
+        #expect(xreadgroup.blocks && xreadgroup.written.map(\.index) == [5], "its group changes: what it reads it writes")
+        #expect(try plan("XREAD", "BLOCK", "0", "STREAMS", "x", "$")?.blocks == false, "a blocking read writes nothing")
     }
 
     @Test func scriptsByTheirDeclaredKeysAndFlags() throws {
@@ -119,6 +122,6 @@ import RESP
         #expect(BlindWrite.setex(args("PSETEX", "k", "250", "v"), millis: true)?.expiry == .relativeMillis(250))
         let mset = BlindWrite.mset(args("MSET", "a", "1", "b", "2", "a", "3"))!
         let states = mset.states(args("MSET", "a", "1", "b", "2", "a", "3"), db: 0, now: 0)
-        #expect(states.count == 2 && states[0].1 == .value(Array("3".utf8), expiresAtMillis: nil), "the last write wins")
+        #expect(states.count == 2 && states[0].1 == .value(Array("3".utf8), type: .string, expiresAtMillis: nil), "the last write wins")
     }
 }

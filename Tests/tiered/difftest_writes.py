@@ -3,14 +3,11 @@ commands, scripts (EVAL/EVALSHA with declared keys doing GET/SET/DEL/INCR/EXPIRE
 a key into a hash), functions (one FUNCTION LOAD in setup, FCALL/FCALL_RO), SORT … STORE, BITOP,
 SETBIT/GETBIT/BITCOUNT, MOVE, SUNIONSTORE/SDIFFSTORE/SINTERSTORE over sets, and type changes
 (HSET/SADD/RPUSH, also as DEL + HSET/SADD/RPUSH in one pipeline, read back in it with
-HGET/SCARD/LRANGE: read-only commands of the non-string types are not tiered, docs/semantics.md
-§11 "not covered yet", so they only ever read a key the same pipeline made).
+HGET/SCARD/LRANGE).
 
-The contract today (docs/semantics.md §13): non-string types are not tiered yet, they stay in hot and
-are lost with it, and a key that became one has its string copy deleted below. So when the
-target's hot loses keys, after_loss() deletes from the reference those of them that hold a
-non-string type there, and nothing else: every string must still be what the reference says, and
-a key that was a string before it became a hash must not come back as that string.
+Every type is tiered (docs/semantics.md §13), so the reference loses nothing when the target's hot
+does: a hash, list or set must come back as the reference holds it, and a key that was a string
+before it became a hash must come back as that hash, never as the string.
 
 Members of lists and sets come from a small pool of distinct small integers and letters, so SORT
 is deterministic across processes (no equal scores of different elements; intsets sorted, ALPHA
@@ -22,7 +19,6 @@ from __future__ import annotations
 import hashlib
 
 from difftest import Generator, keys_of
-from tierstack import RawConn, encode_command
 
 SCRIPTS = [  # (body, numkeys, number of ARGV)
     ("return redis.call('GET', KEYS[1])", 1, 0),
@@ -60,7 +56,6 @@ WRITE_WEIGHTS = {
 COMPOUND = ("TYPECHANGE", "SORTSTORE", "SETSTORE")      # several commands in one pipeline (next())
 WRITE_COMMANDS = [n for n in WRITE_WEIGHTS if n not in COMPOUND]
 MEMBERS = [b"%d" % i for i in range(12)] + [b"a", b"b", b"c", b"d", b"e"]
-NON_STRING = (b"hash", b"list", b"set", b"zset", b"stream")
 
 
 def sha(body: str) -> str:
@@ -169,18 +164,3 @@ class WriteRuleGenerator(Generator):
         if name in WRITE_WEIGHTS:
             return [args[0]]
         return keys_of(argv)
-
-    def after_loss(self, ref_port: int, lost: list) -> list[str]:
-        """The reference loses what the target's hot lost and the contract does not keep below:
-        keys holding a non-string type."""
-        out = []
-        with RawConn(ref_port, timeout=10) as c:
-            for db in sorted({d for d, _ in lost}):
-                ks = sorted({k for d, k in lost if d == db})
-                assert c.cmd("SELECT", db).raw == b"+OK\r\n"
-                c.send(b"".join(encode_command("TYPE", k) for k in ks))
-                gone = [k for k, r in zip(ks, c.read_replies(len(ks))) if r.v in NON_STRING]
-                if gone:
-                    assert c.cmd("DEL", *gone).v == len(gone)
-                    out.append(f"[reference db{db}] non-string keys lost with hot: {gone}")
-        return out

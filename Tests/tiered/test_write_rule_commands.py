@@ -18,7 +18,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from twin import LOSSES, Twin
+from twin import LOSSES, run_scenario
 
 SCENARIOS = {}
 
@@ -176,13 +176,5 @@ def copy_setrange_getdel(tw):
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_write_command_keeps_lower_tiers_true(make_stack, backend, reference, name, loss):
     """docs/semantics.md §11: every write keeps the lower tiers true; see the scenario's docstring."""
-    if backend == "azure" and loss != "flushall":
-        pytest.skip("azure: one loss mode is enough (the emulators make each step slow)")
     fn, keys = SCENARIOS[name]
-    s = make_stack(backend, flags={"tiers-allow-flush": "yes"})
-    with Twin(s, reference, keys, loss=loss) as tw:
-        tw.check("at the start")
-        try:
-            fn(tw)
-        except AssertionError as e:
-            raise AssertionError(f"{e}\n--- tierproxy output ---\n{s.output()[-2000:]}") from None
+    run_scenario(make_stack, backend, reference, fn, keys, loss)

@@ -68,11 +68,15 @@ class StoredEntry:
     encoding: str           # "raw" or "gzip": how the tier stores it
     stored_bytes: int       # size of what is stored (compressed size when gzip)
     where: str              # file path, row, document id or blob name, for messages
+    type: str = "string"    # the Redis type; any but a string is a DUMP payload in `value`
 
     def live(self, now_ms: Optional[int] = None) -> bool:
         import time
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         return self.expires_ms is None or self.expires_ms > now_ms
+
+
+TYPES = ("string", "list", "set", "zset", "hash", "stream")      # the envelope's type codes
 
 
 def decode_envelope(data: bytes, where: str) -> StoredEntry:
@@ -82,7 +86,7 @@ def decode_envelope(data: bytes, where: str) -> StoredEntry:
     assert len(data) >= 40, f"{where}: {len(data)} bytes is shorter than any envelope"
     assert data[:4] == b"TPE\x01", f"{where}: bad magic {data[:4]!r}"
     vtype, enc, flags, reserved = data[4], data[5], data[6], data[7]
-    assert vtype == 0, f"{where}: type {vtype} is not a string (only strings are tiered)"
+    assert vtype in range(len(TYPES)), f"{where}: unknown type code {vtype}"
     assert enc in (0, 1) and flags & ~1 == 0 and reserved == 0, f"{where}: bad header {data[4:8]!r}"
     crc = struct.unpack_from("<I", data, len(data) - 4)[0]
     assert crc == zlib.crc32(data[:-4]) & 0xFFFFFFFF, f"{where}: CRC mismatch (torn entry?)"
@@ -94,7 +98,8 @@ def decode_envelope(data: bytes, where: str) -> StoredEntry:
     value = gzip.decompress(stored) if enc == 1 else stored
     return StoredEntry(db=db, key=bytes(key), value=bytes(value),
                        expires_ms=expiry if flags & 1 else None,
-                       encoding="gzip" if enc == 1 else "raw", stored_bytes=len(stored), where=where)
+                       encoding="gzip" if enc == 1 else "raw", stored_bytes=len(stored), where=where,
+                       type=TYPES[vtype])
 
 
 class Inspector:
@@ -198,7 +203,7 @@ class CosmosWarm(Inspector):
                 value = gzip.decompress(value)
             out.append(StoredEntry(db=int(d.get("tp_db", 0)), key=key, value=value, expires_ms=exp,
                                    encoding=enc, stored_bytes=len(value),
-                                   where=f"cosmos {self.name} id={d['id']!r}"))
+                                   where=f"cosmos {self.name} id={d['id']!r}", type=d.get("tp_type", "string")))
         return out
 
 
@@ -229,7 +234,7 @@ class BlobCold(Inspector):
             exp = int(md["tp_exp"]) if md.get("tp_exp") else None
             e = StoredEntry(db=int(md.get("tp_db", 0)), key=key, value=value, expires_ms=exp,
                             encoding=enc, stored_bytes=len(stored),
-                            where=f"blob {self.name}/{b.name}")
+                            where=f"blob {self.name}/{b.name}", type=md.get("tp_type", "string"))
             e.content_encoding = ce  # type: ignore[attr-defined]
             out.append(e)
         return out

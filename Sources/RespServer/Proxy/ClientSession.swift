@@ -213,16 +213,7 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
                 continue
             }
             var tiered = tieredRoute(frame, at: forward)
-            if case (.afterwards(let keys), let args)? = tiered {
-                // Runs as it is; its keys are recorded once it has answered.
-                let written = keys.map { TierKey(db: $0.db ?? db, args[$0.index]) }
-                nextHandler = { [unowned self] reply, slot in
-                    TransactionSync.record(written, ran: !ReplyParts.isError(reply), access: worker.tierAccess!) {
-                        self.fill(slot, reply)
-                    }
-                }
-                tiered = nil
-            } else if case (.keyed(let plan), let args)? = tiered, let blind = plan.blind, let handler = pipelined(blind, plan, args) {
+            if case (.keyed(let plan), let args)? = tiered, let blind = plan.blind, let handler = pipelined(blind, plan, args) {
                 // Travels as it is, pipelined; its reply is read on the way back.
                 nextHandler = handler
                 tiered = nil
@@ -396,7 +387,7 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
                 fill(slot, ReplyParts.errorReply(message))
                 finished()
             }
-        case .get, .mget, .afterwards:
+        case .get, .mget:
             break
         }
     }
@@ -504,8 +495,6 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
         switch tieredCommand(frame, at: offset) {
         case (.keyed(let plan), let args)?:
             transactionWrites += plan.written.map { TierKey(db: $0.db ?? db, args[$0.index]) }
-        case (.afterwards(let keys), let args)?:
-            transactionWrites += keys.map { TierKey(db: $0.db ?? db, args[$0.index]) }
         default:
             break
         }

@@ -71,7 +71,7 @@ struct BlindWrite {
         let expires = expiry.at(now)
         for p in pairs {
             let key = TierKey(db: db, args[p.key])
-            let state = KeyState.value(args[p.value], expiresAtMillis: expires)
+            let state = KeyState.value(args[p.value], type: .string, expiresAtMillis: expires)
             if let i = seen[key] { out[i].1 = state } else { seen[key] = out.count; out.append((key, state)) }
         }
         return out

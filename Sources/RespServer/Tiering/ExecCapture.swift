@@ -5,7 +5,7 @@ import Tiers
 /// The state a client's own transaction left its tiered keys in, read inside that transaction.
 ///
 /// The proxy cannot wrap commands the client queued itself, but it can queue more: in place of
-/// the client's EXEC it sends `GET k` and `PTTL k` for each key the transaction's tiered writes
+/// the client's EXEC it sends `DUMP k` and `PTTL k` for each key the transaction's tiered writes
 /// touch, then EXEC, so these run after the client's commands, atomically with them. Their
 /// `+QUEUED` replies are dropped, their results are cut off the end of EXEC's array, and each
 /// key's state goes below per its rule before EXEC's reply goes out (docs/semantics.md §3, §11),
@@ -31,7 +31,8 @@ struct ExecCapture {
     /// Takes the keys' locks, sends the captures and EXEC on the client's connection, and
     /// answers EXEC's slot once the states are below; then `done`.
     func run(session: ClientSession, access: TierAccess, hot: HotClient, homeDB: Int, done: @escaping () -> Void) {
-        let commands = keys.flatMap { [[Array("GET".utf8), $0.bytes], [Array("PTTL".utf8), $0.bytes]] } + [[Array("EXEC".utf8)]]
+        // The queued commands may leave any type: DUMP reads each (`KeyCapture`).
+        let commands = keys.flatMap { KeyCapture.dump.commands($0.bytes) } + [[Array("EXEC".utf8)]]
         access.core.locks.acquire(keys, on: access.loop) { [self] in
             let own = OwnRequests(session: session)
             if own.beside {
@@ -61,7 +62,7 @@ struct ExecCapture {
                 execReplied(replies[0], slot, access: access, hot: hot, homeDB: homeDB, fill: answer)
                 return
             }
-            let capture = CaptureBatch(command: nil, expiring: [], written: keys, home: own.homeDB)
+            let capture = CaptureBatch(command: nil, expiring: [], written: keys, capture: .dump, home: own.homeDB)
             own.send(capture.commands) { [self] captured, _ in
                 var joined = [UInt8]()
                 let reads = capture.reads(captured)
@@ -90,14 +91,14 @@ struct ExecCapture {
         let now = wallClockMillis()
         var states: [(TierKey, KeyState)] = []
         for (i, key) in keys.enumerated() {
-            let get = elements[own + 2 * i], pttl = elements[own + 2 * i + 1]
-            if ReplyParts.isError(get) && !get.starts(with: Array("-WRONGTYPE".utf8)) {
+            let dump = elements[own + 2 * i], pttl = elements[own + 2 * i + 1]
+            if KeyCapture.unanswered(dump) {
                 // Hot could not say: the flusher reads it again later.
                 TransactionSync.record([key], ran: true, access: access) {}
                 continue
             }
             core.generations.bump(key)
-            states.append((key, KeyState(get: get, pttl: pttl, now: now)))
+            states.append((key, KeyCapture.dumped(dump, pttl, now: now)))
         }
         var remaining = states.count, unordered = states.count
         var failed: [TierKey] = []

@@ -9,7 +9,7 @@ import Tiers
 /// 2. bring up: `EXISTS` each key the command reads, on the client's own route (Redis judges
 ///    NOAUTH/ACL as usual; on any error the command just passes through); keys hot lacks are
 ///    looked up below and promoted with their expiry;
-/// 3. run it on hot. A writing command runs as `MULTI; cmd; GET k; PTTL k …; EXEC`, so the
+/// 3. run it on hot. A writing command runs as `MULTI; cmd; GET|DUMP k; PTTL k …; EXEC`, so the
 ///    state each written key has right after the command is captured with it, atomically: a
 ///    key evicted a moment later is not mistaken for a delete. The brought-up keys are WATCHed
 ///    from before their EXISTS and the promotions go inside that MULTI, before the command
@@ -61,7 +61,8 @@ final class KeyedOp {
     /// it at once, unless the transaction may have to run again (`watchingBringUp`).
     private func sendCommand(_ commands: [[[UInt8]]], _ then: @escaping (_ replies: [[UInt8]], _ slot: ReplySlot) -> Void) {
         session.sendComposed(commands, then)
-        if !watchingBringUp { fireSent() }
+        // A blocking write may have to run again alone, in its place: later requests wait.
+        if !watchingBringUp && !plan.blocks { fireSent() }
     }
 
     private func fireSent() {
@@ -90,7 +91,7 @@ final class KeyedOp {
         watchingBringUp = false
         let keys = unique(plan.bringUp.map(tierKey).filter(core.isTiered)).filter(mayNeedBringingUp)
         if keys.isEmpty { execute(); return }
-        watchingBringUp = bringUpAttempts < 8 && !own.beside && !plan.neverString && !plan.promotesApart
+        watchingBringUp = bringUpAttempts < 8 && !own.beside && !plan.promotesApart && !plan.runsAlone
             && session.watchedKeys.isEmpty && plan.written.contains { core.isTiered(tierKey($0)) }
         var batch = DBBatch(home: own.homeDB)
         if watchingBringUp { for k in keys { batch.add([Array("WATCH".utf8), k.bytes], db: k.db) } }
@@ -159,7 +160,7 @@ final class KeyedOp {
         for (k, f) in found { batch.add(Promotion.setCommand(k, f.entry), db: k.db) }
         own.send(batch.finish()) { [self] replies, promoted in
             session.fill(slot, [])
-            if let error = batch.ours(replies).first(where: ReplyParts.isError) {
+            if let error = batch.ours(replies).first(where: Promotion.refused) {
                 finish(promoted, Array(error))     // e.g. OOM: what Redis says to a write it cannot take
                 return
             }
@@ -207,7 +208,7 @@ final class KeyedOp {
         for (k, f) in promotions { batch.add(Promotion.setCommand(k, f.entry), db: k.db) }
         session.sendComposed(batch.finish()) { [self] replies, promotedSlot in
             session.fill(slot, [])
-            if let error = batch.ours(replies).first(where: ReplyParts.isError) {
+            if let error = batch.ours(replies).first(where: Promotion.refused) {
                 promotions = []
                 finish(promotedSlot, Array(error))     // e.g. OOM: what Redis says to a write it cannot take
                 return
@@ -225,19 +226,24 @@ final class KeyedOp {
         let allWritten = unique(plan.written.map(tierKey))
         let written = allWritten.filter(core.isTiered)
         let expiring = allWritten.compactMap { k in defaultTTL(for: k).map { (k, $0) } }
-        if written.isEmpty && expiring.isEmpty && !watchingBringUp {
-            sendCommand([args]) { [self] replies, slot in finish(slot, replies[0]) }
-            return
-        }
-        if plan.neverString && expiring.isEmpty {
+        if plan.runsAlone {
             runAlone(written)
             return
         }
-        if own.beside {
-            runThenCapture(expiring, written)
+        if written.isEmpty && expiring.isEmpty && !watchingBringUp {
+            // It only reads: its keys are free again before it runs, so a read that blocks
+            // (XREAD BLOCK …) holds no writer of them back.
+            release()
+            sendCommand([args]) { [self] replies, slot in finish(slot, replies[0]) }
             return
         }
-        let capture = CaptureBatch(command: args, expiring: expiring, written: written, home: db, promotions: promotions)
+        if own.beside {
+            // Run alone beside a tracking client: a blocking write must not wait holding locks.
+            if plan.blocks { runBlocking(written) } else { runThenCapture(expiring, written) }
+            return
+        }
+        let capture = CaptureBatch(command: args, expiring: expiring, written: written, capture: plan.capture, home: db,
+                                   promotions: promotions)
         // The proxy's EXEC would clear the client's watches: a guard keeps them exact.
         if let watch = WatchGuard(session: session) {
             watch.arm { [self] in runTransaction(capture, written, watch) }
@@ -246,15 +252,33 @@ final class KeyedOp {
         }
     }
 
-    /// A command that leaves no written key a string (`KeyedPlan.neverString`): run alone, its
-    /// success tells the lower tiers' state, absent, with nothing read from hot.
+    /// A command that cannot run inside MULTI (`KeyedPlan.runsAlone`): its keys are up, their
+    /// locks go (it may block until another client writes them), and its written keys are
+    /// recorded once it answered, so the flusher copies what hot holds then.
     private func runAlone(_ written: [TierKey]) {
+        release()
         sendCommand([args]) { [self] replies, slot in
             let reply = replies[0]
-            if ReplyParts.isError(reply) { finish(slot, reply); return }
-            for k in written { core.generations.bump(k) }
-            writtenKeys = written
-            sync(written.map { ($0, KeyState.absent) }, reply: reply, slot: slot)
+            TransactionSync.record(written, ran: !ReplyParts.isError(reply), access: access) { [self] in finish(slot, reply) }
+        }
+    }
+
+    /// A blocking write that found nothing to take inside MULTI (`KeyedPlan.blocks`): alone, its
+    /// keys' locks free while it waits; once it answered, they are locked again and their state
+    /// read beside the client's connection (the client's next requests may follow on its own).
+    private func runBlocking(_ written: [TierKey]) {
+        release()
+        sendCommand([args]) { [self] replies, slot in
+            let reply = replies[0]
+            if ReplyParts.isError(reply) || ReplyParts.isNull(reply) { finish(slot, reply); return }
+            lockKeys = written
+            core.locks.acquire(written, on: access.loop) { [self] in
+                let home = session.worker.config.upstream.db
+                let capture = CaptureBatch(command: nil, expiring: [], written: written, capture: plan.capture, home: home)
+                session.hot.send(capture.commands) { [self] captured in
+                    syncCaptured(capture, captured, written, reply: reply, slot: slot)
+                }
+            }
         }
     }
 
@@ -263,21 +287,28 @@ final class KeyedOp {
     /// route when hot would not queue the transaction. Should that read fail, the keys are
     /// recorded in the key log and the flusher copies what hot holds.
     private func runThenCapture(_ expiring: [(TierKey, Int)], _ written: [TierKey]) {
-        let capture = CaptureBatch(command: nil, expiring: expiring, written: written, home: own.homeDB)
+        let capture = CaptureBatch(command: nil, expiring: expiring, written: written, capture: plan.capture, home: own.homeDB)
         sendCommand([args]) { [self] replies, slot in
             let reply = replies[0]
             if ReplyParts.isError(reply) && !plan.script { finish(slot, reply); return }
             own.send(capture.commands) { [self] captured, captureSlot in
                 session.fill(captureSlot, [])
-                for k in written { core.generations.bump(k) }
-                writtenKeys = written
-                guard let elements = capture.elements(captured) else {
-                    TransactionSync.record(written, ran: true, access: access) { [self] in finish(slot, reply) }
-                    return
-                }
-                sync(Array(zip(written, capture.states(elements))), reply: reply, slot: slot)
+                syncCaptured(capture, captured, written, reply: reply, slot: slot)
             }
         }
+    }
+
+    /// The states a capture read without a transaction go below; should that read have failed,
+    /// the keys are recorded in the key log and the flusher copies what hot holds.
+    private func syncCaptured(_ capture: CaptureBatch, _ captured: [[UInt8]], _ written: [TierKey], reply: [UInt8],
+                              slot: ReplySlot) {
+        for k in written { core.generations.bump(k) }
+        writtenKeys = written
+        guard let elements = capture.elements(captured) else {
+            TransactionSync.record(written, ran: true, access: access) { [self] in finish(slot, reply) }
+            return
+        }
+        sync(capture.states(elements, of: written), reply: reply, slot: slot)
     }
 
     private func runTransaction(_ capture: CaptureBatch, _ written: [TierKey], _ watch: WatchGuard?) {
@@ -290,7 +321,9 @@ final class KeyedOp {
                 // Over maxmemory Redis queues nothing, though it may run the command outside
                 // MULTI (one that adds no data, a script flagged allow-oom): let it judge.
                 restored { [self] in
-                    let alone = { [self] in runThenCapture(capture.expiring, written) }
+                    let alone = { [self] in
+                        if plan.blocks { runBlocking(written) } else { runThenCapture(capture.expiring, written) }
+                    }
                     if promotions.isEmpty { session.fill(slot, []); alone() } else { promoteApart(slot, then: alone) }
                 }
                 return
@@ -311,7 +344,7 @@ final class KeyedOp {
                 bringUp()
                 return
             }
-            fireSent()
+            if !plan.blocks { fireSent() }
             if let watch, let exec = replies.last, ReplyParts.isNull(exec) {
                 // A key the client watches had changed: its transaction must fail, and this one
                 // (not watched any more) runs again.
@@ -321,7 +354,7 @@ final class KeyedOp {
                 return
             }
             guard let elements = capture.elements(replies) else {
-                // EXEC itself failed (e.g. the user may not run GET/PTTL): hot did not run the
+                // EXEC itself failed (e.g. the user may not run GET/DUMP/PTTL): hot did not run the
                 // command; let it run alone, untiered, so the client gets Redis's own answer.
                 restored { [self] in
                     let alone = { [self] in
@@ -333,13 +366,20 @@ final class KeyedOp {
                 return
             }
             let reply = Array(elements[capture.commandIndex - 1])
+            if plan.blocks && ReplyParts.isNull(reply) {
+                // It would have blocked, so it wrote nothing: now it runs alone, and may block.
+                session.fill(slot, [])
+                restored { [self] in promoted { self.runBlocking(written) } }
+                return
+            }
+            fireSent()
             // An error means nothing changed, except from a script: it may have written first
             // (the promotions did land: copies of what is below, so nothing changed).
             if ReplyParts.isError(reply) && !plan.script { restored { [self] in promoted { self.finish(slot, reply) } }; return }
-            let states = capture.states(elements)
+            let states = capture.states(elements, of: written)
             for k in written { core.generations.bump(k) }
             writtenKeys = written
-            restored { [self] in promoted { self.sync(Array(zip(written, states)), reply: reply, slot: slot) } }
+            restored { [self] in promoted { self.sync(states, reply: reply, slot: slot) } }
         }
     }
 
@@ -458,17 +498,4 @@ struct DBBatch {
 
     /// The replies to the commands added with `add`, in order.
     func ours(_ replies: [[UInt8]]) -> [ArraySlice<UInt8>] { mine.map { replies[$0][...] } }
-}
-
-extension KeyState {
-    /// The state GET and PTTL replies describe, read at `now`. Anything but a string (WRONGTYPE)
-    /// is `.absent` for the lower tiers: only strings are tiered, and an older string copy below
-    /// must not outlive it.
-    init(get: ArraySlice<UInt8>, pttl: ArraySlice<UInt8>, now: Int64) {
-        guard case .some(.some(let value)) = ReplyParts.bulk(get), let ms = ReplyParts.integer(pttl), ms != -2 else {
-            self = .absent
-            return
-        }
-        self = .value(value, expiresAtMillis: ms >= 0 ? now + Int64(ms) : nil)
-    }
 }

@@ -96,11 +96,23 @@ enum LowerWrite {
 }
 
 /// Promotion: a copy found below is written to hot with its absolute expiry, only if hot has no
-/// value of its own by then (NX: a write that landed meanwhile, through any path, wins).
+/// value of its own by then (a write that landed meanwhile, through any path, wins): a string
+/// with `SET … NX PXAT`, any other type with `RESTORE … ABSTTL` of its `DUMP` payload, which
+/// refuses (BUSYKEY) a key hot holds.
 enum Promotion {
     static func setCommand(_ key: TierKey, _ entry: Entry) -> [[UInt8]] {
+        guard entry.type == .string else {
+            let at = entry.expiresAtMillis.map { String($0) } ?? "0"
+            return [Array("RESTORE".utf8), key.bytes, Array(at.utf8), entry.value, Array("ABSTTL".utf8)]
+        }
         var args: [[UInt8]] = [Array("SET".utf8), key.bytes, entry.value, Array("NX".utf8)]
         if let at = entry.expiresAtMillis { args += [Array("PXAT".utf8), Array(String(at).utf8)] }
         return args
+    }
+
+    /// Hot refused a promotion (OOM, a payload from a newer Redis …); BUSYKEY only says that hot
+    /// holds the key already, as SET NX's nil does.
+    static func refused(_ reply: ArraySlice<UInt8>) -> Bool {
+        ReplyParts.isError(reply) && !reply.starts(with: Array("-BUSYKEY ".utf8))
     }
 }

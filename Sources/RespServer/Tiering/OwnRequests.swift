@@ -30,15 +30,16 @@ struct OwnRequests {
     }
 }
 
-/// `MULTI command EXPIRE … NX … GET k PTTL k … EXEC`: the state of each written key, captured in
+/// `MULTI command EXPIRE … NX … GET|DUMP k PTTL k … EXEC`: the state of each written key, captured in
 /// one transaction with the command, after a rule's default expiry was given. Without a command
 /// (beside a tracking client's connection, or after hot refused to queue the transaction) the
 /// same requests go without MULTI, right after the command while its keys are still locked:
 /// Redis runs one connection's pipelined requests back to back.
 struct CaptureBatch {
     private(set) var commands: [[[UInt8]]]
-    /// Indices of each key's GET and PTTL replies in `elements`.
-    private let captures: [(get: Int, pttl: Int)]
+    /// Indices of each key's GET (or DUMP) and PTTL replies in `elements`.
+    private let captures: [(read: Int, pttl: Int)]
+    private let capture: KeyCapture
     private let transaction: Bool
     /// The rule's default expiries it gives (key, seconds).
     let expiring: [(TierKey, Int)]
@@ -46,9 +47,10 @@ struct CaptureBatch {
     let commandIndex: Int
 
     /// `promotions` (copies found below) go inside the transaction, before the command.
-    init(command: [[UInt8]]?, expiring: [(TierKey, Int)], written: [TierKey], home: Int,
+    init(command: [[UInt8]]?, expiring: [(TierKey, Int)], written: [TierKey], capture: KeyCapture, home: Int,
          promotions: [(TierKey, Found)] = []) {
         transaction = command != nil
+        self.capture = capture
         self.expiring = expiring
         var batch = DBBatch(home: home)
         if let command {
@@ -65,11 +67,12 @@ struct CaptureBatch {
         }
         // In a transaction EXEC's elements leave MULTI out: one less than the index in `commands`.
         let shift = transaction ? 1 : 0
-        var captures: [(get: Int, pttl: Int)] = []
+        var captures: [(read: Int, pttl: Int)] = []
         for k in written {
-            let g = batch.add([Array("GET".utf8), k.bytes], db: k.db)
-            let p = batch.add([Array("PTTL".utf8), k.bytes], db: k.db)
-            captures.append((g - shift, p - shift))
+            let reads = capture.commands(k.bytes)
+            let r = batch.add(reads[0], db: k.db)
+            let p = batch.add(reads[1], db: k.db)
+            captures.append((r - shift, p - shift))
         }
         commands = batch.finish()
         if transaction { commands.append([Array("EXEC".utf8)]) }
@@ -82,28 +85,24 @@ struct CaptureBatch {
     func elements(_ replies: [[UInt8]]) -> [ArraySlice<UInt8>]? {
         guard transaction else {
             let all = replies.map { $0[...] }
-            let read = captures.flatMap { [all[$0.get], all[$0.pttl]] }
-            return all.count == commands.count && !read.contains(where: CaptureBatch.unanswered) ? all : nil
+            let read = captures.flatMap { [all[$0.read], all[$0.pttl]] }
+            return all.count == commands.count && !read.contains(where: KeyCapture.unanswered) ? all : nil
         }
         guard let exec = replies.last, let elements = ReplyParts.elements(exec),
               elements.count == commands.count - 2 else { return nil }
         return elements
     }
 
-    /// Each written key's GET and PTTL reply, in order, from the replies to `commands` (no
-    /// transaction).
+    /// Each written key's GET (or DUMP) and PTTL reply, in order, from the replies to `commands`
+    /// (no transaction).
     func reads(_ replies: [[UInt8]]) -> [[UInt8]] {
-        captures.flatMap { [replies[$0.get], replies[$0.pttl]] }
+        captures.flatMap { [replies[$0.read], replies[$0.pttl]] }
     }
 
-    /// Each written key's state, from `elements`.
-    func states(_ elements: [ArraySlice<UInt8>]) -> [KeyState] {
+    /// Each written key's state, from `elements`; a key the command left as it was (of another
+    /// type than its reads expect) has none.
+    func states(_ elements: [ArraySlice<UInt8>], of written: [TierKey]) -> [(TierKey, KeyState)] {
         let now = wallClockMillis()
-        return captures.map { c in KeyState(get: elements[c.get], pttl: elements[c.pttl], now: now) }
-    }
-
-    /// An error other than WRONGTYPE (which only says the key is not a string).
-    private static func unanswered(_ reply: ArraySlice<UInt8>) -> Bool {
-        ReplyParts.isError(reply) && !reply.starts(with: Array("-WRONGTYPE".utf8))
+        return zip(written, captures).compactMap { k, c in capture.state(elements[c.read], elements[c.pttl], now: now).map { (k, $0) } }
     }
 }

@@ -5,6 +5,9 @@ import Tiers
 /// (docs/semantics.md §1, 2: an error is Redis's answer, never a miss). A copy found below is
 /// answered at once and promoted to hot when no write of the key is under way.
 enum ReadThrough {
+    /// What Redis answers GET of a key of another type (found below as a `DUMP` payload).
+    static let wrongType = Array("-WRONGTYPE Operation against a key holding the wrong kind of value\r\n".utf8)
+
     /// Hot answered nil to GET `key`: answer from below, in `slot`.
     static func get(_ key: TierKey, nullReply: [UInt8], session: ClientSession, slot: ReplySlot) {
         guard ReplyParts.isNull(nullReply) else { session.fill(slot, nullReply); return }
@@ -19,7 +22,7 @@ enum ReadThrough {
             case .success(let found?):
                 // Answered once hot holds it too: the client's next command finds it there.
                 promote(key, found, since: generation, session: session) {
-                    session.fill(slot, ReplyParts.bulkReply(found.entry.value))
+                    session.fill(slot, found.entry.type == .string ? ReplyParts.bulkReply(found.entry.value) : wrongType)
                 }
             }
         }
@@ -54,7 +57,8 @@ enum ReadThrough {
                 } else {
                     var out = Array(reply[..<elements[0].startIndex])      // the array header
                     for (j, element) in elements.enumerated() {
-                        if let f = found[j] { out += ReplyParts.bulkReply(f.entry.value) } else { out += element }
+                        // MGET answers nil for a key of another type, as Redis does.
+                        if let f = found[j], f.entry.type == .string { out += ReplyParts.bulkReply(f.entry.value) } else { out += element }
                     }
                     var promoting = found.count
                     if promoting == 0 { session.fill(slot, out) }
@@ -85,7 +89,7 @@ enum ReadThrough {
         var batch = DBBatch(home: session.worker.config.upstream.db)
         batch.add(Promotion.setCommand(key, found.entry), db: key.db)
         session.worker.hot.send(batch.finish()) { replies in
-            if batch.ours(replies).first.map({ !ReplyParts.isError($0) }) == true {
+            if batch.ours(replies).first.map({ !ReplyParts.isError($0) }) == true {   // not BUSYKEY either
                 core.stats.promotions.add(1)
                 access.metrics.promoted(found.tier)
             }

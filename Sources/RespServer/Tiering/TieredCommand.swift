@@ -1,8 +1,9 @@
 import RESP
 
-/// The string commands that see the lower tiers (issue 4), and what each needs: which keys must
-/// be brought up from below before hot runs it (it reads them), and which keys' new state must
-/// reach the lower tiers after. Everything else passes through to hot untouched.
+/// The commands that see the lower tiers, and what each needs: which keys must be brought up
+/// from below before hot runs it (it reads them), and which keys' new state must reach the lower
+/// tiers after. The string and keyspace commands are described here by hand; every other
+/// command by `WriteRule`, from the upstream's `COMMAND` reply.
 enum TieredCommand {
     /// How a tiered command is handled.
     enum Route {
@@ -14,9 +15,6 @@ enum TieredCommand {
         case keyed(KeyedPlan)
         /// FLUSHDB (db: the client's) or FLUSHALL (every db).
         case flush(all: Bool)
-        /// Runs alone on hot (it cannot run inside MULTI: blocking, `no_multi`); these written
-        /// keys are recorded in the key log once it answered, and flushed from what hot holds.
-        case afterwards([KeyArg])
         /// SWAPDB: hot's databases and the lower tiers' (`DatabaseMap`) swap together.
         case swapdb
         /// Refused by the proxy with this error (e.g. `tiers-scripts strict`).
@@ -50,9 +48,18 @@ enum TieredCommand {
         var blind: BlindWrite?
         /// The command cannot run inside MULTI (WATCH): its promotions go before it, alone.
         var promotesApart = false
-        /// No key it writes is a string afterwards (a hash, list, set, sorted set or stream
-        /// command): success alone tells the lower tiers' state, absent, so nothing is captured.
-        var neverString = false
+        /// How the written keys' states are read after it (`KeyCapture`): `GET` after a string
+        /// command, `DUMP` after any other.
+        var capture: KeyCapture = .string
+        /// It cannot run inside MULTI (`no_multi`): after the bring-up its keys' locks go, it
+        /// runs alone, and its written keys are recorded in the key log once it answered, so
+        /// the flusher copies what hot holds then (`TransactionSync`).
+        var runsAlone = false
+        /// A blocking write (BLPOP, BLMOVE, BZPOPMIN, XREADGROUP …). Inside MULTI Redis runs it
+        /// without blocking, so it is tried there first, captured as any write; only if it would
+        /// have blocked (a null reply: nothing written) does it run alone, its keys' locks free,
+        /// and its written keys are read again, locked, once it answered.
+        var blocks = false
     }
 
     private static let simpleReads: Set<CommandName> = Set(["strlen", "type", "ttl", "pttl", "expiretime",
@@ -65,6 +72,8 @@ enum TieredCommand {
         CommandName("getset"): (3, .always), CommandName("getdel"): (2, .never),
         CommandName("persist"): (2, .never),
     ]
+    /// Commands of keys of any type: what they leave is read with DUMP.
+    private static let anyType: Set<CommandName> = Set(["persist", "rename", "renamenx", "copy"].map { CommandName($0) })
     private static let expireFamily: Set<CommandName> = Set(["expire", "pexpire", "expireat", "pexpireat"].map { CommandName($0) })
 
     /// How `args` (the whole request, name first) is handled: the string commands below by hand,
@@ -78,10 +87,7 @@ enum TieredCommand {
         switch WriteRule.kind(info) {
         case .none:
             return nil
-        case .afterwards:
-            let keys = WriteRule.writtenKeys(info, args).map { KeyArg(index: $0) }
-            return keys.isEmpty ? nil : .afterwards(keys)
-        case .keyed:
+        case .keyed, .alone:
             if WriteRule.isScript(info.name), args.count > 2, args[2] == Array("0".utf8), scripts.mayWrite(info.name, args) {
                 if strictScripts {
                     return .refused("ERR tierproxy: tiers-scripts strict: this script declares no keys and may write; "
@@ -136,7 +142,7 @@ enum TieredCommand {
             let keys = (1..<argc).map(key)
             return .keyed(KeyedPlan(bringUp: keys, written: keys))
         case "rename", "renamenx":
-            return argc == 3 ? .keyed(KeyedPlan(bringUp: [key(1), key(2)], written: [key(1), key(2)])) : nil
+            return argc == 3 ? .keyed(KeyedPlan(bringUp: [key(1), key(2)], written: [key(1), key(2)], capture: .dump)) : nil
         case "copy":
             guard argc >= 3 else { return nil }
             var db: Int?
@@ -150,7 +156,7 @@ enum TieredCommand {
                 i += 2
             }
             let destination = KeyArg(index: 2, db: db)
-            return .keyed(KeyedPlan(bringUp: [key(1), destination], written: [destination]))
+            return .keyed(KeyedPlan(bringUp: [key(1), destination], written: [destination], capture: .dump))
         case "watch":
             // Brought up first, so that a promotion after the WATCH cannot fire it.
             return argc >= 2 ? .keyed(KeyedPlan(bringUp: (1..<argc).map(key), promotesApart: true)) : nil
@@ -165,10 +171,11 @@ enum TieredCommand {
             return argc == 2 ? .keyed(KeyedPlan(bringUp: [key(1)])) : nil
         }
         if let rmw = readModifyWrite[name] {
-            return argc == rmw.argc ? .keyed(KeyedPlan(bringUp: [key(1)], written: [key(1)], defaultTTL: rmw.ttl)) : nil
+            return argc == rmw.argc ? .keyed(KeyedPlan(bringUp: [key(1)], written: [key(1)], defaultTTL: rmw.ttl,
+                                                       capture: anyType.contains(name) ? .dump : .string)) : nil
         }
         if expireFamily.contains(name) {
-            return argc == 3 || argc == 4 ? .keyed(KeyedPlan(bringUp: [key(1)], written: [key(1)])) : nil
+            return argc == 3 || argc == 4 ? .keyed(KeyedPlan(bringUp: [key(1)], written: [key(1)], capture: .dump)) : nil
         }
         return nil
     }

@@ -3,14 +3,15 @@ import Tiers
 import Synchronization
 import Glibc
 
-/// What one key looks like in hot after a command: a string with its expiry, or nothing a lower
-/// tier should hold (absent, expired, or another type, which is not tiered yet).
+/// What one key looks like in hot after a command: a value of some type with its expiry (a
+/// string's bytes, or another type's `DUMP` payload: `KeyCapture`), or nothing a lower tier
+/// should hold (absent, expired, or a module's type, which stays in hot).
 enum KeyState: Equatable {
-    case value([UInt8], expiresAtMillis: Int64?)
+    case value([UInt8], type: ValueType, expiresAtMillis: Int64?)
     case absent
 
     var entry: Entry? {
-        if case .value(let v, let e) = self { return Entry(value: v, expiresAtMillis: e) }
+        if case .value(let v, let t, let e) = self { return Entry(value: v, type: t, expiresAtMillis: e) }
         return nil
     }
 }

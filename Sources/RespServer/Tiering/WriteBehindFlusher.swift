@@ -85,17 +85,17 @@ final class WriteBehindFlusher {
             }
             if let state = core.pendingState(key) { write(state); return }
             if op == .delete { write(.absent); return }
+            // Any type may be pending: DUMP reads it (`KeyCapture`).
             var batch = DBBatch(home: homeDB)
-            batch.add([Array("GET".utf8), key.bytes], db: key.db)
-            batch.add([Array("PTTL".utf8), key.bytes], db: key.db)
+            for read in KeyCapture.dump.commands(key.bytes) { batch.add(read, db: key.db) }
             hot.send(batch.finish()) { replies in
                 let r = batch.ours(replies)
-                if ReplyParts.isError(r[0]) && !r[0].starts(with: Array("-WRONGTYPE".utf8)) {
+                if KeyCapture.unanswered(r[0]) {
                     core.locks.release([key])
                     done(.failure(.unavailable("hot: \(String(decoding: r[0].prefix(200), as: UTF8.self))")))
                     return
                 }
-                write(KeyState(get: r[0], pttl: r[1], now: wallClockMillis()))
+                write(KeyCapture.dumped(r[0], r[1], now: wallClockMillis()))
             }
         }
     }

@@ -5,38 +5,34 @@ import RESP
 /// tiered. Keys come from its key specifications (scripts' and functions' from `numkeys`):
 ///
 /// - a command Redis flags `write` has the state of every key it may change captured with it and
-///   copied below (a key that is no longer a string has its string copy deleted there);
+///   copied below, whatever its type (`KeyCapture`);
 /// - keys it reads (or removes: its reply says whether they existed) are brought up first, so it
-///   runs on what the client wrote even after hot lost it. Read-only commands of the types the
-///   lower tiers do not hold yet (hashes, lists, sets, sorted sets, streams) run on hot alone;
-/// - a command that cannot run inside MULTI (blocking, `no_multi`) runs alone, and its written
-///   keys are recorded in the key log once it answered, so the flusher copies what hot holds.
+///   runs on what the client wrote even after hot lost it;
+/// - a command that cannot run inside MULTI (`no_multi`) runs alone once its keys are up, and its
+///   written keys are recorded in the key log once it answered, so the flusher copies what hot
+///   holds then (`KeyedPlan.runsAlone`); a blocking write is tried inside MULTI first
+///   (`KeyedPlan.blocks`).
 enum WriteRule {
     /// How a command outside the string table is tiered, before its arguments are looked at.
     enum Kind {
-        /// No keys, or nothing the lower tiers hold: hot alone.
+        /// No keys: hot alone.
         case none
         /// Keys brought up and/or written keys captured: `plan` decides per request.
         case keyed
-        /// Runs alone; its written keys are recorded once it answered (`TransactionSync`).
-        case afterwards
+        /// As `keyed`, but it runs alone (`KeyedPlan.runsAlone`).
+        case alone
     }
 
-    /// Categories of commands that may read a string (the only type below, for now).
-    private static let readsStrings: Set<String> = ["string", "bitmap", "hyperloglog", "keyspace", "scripting"]
-    /// Categories of commands whose keys are of one collection type: what they write is that
-    /// type or absent afterwards, never a string.
-    private static let collections: Set<String> = ["hash", "list", "set", "sortedset", "stream", "geo"]
+    /// Categories of the commands whose keys are strings (what they write is a string or absent
+    /// afterwards, so `GET` reads it), unless the command is also of a category of any type.
+    private static let strings: Set<String> = ["string", "bitmap", "hyperloglog"]
+    private static let anyType: Set<String> = ["keyspace", "scripting"]
 
     static func kind(_ info: CommandInfo) -> Kind {
         let scripted = isScript(info.name)
         guard !info.keySpecs.isEmpty || scripted || info.name == "sort" || info.name == "sort_ro" else { return .none }
-        if info.isWrite {
-            let alone = !info.flags.isDisjoint(with: ["blocking", "no_multi", "noscript"]) && !scripted
-            return alone ? .afterwards : .keyed
-        }
-        if scripted || info.name == "sort_ro" || !info.categories.isDisjoint(with: readsStrings) { return .keyed }
-        return .none
+        let alone = info.isWrite && info.flags.contains("no_multi") && !info.flags.contains("blocking") && !scripted
+        return alone ? .alone : .keyed
     }
 
     /// The plan for one request (`args`: name first). Nil when the request is malformed in a way
@@ -70,15 +66,17 @@ enum WriteRule {
         default:
             break
         }
+        if info.isWrite && plan.written.isEmpty && info.name != "sort" {
+            // A write whose key specs call every key read-only still changes them (XREADGROUP
+            // moves its group's last id and pending entries): what it reads is what it writes.
+            plan.written = plan.bringUp
+        }
         plan.script = isScript(info.name)
-        plan.neverString = !plan.script && !info.categories.isDisjoint(with: collections)
-            && info.categories.isDisjoint(with: readsStrings)
+        let stringKeys = !info.categories.isDisjoint(with: strings) && info.categories.isDisjoint(with: anyType)
+        plan.capture = stringKeys && !plan.script ? .string : .dump
+        plan.runsAlone = kind(info) == .alone
+        plan.blocks = info.isWrite && info.flags.contains("blocking")
         return plan.bringUp.isEmpty && plan.written.isEmpty ? nil : plan
-    }
-
-    /// The written keys of a command that runs alone (`Kind.afterwards`).
-    static func writtenKeys(_ info: CommandInfo, _ args: [[UInt8]]) -> [Int] {
-        info.keySpecs.filter { $0.writes && !$0.flags.contains("not_key") }.flatMap { $0.keyIndexes(args) }
     }
 
     static func isScript(_ name: String) -> Bool {
