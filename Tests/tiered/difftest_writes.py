@@ -53,6 +53,13 @@ WRITE_WEIGHTS = {
     "GETBIT": 1, "BITCOUNT": 1, "MOVE": 2, "SUNIONSTORE": 1, "SDIFFSTORE": 1, "SINTERSTORE": 1,
     "HSET": 1, "SADD": 2, "RPUSH": 2, "TYPECHANGE": 3, "SORTSTORE": 2, "SETSTORE": 2,
 }
+# Every type's common commands (issue 10): reads and writes of keys that may live only below.
+COLLECTION_WEIGHTS = {
+    "HGET": 2, "HINCRBY": 2, "HDEL": 1, "HLEN": 1, "LPUSH": 2, "LPOP": 1, "LRANGE": 2, "LLEN": 1,
+    "ZADD": 2, "ZINCRBY": 1, "ZRANGE": 2, "ZREM": 1, "ZCARD": 1, "SREM": 1, "SISMEMBER": 1, "SCARD": 1,
+    "XADD": 2, "XLEN": 1, "XRANGE": 1, "XDEL": 1,
+}
+WRITE_WEIGHTS.update(COLLECTION_WEIGHTS)
 COMPOUND = ("TYPECHANGE", "SORTSTORE", "SETSTORE")      # several commands in one pipeline (next())
 WRITE_COMMANDS = [n for n in WRITE_WEIGHTS if n not in COMPOUND]
 MEMBERS = [b"%d" % i for i in range(12)] + [b"a", b"b", b"c", b"d", b"e"]
@@ -68,6 +75,7 @@ class WriteRuleGenerator(Generator):
         self.db = 0                 # the db the stream is in (SELECT always succeeds)
         self.names = self.names + list(WRITE_WEIGHTS)
         self.weights = self.weights + list(WRITE_WEIGHTS.values())
+        self.stream_ms = 1          # XADD ids only grow, so they are the same on both sides
 
     def setup(self) -> list:
         return [["FUNCTION", "FLUSH"], ["FUNCTION", "LOAD", LIB]]
@@ -114,8 +122,33 @@ class WriteRuleGenerator(Generator):
             return [name, k(), *self.keys(1, 3)]
         if name == "HSET":
             return [name, k(), rnd.choice(["f", "g"]), self.value()]
-        if name in ("SADD", "RPUSH"):
-            return [name, k(), *self.members()]
+        if name in ("SADD", "RPUSH", "LPUSH", "SREM", "ZREM", "HDEL"):
+            members = self.members() if name != "HDEL" else rnd.sample(["f", "g", "h"], rnd.randint(1, 2))
+            return [name, k(), *members]
+        if name in ("HGET", "HINCRBY"):
+            return [name, k(), rnd.choice(["f", "g", "h"]), *([rnd.randint(-5, 5)] if name == "HINCRBY" else [])]
+        if name in ("HLEN", "LLEN", "ZCARD", "SCARD", "XLEN"):
+            return [name, k()]
+        if name == "LPOP":
+            return [name, k(), *([rnd.randint(1, 3)] if rnd.random() < 0.3 else [])]
+        if name == "LRANGE":
+            return [name, k(), 0, rnd.choice([-1, 2])]
+        if name == "ZADD":
+            flags = rnd.choice([[], [], ["GT"], ["LT"], ["NX"], ["XX", "CH"]])
+            return [name, k(), *flags, *[x for m in self.members() for x in (rnd.randint(-9, 9), m)]]
+        if name == "ZINCRBY":
+            return [name, k(), rnd.choice(["1.5", "-2", "3"]), rnd.choice(MEMBERS)]
+        if name == "ZRANGE":
+            return [name, k(), 0, -1, *(["WITHSCORES"] if rnd.random() < 0.5 else [])]
+        if name == "SISMEMBER":
+            return [name, k(), rnd.choice(MEMBERS)]
+        if name == "XADD":
+            self.stream_ms += 1
+            return [name, k(), f"{self.stream_ms}-0", "f", self.value()]
+        if name == "XRANGE":
+            return [name, k(), "-", "+", "COUNT", 3]
+        if name == "XDEL":
+            return [name, k(), f"{max(1, self.stream_ms - rnd.randint(0, 20))}-0"]
         if name in COMPOUND:          # expanded by next()
             return [name]
         raise AssertionError(name)
