@@ -96,7 +96,9 @@ final class TierAccess {
                     ask(i + 1)
                 case .failure(let e):
                     stats.tierErrors.add(1)
-                    done(.failure(e))
+                    let named = TierEntryLog.naming(e, role, tier.name)
+                    if case .corrupt = named { TierEntryLog.unreadable(role, key, named, settings: self.core.settings) }
+                    done(.failure(named))
                 }
             }
         }
