@@ -94,6 +94,14 @@ public final class EncryptionKeys: CustomStringConvertible, @unchecked Sendable 
         return old.first { $0.id[...] == id } ?? retired.first { $0.id[...] == id }
     }
 
+    /// INFO's fields: the cipher, the current key's id ("unresolved" until Key Vault answered)
+    /// and how many old keys are configured.
+    public var infoFields: [(String, String)] {
+        pthread_mutex_lock(&lock); defer { pthread_mutex_unlock(&lock) }
+        return [("tier_encryption", "aes-256-gcm"), ("tier_encryption_key_id", current?.idHex ?? "unresolved"),
+                ("tier_encryption_old_keys", "\(oldSettings.count)")]
+    }
+
     /// The ids in use, e.g. "current key id 1f2e… , 1 old key" — never a key.
     public var description: String {
         pthread_mutex_lock(&lock); defer { pthread_mutex_unlock(&lock) }
