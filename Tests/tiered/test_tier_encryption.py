@@ -294,6 +294,8 @@ def test_entries_written_before_encryption_stay_readable(make_stack):
 def test_bad_keys_refuse_to_start_without_showing_them(tmp_path, bad, why):
     r = run_proxy_cli(["--check-config", "--tier-encryption-key", bad])
     assert r.returncode != 0 and why in r.stderr.decode() and bad not in (r.stdout + r.stderr).decode()
+    r = run_proxy_cli(["--check-config"], env={"TIERPROXY_TIER_ENCRYPTION_KEY": bad})
+    assert r.returncode != 0 and why in r.stderr.decode() and bad not in (r.stdout + r.stderr).decode()
     conf = tmp_path / "t.conf"
     conf.write_text(f"tier-encryption-key {KEY_A}\ntier-encryption-old-keys {KEY_B} {bad}\n")
     r = run_proxy_cli([str(conf), "--check-config"])
@@ -354,3 +356,24 @@ def test_key_from_key_vault_rotated_on_sighup(make_stack, emu_tls):
     assert str(info_tiers(stack)["tier_encryption_key_id"]) == key_id(KEY_B).hex()
     for secret in (KEY_A, KEY_B, "not a key"):
         assert secret not in stack.output()
+
+
+def test_tampered_cosmos_item_and_blob_are_errors(make_stack):
+    stack = make_stack("azure", rules=RULES, flags={"tier-encryption-key": KEY_A})
+    c = stack.client()
+    assert c.set("az:t", marker("az")) and c.set("big:az", marker("big-az") * 100_000)
+    stack.lose_hot("flushall")
+    doc = stack.warm.container.read_item("az:t", partition_key="az:t")
+    sealed = bytearray(base64.b64decode(doc["tp_b64"]))
+    sealed[-1] ^= 0x01                                                       # the GCM tag
+    doc["tp_b64"] = base64.b64encode(bytes(sealed)).decode()
+    stack.warm.container.upsert_item({k: v for k, v in doc.items() if not k.startswith("_")})
+    blob = stack.cold.container.get_blob_client("big:az")
+    metadata = blob.get_blob_properties().metadata
+    body = bytearray(blob.download_blob(decompress=False).readall())
+    body[30] ^= 0x01                                                         # ciphertext
+    blob.upload_blob(bytes(body), overwrite=True, metadata=metadata)
+    for key, tier in (("az:t", "warm cosmos "), ("big:az", "cold blob ")):
+        message = error_of(stack, "GET", key)
+        assert message.startswith(f"ERR tierproxy: corrupt entry: {tier}") and "failed authentication" in message, message
+    assert stack.warm.container.read_item("az:t", partition_key="az:t") and blob.exists()   # nothing deleted
