@@ -43,10 +43,6 @@ public final class EntryCipher: CustomStringConvertible, @unchecked Sendable {
         public var storedValue: [UInt8]
     }
 
-    /// True if `bytes` start like a sealed value (the tiers mark sealed entries themselves; this
-    /// is for tests and tools).
-    public static func looksSealed(_ bytes: [UInt8]) -> Bool { bytes.count >= overhead && Array(bytes.prefix(4)) == magic }
-
     /// Seals an entry's contents under the current key. Fails only while the key is unresolved
     /// (Key Vault) or if OpenSSL fails.
     public func seal(key: TierKey, expiresAtMillis: Int64?, type: ValueType, encoding: ValueEncoding,
@@ -92,12 +88,16 @@ public final class EntryCipher: CustomStringConvertible, @unchecked Sendable {
             let hex = String(decoding: TierNames.hex(Array(id)), as: UTF8.self)
             throw .corrupt("entry was encrypted with key id \(hex), which is neither tier-encryption-key nor in tier-encryption-old-keys")
         }
-        let bodyCount = sealed.count - Self.headerSize - Self.tagSize
+        let valueAt = Self.headerSize + 2
+        let valueCount = sealed.count - valueAt - Self.tagSize
         var tag = Array(sealed[(sealed.count - Self.tagSize)...])
         let aad = Self.associatedData(key, expiresAtMillis)
+        // The type and encoding bytes go to `head`, the value straight into its own array.
+        var head: [UInt8] = [0, 0]
+        var scratch = [UInt8](repeating: 0, count: 16)
         var ok = true
-        let plain = [UInt8](unsafeUninitializedCapacity: bodyCount) { buf, count in
-            count = bodyCount
+        let value = [UInt8](unsafeUninitializedCapacity: valueCount) { buf, count in
+            count = valueCount
             let ctx = Self.threadContext()
             ok = k.bytes.withUnsafeBufferPointer { kp in
                 sealed.withUnsafeBufferPointer { sp in
@@ -105,19 +105,24 @@ public final class EntryCipher: CustomStringConvertible, @unchecked Sendable {
                 }
             }
             ok = ok && Self.update(ctx, encrypt: false, aad, into: nil)
-            ok = ok && Self.update(ctx, encrypt: false, sealed[Self.headerSize..<(Self.headerSize + bodyCount)], into: buf.baseAddress!)
+            ok = ok && head.withUnsafeMutableBufferPointer { h in
+                Self.update(ctx, encrypt: false, sealed[Self.headerSize..<valueAt], into: h.baseAddress!)
+            }
+            if valueCount > 0 {
+                ok = ok && Self.update(ctx, encrypt: false, sealed[valueAt..<(valueAt + valueCount)], into: buf.baseAddress!)
+            }
             ok = ok && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, Int32(Self.tagSize), &tag) == 1
             var tail: Int32 = 0
             // Final writes nothing for GCM; it checks the tag.
-            ok = ok && EVP_DecryptFinal_ex(ctx, buf.baseAddress! + bodyCount, &tail) == 1
+            ok = ok && EVP_DecryptFinal_ex(ctx, &scratch, &tail) == 1
         }
         guard ok else {
             throw .corrupt("entry failed authentication (AES-256-GCM tag mismatch: tampered with, or stored under another key, db or expiry)")
         }
-        guard let type = ValueType(code: plain[0]), let encoding = ValueEncoding(code: plain[1]) else {
+        guard let type = ValueType(code: head[0]), let encoding = ValueEncoding(code: head[1]) else {
             throw .corrupt("encrypted entry holds unknown type or encoding codes")
         }
-        return Opened(type: type, encoding: encoding, storedValue: Array(plain[2...]))
+        return Opened(type: type, encoding: encoding, storedValue: value)
     }
 
     // MARK: - OpenSSL
