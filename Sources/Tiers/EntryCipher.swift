@@ -18,7 +18,8 @@ import Glibc
 /// an entry copied under another key or db, or given a later expiry, fails authentication.
 /// The stored value is gzip already when the tier compressed it: compression comes first.
 ///
-/// Cost: one `EVP_CIPHER_CTX` per thread, made on first use and reused; no Foundation.
+/// Cost: per thread one `EVP_CIPHER_CTX` for sealing and one for opening, made on first use and
+/// reused, with the cipher fetched once; no Foundation.
 public final class EntryCipher: CustomStringConvertible, @unchecked Sendable {
     public static let magic: [UInt8] = [0x54, 0x50, 0x53, 0x01]
     static let headerSize = 24
@@ -57,9 +58,9 @@ public final class EntryCipher: CustomStringConvertible, @unchecked Sendable {
             count = total
             let base = buf.baseAddress!
             for (i, b) in (Self.magic + k.id + nonce).enumerated() { base[i] = b }
-            let ctx = Self.threadContext()
+            let ctx = Self.threadContext(encrypt: true)
             var ok = k.bytes.withUnsafeBufferPointer { kp in
-                nonce.withUnsafeBufferPointer { np in EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), nil, kp.baseAddress, np.baseAddress) == 1 }
+                nonce.withUnsafeBufferPointer { np in EVP_EncryptInit_ex(ctx, nil, nil, kp.baseAddress, np.baseAddress) == 1 }
             }
             var at = Self.headerSize
             ok = ok && Self.update(ctx, encrypt: true, aad, into: nil)
@@ -98,10 +99,10 @@ public final class EntryCipher: CustomStringConvertible, @unchecked Sendable {
         var ok = true
         let value = [UInt8](unsafeUninitializedCapacity: valueCount) { buf, count in
             count = valueCount
-            let ctx = Self.threadContext()
+            let ctx = Self.threadContext(encrypt: false)
             ok = k.bytes.withUnsafeBufferPointer { kp in
                 sealed.withUnsafeBufferPointer { sp in
-                    EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), nil, kp.baseAddress, sp.baseAddress! + 12) == 1
+                    EVP_DecryptInit_ex(ctx, nil, nil, kp.baseAddress, sp.baseAddress! + 12) == 1
                 }
             }
             ok = ok && Self.update(ctx, encrypt: false, aad, into: nil)
@@ -158,17 +159,27 @@ public final class EntryCipher: CustomStringConvertible, @unchecked Sendable {
         }
     }
 
-    /// This thread's cipher context (freed when the thread exits).
-    private static func threadContext() -> OpaquePointer {
-        if let p = pthread_getspecific(contextKey) { return OpaquePointer(p) }
+    /// AES-256-GCM fetched once: with OpenSSL 3, passing `EVP_aes_256_gcm()` to every init
+    /// fetches the implementation again each time (a property query under a lock).
+    nonisolated(unsafe) private static let gcm: OpaquePointer = EVP_CIPHER_fetch(nil, "AES-256-GCM", nil)!
+
+    /// This thread's context for one direction, set up with the cipher once (later inits only set
+    /// key and nonce), freed when the thread exits.
+    private static func threadContext(encrypt: Bool) -> OpaquePointer {
+        let key = encrypt ? encryptKey : decryptKey
+        if let p = pthread_getspecific(key) { return OpaquePointer(p) }
         let ctx = EVP_CIPHER_CTX_new()!
-        pthread_setspecific(contextKey, UnsafeRawPointer(ctx))
+        _ = encrypt ? EVP_EncryptInit_ex(ctx, gcm, nil, nil, nil) : EVP_DecryptInit_ex(ctx, gcm, nil, nil, nil)
+        pthread_setspecific(key, UnsafeRawPointer(ctx))
         return ctx
     }
 
-    private static let contextKey: pthread_key_t = {
+    private static let encryptKey = makeThreadKey()
+    private static let decryptKey = makeThreadKey()
+
+    private static func makeThreadKey() -> pthread_key_t {
         var key = pthread_key_t()
         pthread_key_create(&key) { p in if let p { EVP_CIPHER_CTX_free(OpaquePointer(p)) } }
         return key
-    }()
+    }
 }
