@@ -28,6 +28,10 @@ public final class EntryCipher: CustomStringConvertible, @unchecked Sendable {
     /// What a sealed value adds to the stored value: header, type and encoding bytes, tag.
     public static let overhead = headerSize + 2 + tagSize
 
+    /// The largest value whose sealed form, base64 in a JSON document (Cosmos DB), still fits an
+    /// item of `itemLimit` bytes, leaving 4 KB for the document's other fields.
+    public static func largestValue(sealedInItemOf itemLimit: Int) -> Int { (itemLimit - 4096) / 4 * 3 - overhead }
+
     public let keys: EncryptionKeys
 
     public init(keys: EncryptionKeys) { self.keys = keys }

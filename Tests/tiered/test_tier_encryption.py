@@ -67,6 +67,8 @@ def values() -> dict[str, bytes]:
         "wt:utf8": marker("utf8") + " Grüße 機密 ✓".encode(),
         "wt:binary": marker("bin") + bytes(range(256)),
         "wb:behind": marker("behind"),
+        # Fits a 2 MB Cosmos item in clear, not base64-sealed: placed in cold.
+        "wt:near-limit": marker("near") + os.urandom(1_800_000),
         # Over the warm limit (2 MB) and over compress-threshold: cold, gzip, then sealed.
         "big:large": big_unit * (3 * 1024 * 1024 // len(big_unit)),
     }
@@ -187,7 +189,7 @@ def test_no_plaintext_below_and_values_come_back(make_stack, backend):
     stack = make_stack(backend, rules=RULES, flags={"tier-encryption-key": KEY_A, "loglevel": "debug"})
     vals, db1_value = values(), marker("db1")
     write_all(stack, vals, db1_value)
-    assert stack.where("big:large") == [b"hot", b"cold"]
+    assert stack.where("big:large") == [b"hot", b"cold"] and stack.where("wt:near-limit") == [b"hot", b"cold"]
     assert_no_plaintext(stored_bytes(stack), list(vals.values()) + [db1_value])
     if backend == "local":
         rows = sqlite_rows(stack)
