@@ -52,14 +52,11 @@ enum CosmosDocument {
         field("id", text(id))
         field("pk", text(id))
         if partitionKeyProperty != "id" && partitionKeyProperty != "pk" { field(partitionKeyProperty, text(id)) }
-        if let sealed {
-            field("value") { $0 += Array("null".utf8) }
-            field(binaryField) { $0.append(UInt8(ascii: "\"")); $0 += Base64.encodeBytes(sealed); $0.append(UInt8(ascii: "\"")) }
-        } else if let valueText = String(validating: entry.value, as: UTF8.self) {
+        if sealed == nil, let valueText = String(validating: entry.value, as: UTF8.self) {
             field("value", text(valueText))
         } else {
             field("value") { $0 += Array("null".utf8) }
-            field(binaryField) { $0.append(UInt8(ascii: "\"")); $0 += Base64.encodeBytes(entry.value); $0.append(UInt8(ascii: "\"")) }
+            field(binaryField) { $0.append(UInt8(ascii: "\"")); $0 += Base64.encodeBytes(sealed ?? entry.value); $0.append(UInt8(ascii: "\"")) }
         }
         if let exp = entry.expiresAtMillis {
             let seconds = max(1, (exp - nowMillis + 999) / 1000)
