@@ -54,6 +54,7 @@ final class Server {
         writePidfile()
         Log.notice("tierproxy \(tierproxyVersion) started, pid=\(getpid()), \(workers.count) threads, port \(config.port), upstream \(config.upstream)")
         Log.notice("Tiers: warm \(tierSetup.config.warm), cold \(tierSetup.config.cold)")
+        if let cipher = tierSetup.cipher { Log.notice("Tiers: every lower-tier entry is encrypted (\(cipher))") }
         for w in workers {
             w.loop.execute { w.start() }
             threads.append(LoopThread(loop: w.loop, name: "loop-\(w.index)"))

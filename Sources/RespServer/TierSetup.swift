@@ -5,6 +5,8 @@ import Tiers
 /// (each loop gets its own HTTP client and credential; SQLite and directory tiers are shared).
 final class TierSetup {
     let config: TierConfig
+    /// Seals lower-tier entries when `tier-encryption-key` is set.
+    let cipher: EntryCipher?
     private let remote: RemoteTierMaker
     private let factory: TierFactory
 
@@ -15,10 +17,12 @@ final class TierSetup {
                                            dataDir: config.dataDir, environment: environment)
             c.compressThreshold = config.compressThreshold
             self.config = c
+            cipher = config.tierEncryptionKey.isEmpty ? nil
+                : EntryCipher(keys: try EncryptionKeys(current: config.tierEncryptionKey, old: config.tierEncryptionOldKeys))
             var http = HTTPClientOptions()
             if !config.tlsCaCertFile.isEmpty { http.caBundlePath = config.tlsCaCertFile }
-            remote = RemoteTierMaker(config: c, httpOptions: http)
-            factory = try TierFactory(config: c, remote: remote.maker)
+            remote = RemoteTierMaker(config: c, httpOptions: http, cipher: cipher)
+            factory = try TierFactory(config: c, remote: remote.maker, cipher: cipher)
         } catch let e as TierError {
             throw ConfigError("tiers: \(e)")
         }

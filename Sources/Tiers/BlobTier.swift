@@ -22,6 +22,8 @@ public struct BlobTierConfig {
     /// Blobs asked for per List Blobs page (purge); the service returns at most 5000.
     public var listPageSize = 5000
     public var tokenScope = "https://storage.azure.com/.default"
+    /// Seals blob bodies (`tier-encryption-key`), after compression; nil: stored in clear.
+    public var cipher: EntryCipher?
     public var retry = RetryPolicy()
     public var requestTimeoutMillis = 30_000
 
@@ -95,10 +97,22 @@ public final class BlobTier: Tier {
     public func put(_ key: TierKey, _ entry: Entry, _ done: @escaping (Result<Void, TierError>) -> Void) {
         if entry.isExpired(at: wallClockMillis()) { delete(key, done); return }
         let blob = TierNames.blobName(key)
-        let compress = entry.value.count >= config.compressThreshold
-        let stored = compress ? Gzip.compress(entry.value) : entry.value
+        let gzip = entry.value.count >= config.compressThreshold
+        var stored = gzip ? Gzip.compress(entry.value) : entry.value
+        if let cipher = config.cipher {
+            do throws(TierError) {
+                stored = try cipher.seal(key: key, expiresAtMillis: entry.expiresAtMillis, type: entry.type,
+                                         encoding: gzip ? .gzip : .raw, storedValue: stored)
+            } catch {
+                done(.failure(error))
+                return
+            }
+        }
+        // A sealed body is not gzip to HTTP: its encoding is inside the seal.
+        let compress = gzip && config.cipher == nil
         var meta = [(String, String)]()
-        for (n, v) in EntryMetadata(key: key, entry: entry, name: blob, encoding: compress ? .gzip : .raw).fields {
+        for (n, v) in EntryMetadata(key: key, entry: entry, name: blob, encoding: compress ? .gzip : .raw,
+                                    sealed: config.cipher != nil).fields {
             meta.append(("x-ms-meta-" + n, v))
         }
         if stored.count <= config.singlePutLimit {
@@ -195,6 +209,9 @@ public final class BlobTier: Tier {
         do throws(TierError) {
             let meta = try EntryMetadata.parse { response.header("x-ms-meta-" + $0) }
             guard meta.belongs(to: key) else { return .success(nil) }
+            if meta.sealed {
+                return .success(try meta.openSealed(response.body, wanted: key, cipher: config.cipher, valueLimit: config.maxValueBytes))
+            }
             let gzip = meta.encoding == .gzip || response.header("content-encoding")?.lowercased() == "gzip"
             let value = gzip ? try Gzip.decompress(response.body, limit: config.maxValueBytes) : response.body
             return .success(meta.entry(value: value))

@@ -11,6 +11,9 @@
 ///   items when the container has TTL on; `tp_exp` keeps the exact expiry. Seed items carry only
 ///   `ttl`: their expiry is `_ts + ttl`.
 /// - `tp_type`/`tp_exp`/`tp_enc`/`tp_db`/`tp_key`: `EntryMetadata`, written only when not default.
+/// - Encrypted (`tier-encryption-key`): `value: null`, `tp_b64` holds the `EntryCipher` sealed
+///   value (type and value inside), `tp_enc: "aes-256-gcm"`; `id`, `pk`, `ttl`, `tp_exp`, `tp_db`,
+///   `tp_key` stay in clear (point reads, purges by db and the service's TTL need them).
 enum CosmosDocument {
     /// Cosmos' item limit (2 MB), counted on the serialized JSON.
     static let maxItemBytes = 2 * 1024 * 1024
@@ -32,7 +35,10 @@ enum CosmosDocument {
     }
 
     static func encode(key: TierKey, entry: Entry, id: String, partitionKeyProperty: String,
-                       nowMillis: Int64) -> [UInt8] {
+                       nowMillis: Int64, cipher: EntryCipher? = nil) throws(TierError) -> [UInt8] {
+        let sealed = try cipher.map { c throws(TierError) in
+            try c.seal(key: key, expiresAtMillis: entry.expiresAtMillis, type: entry.type, encoding: .raw, storedValue: entry.value)
+        }
         var out = [UInt8]()
         out.reserveCapacity(entry.value.count + id.utf8.count * 2 + 128)
         out.append(UInt8(ascii: "{"))
@@ -46,22 +52,23 @@ enum CosmosDocument {
         field("id", text(id))
         field("pk", text(id))
         if partitionKeyProperty != "id" && partitionKeyProperty != "pk" { field(partitionKeyProperty, text(id)) }
-        if let valueText = String(validating: entry.value, as: UTF8.self) {
+        if sealed == nil, let valueText = String(validating: entry.value, as: UTF8.self) {
             field("value", text(valueText))
         } else {
             field("value") { $0 += Array("null".utf8) }
-            field(binaryField) { $0.append(UInt8(ascii: "\"")); $0 += Base64.encodeBytes(entry.value); $0.append(UInt8(ascii: "\"")) }
+            field(binaryField) { $0.append(UInt8(ascii: "\"")); $0 += Base64.encodeBytes(sealed ?? entry.value); $0.append(UInt8(ascii: "\"")) }
         }
         if let exp = entry.expiresAtMillis {
             let seconds = max(1, (exp - nowMillis + 999) / 1000)
             field("ttl") { $0 += Array(String(seconds).utf8) }
         }
-        for (name, value) in EntryMetadata(key: key, entry: entry, name: id).fields { field(name, text(value)) }
+        for (name, value) in EntryMetadata(key: key, entry: entry, name: id, sealed: sealed != nil).fields { field(name, text(value)) }
         out.append(UInt8(ascii: "}"))
         return out
     }
 
-    static func decode(_ body: [UInt8], wanted: TierKey, nowMillis: Int64, valueLimit: Int) throws(TierError) -> Decoded {
+    static func decode(_ body: [UInt8], wanted: TierKey, nowMillis: Int64, valueLimit: Int,
+                       cipher: EntryCipher? = nil) throws(TierError) -> Decoded {
         guard let doc = JSONValue.parse(body), case .object = doc else {
             throw .corrupt("Cosmos item is not a JSON object")
         }
@@ -73,6 +80,13 @@ enum CosmosDocument {
             }
         }
         guard meta.belongs(to: wanted) else { return .foreign }
+        if meta.sealed {
+            guard let b64 = doc[binaryField]?.string, let bytes = Base64.decode(b64) else {
+                throw .corrupt("encrypted Cosmos item has no \(binaryField)")
+            }
+            let entry = try meta.openSealed(bytes, wanted: wanted, cipher: cipher, valueLimit: valueLimit)
+            return entry.isExpired(at: nowMillis) ? .expired : .entry(entry)
+        }
         var entry: Entry
         switch doc["value"] {
         case .string(let s)?:

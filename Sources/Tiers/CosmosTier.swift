@@ -18,6 +18,8 @@ public struct CosmosTierConfig {
     public var maxValueBytes = 256 << 20
     /// Items asked for per page when reading the container's feed (purge).
     public var feedPageSize = 100
+    /// Seals values (`tier-encryption-key`); nil: stored in clear, as the seed does.
+    public var cipher: EntryCipher?
 
     public init(endpoint: String) { self.endpoint = endpoint }
 }
@@ -74,7 +76,7 @@ public final class CosmosTier: Tier {
                 case 200:
                     do throws(TierError) {
                         switch try CosmosDocument.decode(response.body, wanted: key, nowMillis: wallClockMillis(),
-                                                         valueLimit: config.maxValueBytes) {
+                                                         valueLimit: config.maxValueBytes, cipher: config.cipher) {
                         case .entry(let e): done(.success(e))
                         case .foreign: done(.success(nil))
                         case .expired:
@@ -96,7 +98,14 @@ public final class CosmosTier: Tier {
         // An entry already past its expiry must not come back: storing it is deleting it.
         if entry.isExpired(at: now) { delete(key, done); return }
         let id = TierNames.cosmosID(key)
-        let body = CosmosDocument.encode(key: key, entry: entry, id: id, partitionKeyProperty: pkProperty, nowMillis: now)
+        let body: [UInt8]
+        do throws(TierError) {
+            body = try CosmosDocument.encode(key: key, entry: entry, id: id, partitionKeyProperty: pkProperty, nowMillis: now,
+                                             cipher: config.cipher)
+        } catch {
+            done(.failure(error))
+            return
+        }
         if body.count > CosmosDocument.maxItemBytes {
             done(.failure(.tooLarge(limit: CosmosDocument.maxItemBytes)))
             return

@@ -29,6 +29,8 @@ public final class DirectoryTier: SharedTier {
     public let compressThreshold: Int
     public let sync: Sync
     public let valueLimit: Int
+    /// Seals entries (envelope version 2) when `tier-encryption-key` is set; nil: version 1.
+    public let cipher: EntryCipher?
     private let workers: [WorkerThread<Job>]
     /// What the worker-side jobs capture instead of `self`, so the tier is never released (and
     /// its threads joined) from one of its own worker threads.
@@ -36,14 +38,15 @@ public final class DirectoryTier: SharedTier {
 
     /// Uses (creating if needed) the directory at `path`.
     public init(path: String, compressThreshold: Int = 1 << 20, sync: Sync = .full, workers: Int = 2,
-                valueLimit: Int = 512 << 20) throws(TierError) {
+                valueLimit: Int = 512 << 20, cipher: EntryCipher? = nil) throws(TierError) {
         root = path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
         name = "dir:\(root)"
         self.compressThreshold = compressThreshold
         self.sync = sync
         self.valueLimit = valueLimit
+        self.cipher = cipher
         try FileOps.makeDirectories(root)
-        files = DirectoryFiles(compressThreshold: compressThreshold, sync: sync, valueLimit: valueLimit)
+        files = DirectoryFiles(compressThreshold: compressThreshold, sync: sync, valueLimit: valueLimit, cipher: cipher)
         var pool = [WorkerThread<Job>]()
         for _ in 0..<max(1, workers) {
             pool.append(WorkerThread(maxBatch: 64) { jobs in for job in jobs { job.loop.execute(job.work()) } })
@@ -173,11 +176,12 @@ private struct DirectoryFiles {
     let compressThreshold: Int
     let sync: DirectoryTier.Sync
     let valueLimit: Int
+    let cipher: EntryCipher?
 
     func read(_ key: TierKey, _ path: String) -> Result<Entry?, TierError> {
         do throws(TierError) {
             guard let bytes = try FileOps.readFile(path) else { return .success(nil) }
-            let contents = try EntryEnvelope.decode(bytes)
+            let contents = try EntryEnvelope.decode(bytes, cipher: cipher)
             // Another key under the same (hash) name: this key is absent.
             guard contents.key == key else { return .success(nil) }
             if let e = contents.expiresAtMillis, e <= wallClockMillis() {
@@ -192,17 +196,18 @@ private struct DirectoryFiles {
     }
 
     func write(_ key: TierKey, _ entry: Entry, _ path: String) -> Result<Void, TierError> {
-        let envelope: [UInt8]
-        if entry.value.count >= compressThreshold {
-            let z = Gzip.compress(entry.value)
-            // Already-compressed data (images, archives) can grow: keep whichever is smaller.
-            envelope = z.count < entry.value.count
-                ? EntryEnvelope.encode(key: key, entry: entry, storedValue: z, encoding: .gzip)
-                : EntryEnvelope.encode(key: key, entry: entry)
-        } else {
-            envelope = EntryEnvelope.encode(key: key, entry: entry)
-        }
         do throws(TierError) {
+            // Compression first, then (when configured) encryption of the compressed bytes.
+            let envelope: [UInt8]
+            if entry.value.count >= compressThreshold {
+                let z = Gzip.compress(entry.value)
+                // Already-compressed data (images, archives) can grow: keep whichever is smaller.
+                envelope = z.count < entry.value.count
+                    ? try EntryEnvelope.encode(key: key, entry: entry, storedValue: z, encoding: .gzip, cipher: cipher)
+                    : try EntryEnvelope.encode(key: key, entry: entry, cipher: cipher)
+            } else {
+                envelope = try EntryEnvelope.encode(key: key, entry: entry, cipher: cipher)
+            }
             try FileOps.writeAtomically(path, envelope, sync: sync)
             return .success(())
         } catch {

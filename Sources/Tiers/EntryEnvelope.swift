@@ -23,8 +23,17 @@ import CZlib
 /// A reader rejects (as `.corrupt`) a wrong magic or version, unknown type, encoding or flags,
 /// lengths that do not add up to the buffer, and a CRC mismatch: a torn or damaged entry is
 /// never served as data. A new layout gets a new version byte; readers keep version 1.
+///
+/// ## Version 2: encrypted (`tier-encryption-key`)
+///
+/// The same layout with version byte 0x02, type and encoding bytes 0, and the stored value
+/// replaced by an `EntryCipher` sealed value (which holds the real type, encoding and value).
+/// Key, db and expiry stay in clear (lookups, purges by db and lazy expiry need them) and are
+/// authenticated by the seal. Entries written before encryption was turned on stay version 1 and
+/// read as before; with no key configured, writes are version 1, byte for byte as always.
 public enum EntryEnvelope {
     public static let magic: [UInt8] = [0x54, 0x50, 0x45, 0x01]
+    static let sealedVersion: UInt8 = 2
     static let fixedSize = 28 + 8 + 4
 
     /// What an envelope holds, before any decompression.
@@ -47,15 +56,31 @@ public enum EntryEnvelope {
     /// compressed it (then `encoding` says how).
     public static func encode(key: TierKey, entry: Entry, storedValue: [UInt8]? = nil,
                               encoding: ValueEncoding = .raw) -> [UInt8] {
-        let value = storedValue ?? entry.value
+        layout(version: magic[3], key: key, expiresAtMillis: entry.expiresAtMillis, typeCode: entry.type.code,
+               encodingCode: encoding.code, value: storedValue ?? entry.value)
+    }
+
+    /// Encodes `entry` as version 1, or sealed as version 2 when `cipher` is given.
+    public static func encode(key: TierKey, entry: Entry, storedValue: [UInt8]? = nil, encoding: ValueEncoding = .raw,
+                              cipher: EntryCipher?) throws(TierError) -> [UInt8] {
+        guard let cipher else { return encode(key: key, entry: entry, storedValue: storedValue, encoding: encoding) }
+        let sealed = try cipher.seal(key: key, expiresAtMillis: entry.expiresAtMillis, type: entry.type, encoding: encoding,
+                                     storedValue: storedValue ?? entry.value)
+        return layout(version: sealedVersion, key: key, expiresAtMillis: entry.expiresAtMillis, typeCode: 0, encodingCode: 0,
+                      value: sealed)
+    }
+
+    private static func layout(version: UInt8, key: TierKey, expiresAtMillis: Int64?, typeCode: UInt8, encodingCode: UInt8,
+                               value: [UInt8]) -> [UInt8] {
         var out = [UInt8]()
         out.reserveCapacity(fixedSize + key.bytes.count + value.count)
-        out += magic
-        out.append(entry.type.code)
-        out.append(encoding.code)
-        out.append(entry.expiresAtMillis == nil ? 0 : 1)
+        out += magic[0..<3]
+        out.append(version)
+        out.append(typeCode)
+        out.append(encodingCode)
+        out.append(expiresAtMillis == nil ? 0 : 1)
         out.append(0)
-        appendLE(&out, UInt64(bitPattern: entry.expiresAtMillis ?? 0), 8)
+        appendLE(&out, UInt64(bitPattern: expiresAtMillis ?? 0), 8)
         appendLE(&out, UInt64(bitPattern: Int64(key.db)), 8)
         appendLE(&out, UInt64(key.bytes.count), 4)
         out += key.bytes
@@ -65,15 +90,23 @@ public enum EntryEnvelope {
         return out
     }
 
-    /// Decodes and verifies an envelope. Throws `.corrupt` with what is wrong.
-    public static func decode(_ bytes: [UInt8]) throws(TierError) -> Contents {
+    /// Decodes and verifies an envelope, opening a version-2 (encrypted) one with `cipher`.
+    /// Throws `.corrupt` with what is wrong; a version-2 entry without a cipher, with an unknown
+    /// key id or a failed tag is an error too, never a miss.
+    public static func decode(_ bytes: [UInt8], cipher: EntryCipher? = nil) throws(TierError) -> Contents {
         guard bytes.count >= fixedSize else { throw .corrupt("entry of \(bytes.count) bytes is shorter than any envelope") }
         guard bytes[0] == magic[0], bytes[1] == magic[1], bytes[2] == magic[2] else {
             throw .corrupt("not a tierproxy entry (bad magic)")
         }
-        guard bytes[3] == magic[3] else { throw .corrupt("entry format version \(bytes[3]) is not supported (only 1)") }
-        guard let type = ValueType(code: bytes[4]) else { throw .corrupt("unknown value type code \(bytes[4])") }
-        guard let encoding = ValueEncoding(code: bytes[5]) else { throw .corrupt("unknown value encoding code \(bytes[5])") }
+        let version = bytes[3]
+        guard version == magic[3] || version == sealedVersion else {
+            throw .corrupt("entry format version \(version) is not supported (only 1 and 2)")
+        }
+        let sealed = version == sealedVersion
+        guard let type = ValueType(code: bytes[4]), !sealed || bytes[4] == 0 else { throw .corrupt("unknown value type code \(bytes[4])") }
+        guard let encoding = ValueEncoding(code: bytes[5]), !sealed || bytes[5] == 0 else {
+            throw .corrupt("unknown value encoding code \(bytes[5])")
+        }
         let flags = bytes[6]
         guard flags & ~1 == 0, bytes[7] == 0 else { throw .corrupt("unknown entry flags \(flags)") }
         let crcAt = bytes.count - 4
@@ -89,9 +122,17 @@ public enum EntryEnvelope {
         let valueLength = readLE(bytes, 28 + keyCount, 8)
         guard valueLength == UInt64(crcAt - valueAt) else { throw .corrupt("value length \(valueLength) does not match the entry") }
         guard let dbInt = Int(exactly: db) else { throw .corrupt("db \(db) out of range") }
-        return Contents(key: TierKey(db: dbInt, Array(bytes[28..<28 + keyCount])), type: type,
-                        expiresAtMillis: flags & 1 == 1 ? expiry : nil, encoding: encoding,
-                        storedValue: Array(bytes[valueAt..<crcAt]))
+        var contents = Contents(key: TierKey(db: dbInt, Array(bytes[28..<28 + keyCount])), type: type,
+                                expiresAtMillis: flags & 1 == 1 ? expiry : nil, encoding: encoding,
+                                storedValue: Array(bytes[valueAt..<crcAt]))
+        if sealed {
+            guard let cipher else { throw EntryCipher.notConfigured }
+            let opened = try cipher.open(contents.storedValue, key: contents.key, expiresAtMillis: contents.expiresAtMillis)
+            contents.type = opened.type
+            contents.encoding = opened.encoding
+            contents.storedValue = opened.storedValue
+        }
+        return contents
     }
 
     static func crc32Of(_ bytes: ArraySlice<UInt8>) -> UInt32 {

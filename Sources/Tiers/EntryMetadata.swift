@@ -6,6 +6,8 @@
 ///     tp_type  "string" | "list" | "set" | "zset" | "hash" | "stream"   (absent: "string")
 ///     tp_exp   absolute expiry, decimal Unix milliseconds                (absent: no expiry)
 ///     tp_enc   "raw" | "gzip": how the stored value is encoded           (absent: "raw")
+///              "aes-256-gcm": the stored value is an `EntryCipher` sealed value holding the
+///              real type, encoding and value (`tier-encryption-key`); tp_type is then absent
 ///     tp_db    decimal db index                                          (absent: 0)
 ///     tp_key   standard base64 (padded) of the original key bytes       (absent: the name is the key)
 ///
@@ -14,12 +16,17 @@
 /// strings without expiry. `tp_key`/`tp_db` are written whenever the name is not the readable key
 /// itself, so a hash-named entry can be checked against the key that was asked for.
 /// For Blob, `Content-Encoding: gzip` may stand in for `tp_enc` (either is honoured on read).
+/// Sealed entries keep `tp_exp`, `tp_db` and `tp_key` in clear (lookups, purges and expiry need
+/// them; the seal authenticates them); readers that predate encryption refuse the unknown
+/// `tp_enc` instead of serving ciphertext.
 public struct EntryMetadata: Equatable, Sendable {
     public static let typeField = "tp_type"
     public static let expiryField = "tp_exp"
     public static let encodingField = "tp_enc"
     public static let dbField = "tp_db"
     public static let keyField = "tp_key"
+    /// The `tp_enc` value of encrypted entries.
+    public static let sealedEncoding = "aes-256-gcm"
 
     public var type: ValueType
     public var expiresAtMillis: Int64?
@@ -27,21 +34,25 @@ public struct EntryMetadata: Equatable, Sendable {
     public var db: Int
     /// The original key, when the stored name does not spell it (nil: the name is the key).
     public var key: [UInt8]?
+    /// The stored value is sealed (`EntryCipher`); `type` and `encoding` are inside it.
+    public var sealed: Bool
 
     public init(type: ValueType = .string, expiresAtMillis: Int64? = nil, encoding: ValueEncoding = .raw,
-                db: Int = 0, key: [UInt8]? = nil) {
+                db: Int = 0, key: [UInt8]? = nil, sealed: Bool = false) {
         self.type = type
         self.expiresAtMillis = expiresAtMillis
         self.encoding = encoding
         self.db = db
         self.key = key
+        self.sealed = sealed
     }
 
-    /// Metadata for storing `entry` under `name` (the `TierNames` name used for `key`).
-    public init(key: TierKey, entry: Entry, name: String, encoding: ValueEncoding = .raw) {
+    /// Metadata for storing `entry` under `name` (the `TierNames` name used for `key`); when
+    /// `sealed`, type and encoding are left to the sealed value.
+    public init(key: TierKey, entry: Entry, name: String, encoding: ValueEncoding = .raw, sealed: Bool = false) {
         let readable = key.db == 0 && Array(name.utf8) == key.bytes
-        self.init(type: entry.type, expiresAtMillis: entry.expiresAtMillis, encoding: encoding,
-                  db: key.db, key: readable ? nil : key.bytes)
+        self.init(type: sealed ? .string : entry.type, expiresAtMillis: entry.expiresAtMillis, encoding: sealed ? .raw : encoding,
+                  db: key.db, key: readable ? nil : key.bytes, sealed: sealed)
     }
 
     /// The fields to write, defaults left out, in a fixed order.
@@ -49,7 +60,11 @@ public struct EntryMetadata: Equatable, Sendable {
         var out = [(name: String, value: String)]()
         if type != .string { out.append((Self.typeField, type.rawValue)) }
         if let e = expiresAtMillis { out.append((Self.expiryField, String(e))) }
-        if encoding != .raw { out.append((Self.encodingField, encoding.rawValue)) }
+        if sealed {
+            out.append((Self.encodingField, Self.sealedEncoding))
+        } else if encoding != .raw {
+            out.append((Self.encodingField, encoding.rawValue))
+        }
         if db != 0 || key != nil { out.append((Self.dbField, String(db))) }
         if let k = key { out.append((Self.keyField, String(decoding: Self.base64(k), as: UTF8.self))) }
         return out
@@ -67,7 +82,9 @@ public struct EntryMetadata: Equatable, Sendable {
             guard let ms = Int64(e) else { throw .corrupt("\(expiryField) \"\(e)\" is not a number") }
             m.expiresAtMillis = ms
         }
-        if let e = field(encodingField) {
+        if let e = field(encodingField), e == sealedEncoding {
+            m.sealed = true
+        } else if let e = field(encodingField) {
             guard let enc = ValueEncoding(rawValue: e) else { throw .corrupt("unknown \(encodingField) \"\(e)\"") }
             m.encoding = enc
         }
@@ -99,6 +116,15 @@ public struct EntryMetadata: Equatable, Sendable {
     /// The entry these fields describe, around the decoded value bytes.
     public func entry(value: [UInt8]) -> Entry {
         Entry(value: value, type: type, expiresAtMillis: expiresAtMillis)
+    }
+
+    /// Opens a sealed stored value with `cipher` (the identity checked is `wanted`, the key that
+    /// was asked for and that `belongs(to:)` accepted) and returns the entry, decompressed.
+    func openSealed(_ stored: [UInt8], wanted: TierKey, cipher: EntryCipher?, valueLimit: Int) throws(TierError) -> Entry {
+        guard let cipher else { throw EntryCipher.notConfigured }
+        let opened = try cipher.open(stored, key: wanted, expiresAtMillis: expiresAtMillis)
+        let value = opened.encoding == .gzip ? try Gzip.decompress(opened.storedValue, limit: valueLimit) : opened.storedValue
+        return Entry(value: value, type: opened.type, expiresAtMillis: expiresAtMillis)
     }
 
     // Standard base64 with padding; private so it cannot clash with the HTTP side's helpers.

@@ -22,13 +22,16 @@ public final class RemoteTierMaker: @unchecked Sendable {
     public let cosmosKey: SecretSetting?
     public let blobKey: SecretSetting?
     public let blobSAS: SecretSetting?
+    /// Seals what the HTTP tiers store; its Key Vault references resolve with the secrets above.
+    public let cipher: EntryCipher?
     private var lock = pthread_mutex_t()
     private var perLoop = [ObjectIdentifier: (http: HTTPClient, credential: TokenCredential)]()
     private var resolver: KeyVaultResolver?
 
     public init(config: TierConfig, identity: IdentityEnvironment = .process(),
-                httpOptions: HTTPClientOptions = HTTPClientOptions()) {
+                httpOptions: HTTPClientOptions = HTTPClientOptions(), cipher: EntryCipher? = nil) {
         self.identity = identity
+        self.cipher = cipher
         self.httpOptions = httpOptions
         compressThreshold = config.compressThreshold
         var ck: SecretSetting?, bk: SecretSetting?, bs: SecretSetting?
@@ -68,6 +71,7 @@ public final class RemoteTierMaker: @unchecked Sendable {
             if let pk = c.options["partitionKeyPath"] ?? c.options["pk"] { cfg.partitionKeyPath = pk }
             cfg.tokenScope = c.options["scope"]
             if let v = c.options["version"] { cfg.apiVersion = v }
+            cfg.cipher = cipher
             let auth: AzureAuth = cosmosKey.map { .sharedKey($0) } ?? .entraID(credential)
             return try CosmosTier(loop: loop, config: cfg, auth: auth, http: http)
         case .blob(let b):
@@ -75,6 +79,7 @@ public final class RemoteTierMaker: @unchecked Sendable {
             cfg.container = b.container
             cfg.account = b.accountName
             cfg.compressThreshold = compressThreshold
+            cfg.cipher = cipher
             if let s = b.options["scope"] { cfg.tokenScope = s }
             if let v = b.options["version"] { cfg.apiVersion = v }
             if let n = b.options["singlePutLimit"].flatMap(Int.init) { cfg.singlePutLimit = n }
@@ -86,14 +91,20 @@ public final class RemoteTierMaker: @unchecked Sendable {
         }
     }
 
-    /// Resolves the `keyvault://` settings, using `loop`'s client and credential. Completes on
-    /// `loop` with the errors (empty: all resolved, or none to resolve). Call again for SIGHUP.
+    /// Resolves the `keyvault://` settings (encryption keys included), using `loop`'s client and
+    /// credential. Completes on `loop` with the errors (empty: all resolved, or none to resolve).
+    /// Call again for SIGHUP.
     public func resolveSecrets(on loop: EventLoop, _ done: @escaping ([TierError]) -> Void) {
-        let settings = [cosmosKey, blobKey, blobSAS].compactMap { $0 }
+        let settings = [cosmosKey, blobKey, blobSAS].compactMap { $0 } + (cipher?.keys.settings ?? [])
         guard settings.contains(where: { $0.reference != nil }) else { done([]); return }
         let (http, credential) = loopResources(loop)
         let r = KeyVaultResolver(http: http, credential: credential)
         r.scheme = keyVaultScheme
-        r.resolve(settings, done)
+        r.resolve(settings) { [cipher] errors in
+            guard let keys = cipher?.keys else { done(errors); return }
+            // A fetched key that is not 32 bytes of base64 is refused; the previous keys stay.
+            do throws(TierError) { try keys.reload() } catch { done(errors + [error]); return }
+            done(errors)
+        }
     }
 }

@@ -14,16 +14,19 @@ public final class SQLiteTier: SharedTier {
     public let name: String
     /// Largest value a read will inflate (gzip entries); larger reads fail `.tooLarge`.
     public let valueLimit: Int
+    /// Seals entries (envelope version 2) when `tier-encryption-key` is set; nil: version 1.
+    public let cipher: EntryCipher?
     private let worker: WorkerThread<Job>
     private let database: SQLiteDatabase
 
     /// Opens (creating if needed) the database at `path` and starts the worker. Throws if the
     /// file cannot be opened or is not a tierproxy database.
-    public init(path: String, valueLimit: Int = 512 << 20) throws(TierError) {
+    public init(path: String, valueLimit: Int = 512 << 20, cipher: EntryCipher? = nil) throws(TierError) {
         let database = try SQLiteDatabase(path: path)
         self.database = database
         self.name = "sqlite:\(path)"
         self.valueLimit = valueLimit
+        self.cipher = cipher
         worker = WorkerThread { jobs in Self.runBatch(jobs, database) }
     }
 
@@ -48,7 +51,7 @@ public final class SQLiteTier: SharedTier {
     // MARK: - SharedTier
 
     public func get(_ keys: [TierKey], on loop: EventLoop, _ done: @escaping ([Result<Entry?, TierError>]) -> Void) {
-        let valueLimit = self.valueLimit
+        let (valueLimit, cipher) = (self.valueLimit, self.cipher)
         submit(loop, count: keys.count, writes: false, done) { db, now in
             var rows = [Result<[UInt8]?, TierError>]()
             rows.reserveCapacity(keys.count)
@@ -71,7 +74,7 @@ public final class SQLiteTier: SharedTier {
                 done(zip(keys, rows).map { key, row in
                     row.flatMap { bytes in
                         guard let bytes else { return .success(nil) }
-                        return Self.decode(bytes, for: key, now: now, valueLimit: valueLimit)
+                        return Self.decode(bytes, for: key, now: now, valueLimit: valueLimit, cipher: cipher)
                     }
                 })
             }
@@ -79,10 +82,14 @@ public final class SQLiteTier: SharedTier {
     }
 
     public func put(_ items: [(TierKey, Entry)], on loop: EventLoop, _ done: @escaping ([Result<Void, TierError>]) -> Void) {
-        let rows = items.map { key, entry in (key, entry.expiresAtMillis, EntryEnvelope.encode(key: key, entry: entry)) }
+        // Sealing (when configured) happens here, on the caller's loop, like encoding.
+        let cipher = self.cipher
+        let rows = items.map { key, entry in
+            (key, entry.expiresAtMillis, Result { () throws(TierError) in try EntryEnvelope.encode(key: key, entry: entry, cipher: cipher) })
+        }
         submit(loop, count: rows.count, writes: true, done) { db, _ in
             let results = rows.map { key, expiry, envelope -> Result<Void, TierError> in
-                do throws(TierError) { try db.upsert(key, expiresAt: expiry, envelope: envelope) } catch { return .failure(error) }
+                do throws(TierError) { try db.upsert(key, expiresAt: expiry, envelope: envelope.get()) } catch { return .failure(error) }
                 return .success(())
             }
             return { done(results) }
@@ -180,9 +187,10 @@ public final class SQLiteTier: SharedTier {
         batch.deliver()
     }
 
-    static func decode(_ bytes: [UInt8], for key: TierKey, now: Int64, valueLimit: Int) -> Result<Entry?, TierError> {
+    static func decode(_ bytes: [UInt8], for key: TierKey, now: Int64, valueLimit: Int,
+                       cipher: EntryCipher?) -> Result<Entry?, TierError> {
         do throws(TierError) {
-            let contents = try EntryEnvelope.decode(bytes)
+            let contents = try EntryEnvelope.decode(bytes, cipher: cipher)
             guard contents.key == key else { return .failure(.corrupt("row for \(key.db)/\(key.bytes.count)-byte key holds another key")) }
             let entry = try contents.entry(valueLimit: valueLimit)
             return .success(entry.isExpired(at: now) ? nil : entry)

@@ -21,16 +21,19 @@ public final class TierFactory {
     public typealias RemoteMaker = (_ spec: TierSpec, _ loop: EventLoop) throws(TierError) -> Tier
 
     public let config: TierConfig
+    /// Seals every entry the embedded tiers write (`tier-encryption-key`); nil: in clear.
+    public let cipher: EntryCipher?
     private let remote: RemoteMaker?
     private let sharedWarm: SharedTier?
     private let sharedCold: SharedTier?
 
-    public init(config: TierConfig, remote: RemoteMaker? = nil) throws(TierError) {
+    public init(config: TierConfig, remote: RemoteMaker? = nil, cipher: EntryCipher? = nil) throws(TierError) {
         self.config = config
         self.remote = remote
-        sharedWarm = try Self.openLocal(config.warm, config)
+        self.cipher = cipher
+        sharedWarm = try Self.openLocal(config.warm, config, cipher)
         do throws(TierError) {
-            sharedCold = try Self.openLocal(config.cold, config)
+            sharedCold = try Self.openLocal(config.cold, config, cipher)
         } catch {
             (sharedWarm as? SQLiteTier)?.close()
             throw error
@@ -65,13 +68,14 @@ public final class TierFactory {
         }
     }
 
-    private static func openLocal(_ spec: TierSpec, _ config: TierConfig) throws(TierError) -> SharedTier? {
+    private static func openLocal(_ spec: TierSpec, _ config: TierConfig, _ cipher: EntryCipher?) throws(TierError) -> SharedTier? {
         switch spec {
         case .sqlite(let path):
             try FileOps.makeDirectories(FileOps.parent(of: path))
-            return try SQLiteTier(path: path)
+            return try SQLiteTier(path: path, cipher: cipher)
         case .directory(let path):
-            return try DirectoryTier(path: path, compressThreshold: config.compressThreshold, sync: config.directorySync)
+            return try DirectoryTier(path: path, compressThreshold: config.compressThreshold, sync: config.directorySync,
+                                     cipher: cipher)
         default:
             return nil
         }

@@ -8,11 +8,18 @@ import Testing
     static let cosmosScenarios = TierConformance.scenarios.filter { $0.name != "5 MB value" }
 
     @Test(arguments: cosmosScenarios)
-    func cosmos(_ scenario: TierScenario) throws {
+    func cosmos(_ scenario: TierScenario) throws { try Self.cosmos(scenario, cipher: nil) }
+
+    @Test(arguments: TierConformance.scenarios)
+    func blob(_ scenario: TierScenario) throws { try Self.blob(scenario, cipher: nil) }
+
+    /// Runs `scenario` on a CosmosTier (sealing with `cipher` if given).
+    static func cosmos(_ scenario: TierScenario, cipher: EntryCipher?) throws {
         let emu = try Emulators.sharedPrepared()
         var cfg = CosmosTierConfig(endpoint: emu.cosmos)
+        cfg.cipher = cipher
         if scenario.ownStore {
-            cfg.container = Self.privateName()
+            cfg.container = privateName()
             try emu.createCosmosContainer(cfg.container)
         }
         cfg.feedPageSize = 4  // purges page through the feed
@@ -21,12 +28,13 @@ import Testing
         }
     }
 
-    @Test(arguments: TierConformance.scenarios)
-    func blob(_ scenario: TierScenario) throws {
+    /// Runs `scenario` on a BlobTier (sealing with `cipher` if given).
+    static func blob(_ scenario: TierScenario, cipher: EntryCipher?) throws {
         let emu = try Emulators.sharedPrepared()
         var cfg = BlobTierConfig(accountURL: emu.blob)
+        cfg.cipher = cipher
         if scenario.ownStore {
-            cfg.container = Self.privateName()
+            cfg.container = privateName()
             try emu.createBlobContainer(cfg.container)
         }
         // Small limits so the 5 MB scenario goes up in blocks and compressed, and purges page.

@@ -51,6 +51,10 @@ struct Config {
     var warm = ""
     var cold = ""
     var compressThreshold = 1 << 20
+    /// `tier-encryption-key` (base64 or keyvault://; empty: lower tiers in clear) and the keys
+    /// of earlier rotations, read-only. Never printed.
+    var tierEncryptionKey = ""
+    var tierEncryptionOldKeys: [String] = []
     /// CA bundle for HTTPS to the lower tiers, Entra ID and Key Vault (empty: the system store).
     var tlsCaCertFile = ""
     /// Placement rules, in order (first match wins).

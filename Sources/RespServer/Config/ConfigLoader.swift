@@ -82,7 +82,7 @@ struct ConfigLoader {
             do {
                 try apply(try ConfigLoader.split(String(line)), to: &config, origin: path)
             } catch let e as ConfigError {
-                throw ConfigError("\(path):\(lineNumber): '\(line)': \(e.description)")
+                throw ConfigError("\(path):\(lineNumber): '\(ConfigLoader.masked(line))': \(e.description)")
             }
         }
     }
@@ -111,6 +111,15 @@ struct ConfigLoader {
             throw ConfigError("Bad directive or wrong number of arguments: unknown directive '\(name)' (\(origin))")
         }
         try d.apply(&config, Array(words.dropFirst()))
+    }
+
+    /// Directives whose arguments are secrets: error messages show only the name.
+    static let secretDirectives: Set<String> = ["tier-encryption-key", "tier-encryption-old-keys"]
+
+    /// `line` for an error message, its arguments hidden when they are secrets.
+    static func masked(_ line: Substring) -> String {
+        let name = line.prefix { $0 != " " && $0 != "\t" }
+        return secretDirectives.contains(name.lowercased()) ? name + " <hidden>" : String(line)
     }
 
     /// Splits a conf line into words as redis.conf does: spaces separate, "double quotes" take

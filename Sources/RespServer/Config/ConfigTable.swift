@@ -34,6 +34,14 @@ private func outputLimit(_ c: inout Config, _ args: [String]) throws {
     }
 }
 
+/// A literal encryption key must be 32 bytes of base64 (checked now, so a bad one refuses to
+/// start and fails --check-config); keyvault:// references are checked once fetched.
+private func encryptionKey(_ value: String, _ what: String) throws -> String {
+    guard !value.isEmpty, KeyVaultReference(value) == nil else { return value }
+    do { _ = try EncryptionKey(base64: value, what: what) } catch let e as TierError { throw ConfigError("\(e)") }
+    return value
+}
+
 let configTable: [Directive] = [
     Directive(name: "bind", defaultArgs: "127.0.0.1 -::1", doc: [
         "Addresses to listen on, as in redis.conf. A leading '-' means: skip it if the address is unavailable.",
@@ -145,6 +153,22 @@ let configTable: [Directive] = [
     Directive(name: "compress-threshold", defaultArgs: "1mb", doc: [
         "Values at least this large are stored gzip-compressed in the cold tier (read back either way).",
     ]) { c, a in c.compressThreshold = try Units.memory(try one(a, "compress-threshold")) },
+    Directive(name: "tier-encryption-key", defaultArgs: "\"\"", doc: [
+        "Encrypts every warm and cold entry (SQLite, directory, Cosmos DB, Blob) with AES-256-GCM:",
+        "32 random bytes in base64 (openssl rand -base64 32), or keyvault://VAULT/SECRET (fetched at",
+        "start and on SIGHUP). Type and value are sealed, bound to their key and db; key names, db and",
+        "expiry stay in clear. Empty = off. Entries written before it was set stay readable; an entry",
+        "that fails authentication is an error reply, never a miss. Never logged. docs/encryption.md.",
+    ]) { c, a in c.tierEncryptionKey = try encryptionKey(try one(a, "tier-encryption-key"), "tier-encryption-key") },
+    Directive(name: "tier-encryption-old-keys", defaultArgs: "\"\"", doc: [
+        "Earlier tier-encryption-key values (base64 or keyvault://, space-separated), used only to read",
+        "entries sealed with them. Rotation: move the current key here, set a new tier-encryption-key,",
+        "restart; new writes use the new key, old entries stay readable without re-encryption.",
+    ]) { c, a in
+        c.tierEncryptionOldKeys = try a.filter { !$0.isEmpty }.enumerated().map { i, k in
+            try encryptionKey(k, "tier-encryption-old-keys entry \(i + 1)")
+        }
+    },
     Directive(name: "rule", defaultArgs: "", doc: [
         "rule PATTERN policy write-through|write-behind|hot-only [ttl SECONDS] [tier warm|cold]",
         "How writes of keys matching PATTERN (Redis glob, as KEYS) reach the lower tiers; repeatable,",

@@ -13,13 +13,14 @@ enum TierSlowLog {
             ("duration_ms", .number(Double(micros) / 1000)), ("outcome", .text(outcome.label)),
             ("db", .number(Double(key.db))),
         ]
-        if settings.logKeys {
-            fields.append(("key", .text(String(decoding: key.bytes, as: UTF8.self))))
-        } else {
-            fields.append(("key_hash", .text(keyHash(key.bytes))))
-        }
+        fields.append(keyField(key, settings))
         if let error { fields.append(("error", .text("\(error)"))) }
         Log.event(.warning, "Tier slow operation", fields)
+    }
+
+    /// The key as tier log lines show it: hashed, or itself with `log-keys yes`.
+    static func keyField(_ key: TierKey, _ settings: RuntimeSettings) -> (String, LogValue) {
+        settings.logKeys ? ("key", .text(String(decoding: key.bytes, as: UTF8.self))) : ("key_hash", .text(keyHash(key.bytes)))
     }
 
     /// FNV-1a 64 of the key, as 16 hex digits: stable across restarts and instances.

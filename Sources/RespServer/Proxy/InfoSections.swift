@@ -37,6 +37,8 @@ enum InfoSections {
     static func tiersFields(_ worker: Worker, _ t: Totals) -> [(String, String)] {
         let config = worker.tierSetup.config
         var fields: [(String, String)] = [("warm_tier", "\(config.warm)"), ("cold_tier", "\(config.cold)")]
+        // The key id only, never the key.
+        fields += worker.tierSetup.cipher?.keys.infoFields ?? [("tier_encryption", "off")]
         fields += worker.tiering.infoLines(t)
         let health = worker.proxyMetrics.health
         for tier in LowerTier.allCases {

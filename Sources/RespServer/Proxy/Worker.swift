@@ -117,7 +117,10 @@ final class Worker {
         proxyMetrics.register(.cold, cold)
         bufferSampler = Timer(loop: loop, millis: 1000, repeating: true) { [unowned self] in self.sampleBuffers() }
         if warm != nil || cold != nil {
-            let access = TierAccess(core: tiering, loop: loop, warm: warm, cold: cold, metrics: metrics)
+            let warmLimit = tierSetup.cipher == nil ? TierAccess.warmItemLimit
+                : EntryCipher.largestValue(sealedInItemOf: TierAccess.warmItemLimit)
+            let access = TierAccess(core: tiering, loop: loop, warm: warm, cold: cold, metrics: metrics,
+                                    warmItemLimit: warmLimit)
             tierAccess = access
             if index == 0 {
                 flusher = WriteBehindFlusher(access: access, hot: hot, homeDB: config.upstream.db)

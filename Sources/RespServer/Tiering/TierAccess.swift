@@ -17,13 +17,16 @@ final class TierAccess {
     /// depend on which backend runs: a value that would not fit Cosmos goes to cold on SQLite too.
     static let warmItemLimit = 2 * 1024 * 1024
 
-    init(core: TieringCore, loop: EventLoop, warm: Tier?, cold: Tier?, metrics: LoopMetrics) {
+    /// `warmItemLimit`: the value size placement allows in warm (smaller than `warmItemLimit` when
+    /// entries are sealed, since Cosmos then stores them base64).
+    init(core: TieringCore, loop: EventLoop, warm: Tier?, cold: Tier?, metrics: LoopMetrics,
+         warmItemLimit: Int = TierAccess.warmItemLimit) {
         self.core = core
         self.metrics = metrics
         self.loop = loop
         self.warm = warm
         self.cold = cold
-        lowerTiers = LowerTiers(hasWarm: warm != nil, warmItemLimit: TierAccess.warmItemLimit, hasCold: cold != nil)
+        lowerTiers = LowerTiers(hasWarm: warm != nil, warmItemLimit: warmItemLimit, hasCold: cold != nil)
     }
 
     var hasLowerTiers: Bool { warm != nil || cold != nil }
@@ -96,7 +99,9 @@ final class TierAccess {
                     ask(i + 1)
                 case .failure(let e):
                     stats.tierErrors.add(1)
-                    done(.failure(e))
+                    let named = TierEntryLog.naming(e, role, tier.name)
+                    if case .corrupt = named { TierEntryLog.unreadable(role, key, named, settings: self.core.settings) }
+                    done(.failure(named))
                 }
             }
         }
