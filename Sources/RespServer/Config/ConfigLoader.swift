@@ -67,6 +67,7 @@ struct ConfigLoader {
         for line in flagLines {
             try apply(line, to: &config, origin: "command line")
         }
+        config.aclUsers = try config.acl.users()
         return config
     }
 
@@ -82,7 +83,9 @@ struct ConfigLoader {
             do {
                 try apply(try ConfigLoader.split(String(line)), to: &config, origin: path)
             } catch let e as ConfigError {
-                throw ConfigError("\(path):\(lineNumber): '\(line)': \(e.description)")
+                // A line that may hold a password is named, not repeated.
+                let shown = secretDirectives.contains(where: { line.lowercased().hasPrefix($0) }) ? "\(line.split(separator: " ").first ?? "") ..." : String(line)
+                throw ConfigError("\(path):\(lineNumber): '\(shown)': \(e.description)")
             }
         }
     }

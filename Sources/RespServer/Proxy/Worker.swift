@@ -22,6 +22,8 @@ final class Worker {
     /// tiers); filled when the table arrives.
     private var tieredNames: Set<CommandName> = TieredCommand.names
     private(set) var shared: SharedUpstream!
+    /// auth-mode proxy: the users and their ACLs, judged before anything goes upstream (nil: passthrough).
+    let proxyAuth: ProxyAuth?
     /// Set when Redis demands AUTH and the proxy has no password: a shared connection would be
     /// an unauthenticated one that Redis's pre-AUTH limits can cut for everyone, so every client
     /// gets its own connection (and must AUTH on it, as it would direct).
@@ -70,6 +72,7 @@ final class Worker {
         self.upstreamAddress = upstreamAddress
         self.clientCount = clientCount
         self.handshakeBytes = UpstreamCommands.handshake(for: config.upstream)
+        self.proxyAuth = config.acl.mode == .proxy ? ProxyAuth(users: config.aclUsers) : nil
         frames.reserveCapacity(256)
         spans.reserveCapacity(1024)
         replies.reserveCapacity(256)
@@ -174,6 +177,7 @@ final class Worker {
     func commandTableLoaded(_ table: CommandTable) {
         sharingDisabled = false
         commandTable = table
+        proxyAuth?.tableLoaded(table)
         shareable = Dictionary(uniqueKeysWithValues: table.allNames.map { name in
             (CommandName(name), Worker.mayShare(name, table))
         })
