@@ -194,8 +194,10 @@ def test_channels(pair):
     pair.same(("AUTH", "henry", "henry-pw"), ("PUBLISH", "x", "y"), ("SUBSCRIBE", "x"), ("PING",))
     pair.same(("AUTH", "alice", "alice-pw"), ("PUBLISH", "chan:1", "y"), ("PUBLISH", "chat", "y"))
     pair.same(("AUTH", REQUIREPASS), ("PUBLISH", "anything", "y"))
-    # Allowed subscriptions are the upstream's, as they would be Redis's.
-    pair.same(("AUTH", "gina", "gina-pw"), ("SUBSCRIBE", "news.1"), ("PSUBSCRIBE", "news.*"))
+    # Allowed subscriptions are the upstream's, as they would be Redis's; a refusal after them
+    # (replies not counted any more) is the proxy's.
+    pair.same(("AUTH", "gina", "gina-pw"), ("SUBSCRIBE", "news.1"), ("PSUBSCRIBE", "news.*"), ("SUBSCRIBE", "other"),
+              ("PSUBSCRIBE", "news.1*"), ("SUBSCRIBE", "news.2"))
 
 
 def test_pipeline_mixing_allowed_and_denied(pair):
@@ -205,6 +207,10 @@ def test_pipeline_mixing_allowed_and_denied(pair):
                  ("INCR", f"a:{i}"), ("PING",)]
     cmds += [("AUTH", "dave", "dave-pw-2"), ("MGET", "a:1", "a:2"), ("SET", "a:1", "x"), ("GET", "a:1")]
     pair.same(*cmds, pipeline=True)
+    # HELLO 3 AUTH in a pipeline: the requests after it run as its user, in RESP3.
+    pair.same(("GET", "a:1"), ("HELLO", "3", "AUTH", "alice", "alice-pw"), ("SET", "a:1", "v"), ("GET", "w:1"),
+              ("HGETALL", "a:1"), ("HELLO", "2", "AUTH", "dave", "dave-pw-2"), ("GET", "a:1"), ("MGET", "a:1"),
+              ("ACL", "WHOAMI"), pipeline=True)
     # The same on a client pinned to its own upstream connection (CLIENT SETNAME) first.
     pair.same(("AUTH", "alice", "alice-pw"), ("CLIENT", "SETNAME", "x"), *cmds[2:30], pipeline=True)
 

@@ -85,7 +85,8 @@ struct ACLPermissions {
     /// Every command allowed (TIERS, a proxy command the table does not list, needs this).
     let allowsEverything: Bool
 
-    init(_ user: ACLUser, space: ACLCommandSpace) {
+    /// `logging`: say which rules name commands the upstream does not have (one loop says it).
+    init(_ user: ACLUser, space: ACLCommandSpace, logging: Bool = false) {
         self.user = user
         let count = space.entries.count
         var bits = [UInt64](repeating: 0, count: (count + 63) / 64)
@@ -105,7 +106,7 @@ struct ACLPermissions {
             case .command(let name, let on):
                 if let id = space.id(subcommand: name) { set(id, on) }
                 else if !name.contains("|"), let id = space.id(CommandName(name)) { setWithChildren(id, on) }
-                else { Log.warning("ACL user '\(user.name)': the upstream has no command '\(name)'; rule ignored") }
+                else if logging { Log.warning("ACL user '\(user.name)': the upstream has no command '\(name)'; rule ignored") }
             }
         }
         self.bits = bits

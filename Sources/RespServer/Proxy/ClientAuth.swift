@@ -42,9 +42,9 @@ final class ProxyAuth {
     }
 
     /// The upstream's command table arrived: categories and subcommands can be resolved.
-    func tableLoaded(_ table: CommandTable) {
+    func tableLoaded(_ table: CommandTable, logging: Bool = false) {
         space = ACLCommandSpace(table)
-        permissions = users.map { ACLPermissions($0, space: space) }
+        permissions = users.map { ACLPermissions($0, space: space, logging: logging) }
     }
 
     /// A new connection (and RESET): the default user, authenticated if it needs no password.

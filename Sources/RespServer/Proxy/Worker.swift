@@ -168,7 +168,9 @@ final class Worker {
     }
 
     func upstreamRequiresClientAuth() {
-        if !sharingDisabled && index == 0 {
+        if !sharingDisabled && index == 0 && proxyAuth != nil {
+            Log.warning("auth-mode proxy: the upstream requires AUTH; give the proxy its credentials in the upstream URL (clients' AUTH never reaches it)")
+        } else if !sharingDisabled && index == 0 {
             Log.notice("Upstream requires AUTH and the proxy has no password: every client gets its own connection")
         }
         sharingDisabled = true
@@ -177,7 +179,7 @@ final class Worker {
     func commandTableLoaded(_ table: CommandTable) {
         sharingDisabled = false
         commandTable = table
-        proxyAuth?.tableLoaded(table)
+        proxyAuth?.tableLoaded(table, logging: index == 0)
         shareable = Dictionary(uniqueKeysWithValues: table.allNames.map { name in
             (CommandName(name), Worker.mayShare(name, table))
         })
