@@ -71,9 +71,13 @@ final class ProxyAuth {
         }
         if space.isEmpty { return beforeTable(frame, &state, inTransaction) }
         // Unknown commands, unknown subcommands and wrong arities: Redis refuses them before it
-        // asks who the client is, and so does the upstream.
+        // asks who the client is, and so does the upstream. A command the upstream learned since
+        // its table was read (a module loaded later) goes on only for a user allowed everything.
         var sub: [[UInt8]]?
-        guard let id = space.resolve(name, argc: frame.argc, subcommand: { sub = args(); return sub![1] }) else { return .pass }
+        guard let id = space.resolve(name, argc: frame.argc, subcommand: { sub = args(); return sub![1] }) else {
+            if space.id(name) != nil || (state.authenticated && permissions[state.user].allowsEverything) { return .pass }
+            return refuse(ProxyAuth.unknownCommand(sub ?? args()), frame, &state, inTransaction)
+        }
         let entry = space.entries[id]
         if entry.noAuth {
             if name == Commands.reset { state = initialState(); return .reset }
@@ -220,6 +224,17 @@ final class ProxyAuth {
         error("NOPERM this user has no permissions to run the '\(fullName)' command")
     }
     private static func error(_ message: String) -> [UInt8] { Array("-\(message)\r\n".utf8) }
+
+    /// Redis's "unknown command" refusal: the name and the first arguments, up to 128 bytes,
+    /// newlines made spaces (`rejectCommandFormat`).
+    static func unknownCommand(_ args: [[UInt8]]) -> [UInt8] {
+        var shown = [UInt8]()
+        for a in args.dropFirst() where shown.count < 128 {
+            shown += [39] + a.prefix(128 - shown.count) + [39, 32]
+        }
+        let text = Array("-ERR unknown command '".utf8) + args[0].prefix(128) + Array("', with args beginning with: ".utf8) + shown
+        return text.map { $0 == 13 || $0 == 10 ? 32 : $0 } + [13, 10]
+    }
 }
 
 /// Redis's `string2ll`: an optional '-', no leading zeros, no spaces, within Int64.
