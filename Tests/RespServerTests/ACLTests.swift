@@ -68,7 +68,8 @@ import RESP
         auth.tableLoaded(table)
         var s = auth.initialState()
         #expect(reply(auth, &s, "GET", "k") == "-NOAUTH Authentication required.\r\n")
-        #expect(reply(auth, &s, "NOSUCH") == "pass")                  // Redis's unknown-command error first
+        // Redis's unknown-command error comes first (made by the proxy: the upstream might know it).
+        #expect(reply(auth, &s, "NOSUCH", "a") == "-ERR unknown command 'NOSUCH', with args beginning with: 'a' \r\n")
         #expect(reply(auth, &s, "GET") == "pass")                     // and its arity error
         #expect(reply(auth, &s, "AUTH", "alice", "no") == "-WRONGPASS invalid username-password pair or user is disabled.\r\n")
         #expect(reply(auth, &s, "AUTH", "alice", "apw") == "+OK\r\n")

@@ -11,11 +11,25 @@ struct ACLCommandSpace {
         let arity: Int
         let categories: Set<String>
         let noAuth: Bool
-        let keySpecs: [KeySpec]
+        /// Its key specs but the not_key ones, with what each does to its keys (read: `access`;
+        /// write: insert, update or delete), read once here rather than per request.
+        let keySpecs: [KeyUse]
+        /// SET, BITFIELD and SORT find or use keys beyond what their key specs say.
+        let special: Special
         /// Ids of its subcommands (empty for a plain command).
         var children: [Int] = []
         let channels: ChannelArgs
     }
+
+    struct KeyUse {
+        let spec: KeySpec
+        let read: Bool
+        let write: Bool
+        /// `variable_flags`: what the command does with the key depends on its options.
+        let variable: Bool
+    }
+
+    enum Special { case none, set, bitfield, sort, sortRO }
 
     /// Which arguments a command names channels with, as Redis's `getChannelsFromCommand` says
     /// (only publish and subscribe are checked against a user's channels).
@@ -52,8 +66,14 @@ struct ACLCommandSpace {
         case "psubscribe": channels = .all(pattern: true)
         default: channels = .none
         }
+        let uses = info.keySpecs.filter { !$0.flags.contains("not_key") }.map { spec in
+            KeyUse(spec: spec, read: spec.flags.contains("access"),
+                   write: !spec.flags.isDisjoint(with: ["insert", "update", "delete"]), variable: spec.flags.contains("variable_flags"))
+        }
+        let specials: [String: Special] = ["set": .set, "bitfield": .bitfield, "sort": .sort, "sort_ro": .sortRO]
         entries.append(Entry(fullName: info.name, arity: info.arity, categories: info.categories,
-                             noAuth: info.flags.contains("no_auth"), keySpecs: info.keySpecs, channels: channels))
+                             noAuth: info.flags.contains("no_auth"), keySpecs: uses, special: specials[info.name] ?? .none,
+                             channels: channels))
         return entries.count - 1
     }
 
@@ -119,11 +139,10 @@ struct ACLPermissions {
     /// specs find (a read needs a pattern with R, an insert, update or delete one with W).
     func allowsKeys(_ entry: ACLCommandSpace.Entry, _ args: [[UInt8]]) -> Bool {
         if user.allKeys { return true }
-        for spec in entry.keySpecs where !spec.flags.contains("not_key") {
-            var read = spec.flags.contains("access")
-            var write = !spec.flags.isDisjoint(with: ["insert", "update", "delete"])
-            if spec.flags.contains("variable_flags") { (read, write) = ACLPermissions.variableFlags(entry, args, read, write) }
-            for i in spec.keyIndexes(args) where !allowsKey(args[i], read: read, write: write) { return false }
+        for use in entry.keySpecs {
+            var (read, write) = (use.read, use.write)
+            if use.variable { (read, write) = ACLPermissions.variableFlags(entry, args, read, write) }
+            for i in use.spec.keyIndexes(args) where !allowsKey(args[i], read: read, write: write) { return false }
         }
         if let store = ACLPermissions.sortStore(entry, args), !allowsKey(args[store], read: false, write: true) { return false }
         return true
@@ -137,10 +156,10 @@ struct ACLPermissions {
     /// `bitfieldGetKeys`): SET without GET only writes, BITFIELD with only GETs only reads.
     private static func variableFlags(_ entry: ACLCommandSpace.Entry, _ args: [[UInt8]], _ read: Bool, _ write: Bool) -> (Bool, Bool) {
         func word(_ i: Int) -> String { String(decoding: args[i], as: UTF8.self).lowercased() }
-        switch entry.fullName {
-        case "set":
-            return (args.count > 3 && (3..<args.count).contains { word($0) == "get" }, true)
-        case "bitfield":
+        switch entry.special {
+        case .set:
+            return (args.count > 3 && (3..<args.count).contains { asciiCaseEqual(args[$0], "get") }, true)
+        case .bitfield:
             var i = 2
             while i < args.count {
                 let more = args.count - i - 1
@@ -160,7 +179,7 @@ struct ACLPermissions {
     /// (they read keys no argument names): that error, or nil. Options are walked as Redis's
     /// `sortCommandGeneric` walks them; a syntax error is left to the upstream.
     func sortPatternRefusal(_ entry: ACLCommandSpace.Entry, _ args: [[UInt8]]) -> String? {
-        guard entry.fullName == "sort" || entry.fullName == "sort_ro",
+        guard entry.special == .sort || entry.special == .sortRO,
               !user.keyPatterns.contains(where: { $0.read && $0.glob.bytes == [UInt8(ascii: "*")] }) else { return nil }
         var j = 2
         while j < args.count {
@@ -168,7 +187,7 @@ struct ACLPermissions {
             switch String(decoding: args[j], as: UTF8.self).lowercased() {
             case "asc", "desc", "alpha": break
             case "limit" where left >= 2: j += 2
-            case "store" where left >= 1 && entry.fullName == "sort": j += 1
+            case "store" where left >= 1 && entry.special == .sort: j += 1
             case "by" where left >= 1:
                 if args[j + 1].contains(UInt8(ascii: "*")) { return "BY option of SORT denied due to insufficient ACL permissions." }
                 j += 1
@@ -182,7 +201,7 @@ struct ACLPermissions {
 
     /// SORT's STORE destination, which its key specs cannot locate (Redis's `sortGetKeys`).
     private static func sortStore(_ entry: ACLCommandSpace.Entry, _ args: [[UInt8]]) -> Int? {
-        guard entry.fullName == "sort" else { return nil }
+        guard entry.special == .sort else { return nil }
         var i = 2
         while i < args.count {
             let word = String(decoding: args[i], as: UTF8.self).lowercased()

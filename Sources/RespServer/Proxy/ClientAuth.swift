@@ -34,17 +34,21 @@ final class ProxyAuth {
     private let defaultUser: Int
     private(set) var space = ACLCommandSpace()
     private var permissions: [ACLPermissions] = []
+    /// Per user: every command, key and channel allowed, so a request needs no look-up at all.
+    private var unrestricted: [Bool]
 
     init(users: [String: ACLUser]) {
         self.users = users.keys.sorted().map { users[$0]! }
         byName = Dictionary(uniqueKeysWithValues: self.users.enumerated().map { ($1.name, $0) })
         defaultUser = byName["default"]!
+        unrestricted = self.users.map { $0.allKeys && $0.allChannels && $0.commandRules == [.all(true)] }
     }
 
     /// The upstream's command table arrived: categories and subcommands can be resolved.
     func tableLoaded(_ table: CommandTable, logging: Bool = false) {
         space = ACLCommandSpace(table)
         permissions = users.map { ACLPermissions($0, space: space, logging: logging) }
+        unrestricted = permissions.map { $0.allowsEverything && $0.user.allKeys && $0.user.allChannels }
     }
 
     /// A new connection (and RESET): the default user, authenticated if it needs no password.
@@ -60,6 +64,8 @@ final class ProxyAuth {
         if name == Commands.auth { return auth(args(), &state, inTransaction: inTransaction) }
         if name == Commands.hello { return hello(args(), &state, inTransaction: inTransaction) }
         if name == Commands.quit { return .pass }
+        if state.authenticated && unrestricted[state.user] && !state.transactionDirty && name != Commands.acl
+            && name != Commands.reset { return .pass }
         if name == Commands.tiers {
             // Not a Redis command: it shows and moves any key, so it needs a user allowed every command and key.
             if !state.authenticated { return refuse(ProxyAuth.noAuth, frame, &state, inTransaction) }
