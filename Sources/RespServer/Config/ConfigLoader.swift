@@ -68,6 +68,9 @@ struct ConfigLoader {
             try apply(line, to: &config, origin: "command line")
         }
         config.aclUsers = try config.acl.users()
+        // Only the hashes are kept from here on: nothing later can print a password by mistake.
+        config.acl.requirePass = ""
+        config.acl.userLines = []
         return config
     }
 
