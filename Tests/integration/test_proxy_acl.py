@@ -150,6 +150,17 @@ def test_hello_auth_and_reset(pair):
             assert c.cmd("GET", "a:1").raw == b"$1\r\nv\r\n"
 
 
+def test_inline_auth_and_hello(pair):
+    """Inline requests (telnet style) are judged the same way."""
+    out = []
+    for port in (pair.proxy.port, pair.reference.port):
+        with RawConn(port) as c:
+            c.send(b"GET k\r\nAUTH alice wrong\r\nHELLO 3 AUTH alice alice-pw\r\nACL WHOAMI\r\nGET w:1\r\n"
+                   b"AUTH dave dave-pw-2\r\nACL WHOAMI\r\n")
+            out.append([mask_id(r.raw) for r in c.read_replies(7)])
+    assert out[0] == out[1], out
+
+
 def test_redis_py_clients(pair):
     for port in (pair.proxy.port, pair.reference.port):
         pair.flush()
