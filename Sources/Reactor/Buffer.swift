@@ -97,6 +97,9 @@ public struct Buffer {
 
     public func append(_ bytes: [UInt8]) { bytes.withUnsafeBytes { append($0) } }
 
+    /// Puts `bytes` in front of what the buffer holds.
+    public func prepend(_ bytes: [UInt8]) { bytes.withUnsafeBytes { _ = evbuffer_prepend(raw, $0.baseAddress, $0.count) } }
+
     public func append(_ text: String) {
         var t = text
         t.withUTF8 { u in evbuffer_add(raw, u.baseAddress, u.count) }

@@ -101,6 +101,8 @@ def conf_directives() -> dict[str, str]:
             out.setdefault(m.group(1), []).append(m.group(2))
         elif line.startswith("# rule PATTERN"):
             out["rule"] = [""]
+        elif line.startswith("# user NAME"):
+            out["user"] = [""]
     return {k: "; ".join(v) for k, v in out.items()}
 
 

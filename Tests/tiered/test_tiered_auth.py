@@ -9,7 +9,9 @@ and that one costs a warm read: the refusals were refusals, not "absent".
 
 from __future__ import annotations
 
-from tierstack import RawConn
+import pytest
+
+from tierstack import RawConn, wait_for
 
 PASSWORD = "tiered-secret"
 
@@ -57,3 +59,45 @@ def test_refusals_never_reach_the_lower_tiers(make_stack, backend):
         assert a.get("auth:k") == b"v"
     if counted:
         assert s.emu.ops("cosmos").get("ReadDocument", 0) == 1, s.emu.ops("cosmos")
+
+
+def test_proxy_auth_denials_never_reach_the_lower_tiers(make_stack, backend):
+    """auth-mode proxy (issue 12): the proxy judges the ACL itself, before the tiering path. A
+    user denied a key that lives only below gets NOPERM for every read, and no lower tier sees a
+    request; a key it may read is brought up as usual."""
+    s = make_stack(backend, flags={"auth-mode": "proxy", "requirepass": PASSWORD, "negative-cache-ms": "0",
+                                   "user": "tina on >tina-pw ~pub:* +@all"})
+    if not s.tiered:
+        pytest.skip("auth-mode is the proxy's: nothing to compare with a plain Redis here")
+    counted = s.backend == "azure"
+    with s.client(password=PASSWORD) as a:
+        assert a.set("auth:k", "v") is True and a.set("pub:k", "p") is True
+    s.evict("auth:k", "pub:k")
+
+    def tina(*argv) -> bytes:
+        with RawConn(s.port, timeout=10) as r:
+            assert r.cmd("AUTH", "tina", "tina-pw").raw == b"+OK\r\n"
+            return r.cmd(*argv).raw
+
+    # The ACL rules need the upstream's command table, read once the proxy has started.
+    wait_for(lambda: tina("PING") == b"+PONG\r\n", 30, desc="the proxy to have read the command table")
+
+    def warm_requests() -> int:
+        with s.client(password=PASSWORD) as a:
+            return int(a.info("tiers")["warm_requests"])
+
+    before = warm_requests()
+    if counted:
+        s.emu.reset_stats(("cosmos", "blob"))
+    for argv in (("GET", "auth:k"), ("MGET", "auth:k", "pub:other"), ("STRLEN", "auth:k"), ("EXISTS", "auth:k"),
+                 ("TTL", "auth:k"), ("GETRANGE", "auth:k", 0, -1), ("HGETALL", "auth:k"), ("TIERS", "WHERE", "auth:k")):
+        assert tina(*argv).startswith(b"-NOPERM"), argv
+    assert warm_requests() == before, "a denied key was looked up in the warm tier"
+    if counted:
+        for svc in ("cosmos", "blob"):
+            st = s.emu.stats(svc)
+            assert st["requests"] == 0, f"{svc} saw requests for denied keys: {st['ops']}"
+    assert tina("GET", "pub:k") == b"$1\r\np\r\n"
+    assert warm_requests() > before
+    with s.client(password=PASSWORD) as a:
+        assert a.get("auth:k") == b"v"

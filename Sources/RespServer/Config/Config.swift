@@ -75,6 +75,10 @@ struct Config {
     var tiersCreate = false
     /// Print keys in tier log lines (default: a hash of the key).
     var logKeys = false
+    /// `auth-mode`, `requirepass`, `user` lines as written, and the users they define (built
+    /// once every source is read: a `user default` line wins over requirepass, as in Redis).
+    var acl = ACLConfig()
+    var aclUsers: [String: ACLUser] = [:]
 
     /// Number of event loops: `threads`, or one per core when 0.
     var effectiveThreads: Int {

@@ -67,6 +67,10 @@ struct ConfigLoader {
         for line in flagLines {
             try apply(line, to: &config, origin: "command line")
         }
+        config.aclUsers = try config.acl.users()
+        // Only the hashes are kept from here on: nothing later can print a password by mistake.
+        config.acl.requirePass = ""
+        config.acl.userLines = []
         return config
     }
 
@@ -114,7 +118,9 @@ struct ConfigLoader {
     }
 
     /// Directives whose arguments are secrets: error messages show only the name.
-    static let secretDirectives: Set<String> = ["tier-encryption-key", "tier-encryption-old-keys"]
+    /// Directives whose arguments may be secrets: a bad line names the directive, never repeats it.
+    static let secretDirectives: Set<String> = ["tier-encryption-key", "tier-encryption-old-keys", "requirepass", "user",
+                                                "upstream"]
 
     /// `line` for an error message, its arguments hidden when they are secrets.
     static func masked(_ line: Substring) -> String {

@@ -53,6 +53,38 @@ let configTable: [Directive] = [
     Directive(name: "port", defaultArgs: "6380", doc: ["TCP port clients connect to."]) { c, a in
         c.port = try Units.int(try one(a, "port"), 0...65535)
     },
+    Directive(name: "auth-mode", defaultArgs: "passthrough", doc: [
+        "Who authenticates clients. passthrough: the client's AUTH and HELLO ... AUTH go to its own",
+        "upstream connection and Redis judges every command (requirepass and user below are unused).",
+        "proxy: the proxy authenticates clients itself against requirepass and the user lines, checks",
+        "every command, key and channel against the user's ACL before it reaches Redis or a lower tier",
+        "(a denied key is never looked up below), and answers NOAUTH, WRONGPASS and NOPERM with Redis",
+        "7.0's words. The upstream only sees the upstream URL's credentials; a client's AUTH is never",
+        "sent on. ACL WHOAMI, USERS and LIST answer from the proxy's users; ACL SETUSER, DELUSER, LOAD,",
+        "SAVE, LOG, GETUSER and DRYRUN are refused. TIERS needs a user allowed every command and key.",
+    ]) { c, a in
+        let v = try one(a, "auth-mode").lowercased()
+        guard let mode = ACLConfig.Mode(rawValue: v) else { throw ConfigError("auth-mode must be passthrough or proxy") }
+        c.acl.mode = mode
+    },
+    Directive(name: "requirepass", defaultArgs: "\"\"", doc: [
+        "auth-mode proxy: the default user's password, as in redis.conf (empty: the default user needs",
+        "none). A 'user default ...' line replaces it.",
+    ]) { c, a in c.acl.requirePass = try one(a, "requirepass") },
+    Directive(name: "user", defaultArgs: "", doc: [
+        "user NAME [rule ...]   auth-mode proxy: one user in Redis's ACL syntax; repeatable, one line",
+        "per user. A user starts off, without passwords, keys, channels or commands; the rules apply in",
+        "order: on off >password <password #sha256hex !sha256hex nopass resetpass ~pattern %R~pattern",
+        "%W~pattern %RW~pattern allkeys resetkeys &pattern allchannels resetchannels +@category",
+        "-@category +command -command +command|subcommand -command|subcommand allcommands nocommands",
+        "reset. Categories and subcommands come from the upstream's COMMAND reply. Without a 'user",
+        "default' line the default user is 'on nopass ~* &* +@all' (with requirepass: that password).",
+        "  user app on >app-password ~app:* &app:* +@all -@dangerous",
+        "  user reader on #<sha256 of the password> %R~* +@read",
+    ]) { c, a in
+        let words = a.count == 1 ? try ConfigLoader.split(a[0]) : a
+        c.acl.userLines.append(words)
+    },
     Directive(name: "tcp-backlog", defaultArgs: "511", doc: ["listen() backlog of each listening socket."]) { c, a in
         c.tcpBacklog = try Units.int(try one(a, "tcp-backlog"), 1...65535)
     },

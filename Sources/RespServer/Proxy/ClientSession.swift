@@ -84,6 +84,8 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     private var reparse = false
     /// The client sent AUTH or HELLO: its user, not the proxy's, runs its commands.
     private var authenticatedItself = false
+    /// auth-mode proxy: the user this client runs as (see `ProxyAuth`).
+    private var auth = ClientAuth()
     /// SELECT/RESET requests sent and not yet answered: until they are, `db` may be out of date.
     private var dbChangesInFlight = 0
     /// CLIENT TRACKING is on: the proxy's own reads go beside this connection (`OwnRequests`).
@@ -94,6 +96,7 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
         self.client = Connection(loop: worker.loop, fd: fd)
         self.parser = RequestParser(maxBulkLength: worker.config.protoMaxBulkLen)
         self.db = worker.config.upstream.db
+        if let gate = worker.proxyAuth { auth = gate.initialState() }
         client.delegate = self
     }
 
@@ -202,6 +205,25 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
                 afterReplies()
                 return false
             }
+            var reauthenticate = false
+            if let gate = worker.proxyAuth {
+                switch gate.judge(frame, &auth, inTransaction: inTransaction, args: { arguments(frame, at: forward) }) {
+                case .pass: break
+                case .reset: reauthenticate = true
+                case .rewrite(let bytes):
+                    // Sent as the client's own bytes: parsed again from here.
+                    send(&forward, &replies)
+                    input.drain(frame.length)
+                    input.prepend(bytes)
+                    parser.reset()
+                    reparse = true
+                    return false
+                case .answer(let reply, let endsTransaction):
+                    send(&forward, &replies)
+                    if !answerInPlace(frame, reply, endsTransaction: endsTransaction) { return waitForEarlierReplies() }
+                    continue
+                }
+            }
             if sequenced && frame.name == Commands.tiers {
                 // Not a Redis command: answered by the proxy, in its place among the replies.
                 send(&forward, &replies)
@@ -220,7 +242,7 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
             }
             if frame.name == Commands.script { noticeScriptLoad(frame, at: forward) }
             if frame.name == Commands.function { noticeFunctionChange(frame, at: forward) }
-            if frame.name == Commands.auth || frame.name == Commands.hello { authenticatedItself = true }
+            if (frame.name == Commands.auth || frame.name == Commands.hello) && worker.proxyAuth == nil { authenticatedItself = true }
             if frame.name == Commands.watch && !inTransaction && worker.tierAccess != nil {
                 watchedKeys += (1..<max(frame.argc, 1)).map { TierKey(db: db, argumentBytes(frame, $0, at: forward)) }
             }
@@ -289,6 +311,7 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
             noticeTransaction(frame.name)
             if sequenced { owed += 1 }
             forward += frame.length
+            if reauthenticate { send(&forward, &replies); reauthenticateUpstream() }
             if replication {
                 // The answer's first byte decides whether a pipe follows; the rest waits for it.
                 send(&forward, &replies)
@@ -297,6 +320,31 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
         }
         send(&forward, &replies)
         return true
+    }
+
+    /// auth-mode proxy: answers `frame` (at the input's front) itself, after every earlier reply;
+    /// false if those are still owed (it is parsed again once they are out).
+    private func answerInPlace(_ frame: RequestFrame, _ reply: [UInt8], endsTransaction: Bool) -> Bool {
+        if endsTransaction && inTransaction {
+            client.input.drain(frame.length)
+            noticeTransaction(Commands.discard)
+            sendComposed([[Array("DISCARD".utf8)]]) { [unowned self] _, slot in fill(slot, reply) }
+            return true
+        }
+        if sequenced && !allAnswered { return false }
+        client.input.drain(frame.length)
+        client.output.append(reply)
+        worker.flushLater(self)
+        return true
+    }
+
+    /// auth-mode proxy: RESET made the upstream connection its default user; the proxy's own
+    /// AUTH and SELECT go again, their replies unseen.
+    private func reauthenticateUpstream() {
+        let handshake = worker.handshakeBytes
+        guard handshake.replies > 0 else { return }
+        for _ in 0..<handshake.replies { expectReply(handler: { [unowned self] _, slot in fill(slot, []) }) }
+        sendProxyRequest(handshake.bytes, replies: handshake.replies)
     }
 
     /// Stops at the request being dispatched until every earlier reply is out; it is parsed

@@ -22,6 +22,7 @@ enum Commands {
     static let function = CommandName("function")
     static let auth = CommandName("auth")
     static let hello = CommandName("hello")
+    static let acl = CommandName("acl")
     static let watch = CommandName("watch")
     static let unwatch = CommandName("unwatch")
 }

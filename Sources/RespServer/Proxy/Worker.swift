@@ -22,6 +22,8 @@ final class Worker {
     /// tiers); filled when the table arrives.
     private var tieredNames: Set<CommandName> = TieredCommand.names
     private(set) var shared: SharedUpstream!
+    /// auth-mode proxy: the users and their ACLs, judged before anything goes upstream (nil: passthrough).
+    let proxyAuth: ProxyAuth?
     /// Set when Redis demands AUTH and the proxy has no password: a shared connection would be
     /// an unauthenticated one that Redis's pre-AUTH limits can cut for everyone, so every client
     /// gets its own connection (and must AUTH on it, as it would direct).
@@ -76,6 +78,7 @@ final class Worker {
         self.upstreamAddress = upstreamAddress
         self.clientCount = clientCount
         self.handshakeBytes = UpstreamCommands.handshake(for: config.upstream)
+        self.proxyAuth = config.acl.mode == .proxy ? ProxyAuth(users: config.aclUsers) : nil
         frames.reserveCapacity(256)
         spans.reserveCapacity(1024)
         replies.reserveCapacity(256)
@@ -192,7 +195,9 @@ final class Worker {
     }
 
     func upstreamRequiresClientAuth() {
-        if !sharingDisabled && index == 0 {
+        if !sharingDisabled && index == 0 && proxyAuth != nil {
+            Log.warning("auth-mode proxy: the upstream requires AUTH; give the proxy its credentials in the upstream URL (clients' AUTH never reaches it)")
+        } else if !sharingDisabled && index == 0 {
             Log.notice("Upstream requires AUTH and the proxy has no password: every client gets its own connection")
         }
         sharingDisabled = true
@@ -201,6 +206,7 @@ final class Worker {
     func commandTableLoaded(_ table: CommandTable) {
         sharingDisabled = false
         commandTable = table
+        proxyAuth?.tableLoaded(table, logging: index == 0)
         shareable = Dictionary(uniqueKeysWithValues: table.allNames.map { name in
             (CommandName(name), Worker.mayShare(name, table))
         })
