@@ -16,7 +16,7 @@ final class TierSetup {
             c.compressThreshold = config.compressThreshold
             self.config = c
             var http = HTTPClientOptions()
-            if !config.tlsCaCertFile.isEmpty { http.caBundlePath = config.tlsCaCertFile }
+            if !config.tierTLSCaCertFile.isEmpty { http.caBundlePath = config.tierTLSCaCertFile }
             remote = RemoteTierMaker(config: c, httpOptions: http)
             factory = try TierFactory(config: c, remote: remote.maker)
         } catch let e as TierError {

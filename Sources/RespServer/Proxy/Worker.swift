@@ -70,6 +70,7 @@ final class Worker {
         self.upstreamAddress = upstreamAddress
         self.clientCount = clientCount
         self.handshakeBytes = UpstreamCommands.handshake(for: config.upstream)
+        self.clientTLS = config.clientTLS
         frames.reserveCapacity(256)
         spans.reserveCapacity(1024)
         replies.reserveCapacity(256)
@@ -93,10 +94,16 @@ final class Worker {
         flushTask.schedule()
     }
 
-    /// Opens a listening socket on `address` (SO_REUSEPORT: every loop has its own).
-    func listen(on address: SocketAddress) throws {
+    /// The TLS context new clients on `tls-port` get; replaced on this loop at SIGHUP.
+    var clientTLS: TLSServer?
+
+    /// Opens a listening socket on `address` (SO_REUSEPORT: every loop has its own); `tls`:
+    /// clients there speak TLS (`tls-port`).
+    func listen(on address: SocketAddress, tls: Bool = false) throws {
         listeners.append(try Listener(loop: loop, address: address, reusePort: true,
-                                      backlog: Int32(config.tcpBacklog)) { [unowned self] fd in self.accept(fd) })
+                                      backlog: Int32(config.tcpBacklog)) { [unowned self] fd in
+            self.accept(fd, tls: tls ? self.clientTLS : nil)
+        })
     }
 
     /// Runs on the loop's thread once it starts.
@@ -128,19 +135,20 @@ final class Worker {
         }
     }
 
-    private func accept(_ fd: Int32) {
+    private func accept(_ fd: Int32, tls: TLSServer?) {
         if shuttingDown { Glibc.close(fd); return }
         if clientCount.add(1) > config.maxclients {
             clientCount.add(-1)
             metrics.add(.clientsRejected)
+            // Plain text would be garbage to a TLS client: it just sees the connection close.
             let message = "-ERR max number of clients reached\r\n"
-            _ = message.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+            if tls == nil { _ = message.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) } }
             Glibc.close(fd)
             Log.verbose("Refused a client: max number of clients reached")
             return
         }
         metrics.add(.clientsAccepted)
-        let session = ClientSession(worker: self, fd: fd)
+        let session = ClientSession(worker: self, fd: fd, tls: tls)
         if !session.isClosed { sessions[ObjectIdentifier(session)] = session }
         metrics.set(.clients, sessions.count)
     }
