@@ -33,8 +33,7 @@ final class Server {
             Log.warning("\(error); clients will get errors until it resolves (restart to retry)")
             upstream = nil
         }
-        let addresses = try bindAddresses(port: config.port).map { ($0.0, $0.1, false) }
-            + (config.tlsPort == 0 ? [] : try bindAddresses(port: config.tlsPort).map { ($0.0, $0.1, true) })
+        let addresses = try bindAddresses(port: config.port, tls: false) + bindAddresses(port: config.tlsPort, tls: true)
         if addresses.isEmpty { throw ConfigError("port 0 and no tls-port: nothing to listen on") }
         let clientCount = AtomicCounter()
         tiering = TieringCore(config: config)
@@ -97,17 +96,17 @@ final class Server {
         }
     }
 
-    /// `bind` addresses resolved for `port` (none for 0); a leading "-" marks one that may be
-    /// missing (like Redis's "-::1").
-    private func bindAddresses(port: Int) throws -> [(SocketAddress, Bool)] {
-        var out: [(SocketAddress, Bool)] = []
+    /// `bind` addresses resolved for `port` (none for 0), `tls` for tls-port's; a leading "-"
+    /// marks one that may be missing (like Redis's "-::1").
+    private func bindAddresses(port: Int, tls: Bool) throws -> [(SocketAddress, optional: Bool, tls: Bool)] {
+        var out: [(SocketAddress, optional: Bool, tls: Bool)] = []
         if port == 0 { return out }
         for entry in config.bind {
             let optional = entry.hasPrefix("-")
             var host = optional ? String(entry.dropFirst()) : entry
             if host == "*" { host = "0.0.0.0" } else if host == "::*" { host = "::" }
             do {
-                for a in try SocketAddress.resolve(host: host, port: port, passive: true) { out.append((a, optional)) }
+                for a in try SocketAddress.resolve(host: host, port: port, passive: true) { out.append((a, optional, tls)) }
             } catch {
                 if !optional { throw ConfigError("cannot bind \(entry): \(error)") }
             }
