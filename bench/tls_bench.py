@@ -7,6 +7,8 @@ redis-benchmark -c 50 -r 100000 GET and SET at -P 1 and -P 16 against four targe
   tierproxy       tierproxy (plain port) -> that redis-server, plain TCP
   direct TLS      a TLS-only redis-server (--port 0 --tls-port), redis-benchmark --tls
   tierproxy TLS   tierproxy's tls-port (redis-benchmark --tls) -> the TLS redis-server (rediss://)
+  TLS clients only  tierproxy's tls-port -> the plain redis-server: the client side's share,
+                  as a ratio to direct TLS (the client pays for TLS either way)
 Medians; the plain ratio (tierproxy / direct) and the TLS ratio (tierproxy TLS / direct TLS) of
 the same run, and the points between them (issue 12: the TLS ratio no more than 10 points below
 the plain one). Both proxies run the core only (--warm none --cold none) with --threads.
@@ -62,7 +64,7 @@ def main():
     binary = tiered_bench.snapshot_binary(os.environ.get("TIERPROXY_BIN", os.path.join(ROOT, ".build/release/tierproxy")), tmp) \
         or os.path.join(tmp, "tierproxy")
     pki = make_pki(Path(tmp) / "pki")
-    plain_port, tls_port, via_plain, via_tls = free_port(), free_port(), free_port(), free_port()
+    plain_port, tls_port, via_plain, via_tls, via_tls_plain = (free_port() for _ in range(5))
     common = ["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"]
     tls_server = ["--tls-cert-file", pki.server_crt, "--tls-key-file", pki.server_key,
                   "--tls-ca-cert-file", pki.ca_crt, "--tls-auth-clients", "no"]
@@ -76,11 +78,15 @@ def main():
         procs["proxy"] = start([*proxy_common, "--port", str(via_plain), "--upstream", f"redis://127.0.0.1:{plain_port}"], tmp)
         procs["proxy-tls"] = start([*proxy_common, "--port", "0", "--tls-port", str(via_tls), *tls_server,
                                     "--upstream", f"rediss://127.0.0.1:{tls_port}", "--upstream-tls-ca-cert-file", pki.ca_crt], tmp)
+        procs["proxy-tls-plain"] = start([*proxy_common, "--port", "0", "--tls-port", str(via_tls_plain), *tls_server,
+                                          "--upstream", f"redis://127.0.0.1:{plain_port}"], tmp)
         wait_ping(via_plain)
         wait_tls_ping(via_tls, pki.ca_crt, procs["proxy-tls"])
+        wait_tls_ping(via_tls_plain, pki.ca_crt, procs["proxy-tls-plain"])
         tls_args = ("--tls", "--cacert", pki.ca_crt)
         targets = [("direct", plain_port, "redis", ()), ("tierproxy", via_plain, "proxy", ()),
-                   ("direct TLS", tls_port, "redis-tls", tls_args), ("tierproxy TLS", via_tls, "proxy-tls", tls_args)]
+                   ("direct TLS", tls_port, "redis-tls", tls_args), ("tierproxy TLS", via_tls, "proxy-tls", tls_args),
+                   ("TLS clients only", via_tls_plain, "proxy-tls-plain", tls_args)]
         results = {}
         cases = [(test, pipeline) for test in ("get", "set") for pipeline in (1, 16)]
         for rnd in range(args.rounds):
@@ -102,8 +108,9 @@ def main():
             except subprocess.TimeoutExpired:
                 p.kill()
     lines = ["| test | direct rps | tierproxy rps | plain ratio | direct TLS rps | tierproxy TLS rps | TLS ratio "
-             "| TLS − plain (points) | within 10 points | proxy CPU µs/req plain / TLS |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|:---:|---:|"]
+             "| TLS − plain (points) | within 10 points | TLS clients only rps (ratio to direct TLS) "
+             "| proxy CPU µs/req plain / TLS / TLS clients only |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|"]
     for test, pipeline in cases:
         med = {name: statistics.median(r["rps"] for r in results[(test, pipeline, name)]) for name, *_ in targets}
         cpu = {name: statistics.median(r["cpu_us"] for r in results[(test, pipeline, name)]) for name, *_ in targets}
@@ -112,10 +119,12 @@ def main():
         points = 100 * (tls - plain)
         lines.append(f"| {test.upper()} -P {pipeline} | {med['direct']:,.0f} | {med['tierproxy']:,.0f} | {plain:.2f} "
                      f"| {med['direct TLS']:,.0f} | {med['tierproxy TLS']:,.0f} | {tls:.2f} | {points:+.0f} "
-                     f"| {'yes' if points >= -10 else 'no'} | {cpu['tierproxy']:.1f} / {cpu['tierproxy TLS']:.1f} |")
+                     f"| {'yes' if points >= -10 else 'no'} "
+                     f"| {med['TLS clients only']:,.0f} ({med['TLS clients only'] / med['direct TLS']:.2f}) "
+                     f"| {cpu['tierproxy']:.1f} / {cpu['tierproxy TLS']:.1f} / {cpu['TLS clients only']:.1f} |")
     table = "\n".join(lines) + (
         f"\n\n{args.rounds} rounds alternating (the first target rotates), medians; redis-benchmark -c 50 -r 100000, "
-        f"-n {args.p1_requests} at -P 1, {args.requests} at -P 16; both proxies `--threads {args.threads}`, core only. "
+        f"-n {args.p1_requests} at -P 1, {args.requests} at -P 16; all three proxies `--threads {args.threads}`, core only. "
         f"Host: {os.cpu_count()} cores shared by redis-benchmark, both Redis servers, the proxy under test and, "
         f"on this machine, other people's work (builds, tests): the figures are noisy. {tiered_bench.BINARY_NOTE}.")
     print(table)
