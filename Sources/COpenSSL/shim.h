@@ -39,12 +39,20 @@ static inline void tp_ssl_ctx_set_protocols(SSL_CTX *c, int tls1, int tls11, int
     if (!tls13) SSL_CTX_set_options(c, SSL_OP_NO_TLSv1_3);
 }
 static inline void tp_ssl_ctx_prefer_server_ciphers(SSL_CTX *c) { SSL_CTX_set_options(c, SSL_OP_CIPHER_SERVER_PREFERENCE); }
+/* Off means no resumption at all: no cache and no tickets, so a client offering a session gets
+   a full handshake. (Redis turns only the cache off and sets no session id context then, and with
+   client certificates verified OpenSSL answers such a client with an internal-error alert.) */
 static inline void tp_ssl_ctx_session_cache(SSL_CTX *c, int on, long size, long seconds) {
-    if (!on) { SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF); return; }
+    SSL_CTX_set_session_id_context(c, (const unsigned char *)"redis", 5);
+    if (!on) {
+        SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
+        SSL_CTX_set_options(c, SSL_OP_NO_TICKET);
+        SSL_CTX_set_num_tickets(c, 0);
+        return;
+    }
     SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_SERVER);
     SSL_CTX_sess_set_cache_size(c, size);
     SSL_CTX_set_timeout(c, seconds);
-    SSL_CTX_set_session_id_context(c, (const unsigned char *)"redis", 5);
 }
 /* The key's passphrase, as Redis's tlsPasswordCallback: none given means "no passphrase" (never
    OpenSSL's default of asking on the terminal). */

@@ -347,3 +347,23 @@ def test_tiered_get_through_tls_brings_a_key_back(make_proxy, redis_server, pki,
     assert c.get("tiered:k") == b"kept below"
     assert direct.get("tiered:k") == b"kept below"
     assert cli(tls_port, pki, "GET", "tiered:k") == "kept below"
+
+
+
+@pytest.mark.parametrize("caching", ["yes", "no"])
+def test_session_caching_resumes_a_reconnecting_client(make_proxy, redis_server, pki, caching):
+    """tls-session-caching yes (Redis's default): a client that reconnects with its session
+    resumes it, over TLSv1.2 (the server's session cache) and TLSv1.3 (tickets); no: it gets a
+    full handshake, and is served."""
+    tls_port = free_port()
+    make_proxy(redis_server.url, flags=tls_flags(pki, tls_port, **{"tls-session-caching": caching}))
+    for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        ctx = context(pki.ca_crt, pki=pki, minimum_version=version, maximum_version=version)
+        with TLSConn(tls_port, ctx) as first:
+            assert first.cmd("PING").v == b"PONG"   # TLSv1.3's ticket arrives after the handshake
+            session = first.sock.session
+        raw = socket.create_connection((HOST, tls_port), timeout=20)
+        with ctx.wrap_socket(raw, server_hostname=HOST, session=session) as again:
+            assert again.session_reused == (caching == "yes"), version
+            again.sendall(b"PING\r\n")
+            assert again.recv(64) == b"+PONG\r\n"

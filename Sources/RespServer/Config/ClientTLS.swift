@@ -47,7 +47,8 @@ let clientTLSDirectives: [Directive] = [
         "yes: the proxy's cipher order wins over the client's.",
     ]) { c, a in c.tlsSettings.preferServerCiphers = try Units.bool(try one(a, "tls-prefer-server-ciphers")) },
     Directive(name: "tls-session-caching", defaultArgs: "yes", doc: [
-        "Cache TLS sessions so that reconnecting clients resume them (a cheaper handshake).",
+        "Cache TLS sessions so that reconnecting clients resume them (a cheaper handshake); no: no",
+        "resumption at all (no cache, no session tickets), every client gets a full handshake.",
     ]) { c, a in c.tlsSettings.sessionCaching = try Units.bool(try one(a, "tls-session-caching")) },
     Directive(name: "tls-session-cache-size", defaultArgs: "20480", doc: [
         "Most TLS sessions cached; 0 = no limit.",
