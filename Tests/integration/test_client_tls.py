@@ -367,3 +367,28 @@ def test_session_caching_resumes_a_reconnecting_client(make_proxy, redis_server,
             assert again.session_reused == (caching == "yes"), version
             again.sendall(b"PING\r\n")
             assert again.recv(64) == b"+PONG\r\n"
+
+
+def test_ciphers_and_ciphersuites_are_the_ones_configured(make_proxy, redis_server, pki):
+    """tls-ciphers (TLSv1.2) and tls-ciphersuites (TLSv1.3) limit what is negotiated, with the
+    server's order first under tls-prefer-server-ciphers; unknown names stop the start."""
+    tls_port = free_port()
+    make_proxy(redis_server.url, flags=tls_flags(pki, tls_port, **{
+        "tls-ciphers": "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256",
+        "tls-ciphersuites": "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256",
+        "tls-prefer-server-ciphers": "yes"}))
+    tls12 = context(pki.ca_crt, pki=pki, maximum_version=ssl.TLSVersion.TLSv1_2)
+    tls12.set_ciphers("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305")   # the client prefers AES
+    with TLSConn(tls_port, tls12) as c:
+        assert c.sock.cipher()[0] == "ECDHE-ECDSA-CHACHA20-POLY1305" and c.cmd("PING").v == b"PONG"
+    with TLSConn(tls_port, context(pki.ca_crt, pki=pki, minimum_version=ssl.TLSVersion.TLSv1_3)) as c:
+        assert c.sock.cipher()[0] == "TLS_CHACHA20_POLY1305_SHA256" and c.cmd("PING").v == b"PONG"
+    only_aes256 = context(pki.ca_crt, pki=pki, maximum_version=ssl.TLSVersion.TLSv1_2)
+    only_aes256.set_ciphers("ECDHE-ECDSA-AES256-GCM-SHA384")
+    with pytest.raises(ssl.SSLError):
+        TLSConn(tls_port, only_aes256)
+    for flag, value, words in (("tls-ciphers", "NO-SUCH-CIPHER", "Failed to configure ciphers: NO-SUCH-CIPHER"),
+                               ("tls-ciphersuites", "TLS_NO_SUCH", "Failed to configure ciphersuites: TLS_NO_SUCH")):
+        flags = tls_flags(pki, free_port(), **{flag: value})
+        r = run_proxy_cli(["--check-config"] + [a for k, v in flags.items() for a in (f"--{k}", str(v))], timeout=30)
+        assert r.returncode == 1 and words in (r.stdout + r.stderr).decode(), r
