@@ -392,3 +392,25 @@ def test_ciphers_and_ciphersuites_are_the_ones_configured(make_proxy, redis_serv
         flags = tls_flags(pki, free_port(), **{flag: value})
         r = run_proxy_cli(["--check-config"] + [a for k, v in flags.items() for a in (f"--{k}", str(v))], timeout=30)
         assert r.returncode == 1 and words in (r.stdout + r.stderr).decode(), r
+
+
+def test_sighup_rereads_the_client_ca(make_proxy, redis_server, pki, tmp_path):
+    """tls-ca-cert-file is read again on SIGHUP too: after the CA file names another CA, client
+    certificates from it are accepted and those from the old one refused for new connections."""
+    ca = tmp_path / "clients-ca.crt"
+    shutil.copy(pki.ca_crt, ca)
+    tls_port = free_port()
+    prx = make_proxy(redis_server.url, flags=tls_flags(pki, tls_port, **{"tls-ca-cert-file": ca}))
+    stranger = context(pki.ca_crt)
+    stranger.load_cert_chain(pki.stranger_crt, pki.stranger_key)
+    assert refused(tls_port, stranger)
+    live = TLSConn(tls_port, context(pki.ca_crt, pki=pki))
+    assert live.cmd("PING").v == b"PONG"
+    shutil.copy(pki.other_ca_crt, ca)
+    prx.signal(signal.SIGHUP)
+    log_has(prx, "TLS certificates for clients reloaded")
+    with TLSConn(tls_port, stranger) as c:
+        assert c.cmd("PING").v == b"PONG"
+    assert refused(tls_port, context(pki.ca_crt, pki=pki))
+    assert live.cmd("PING").v == b"PONG"
+    live.close()
