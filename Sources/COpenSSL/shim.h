@@ -3,6 +3,7 @@
 #include <sys/select.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
+#include <string.h>
 #include <openssl/ssl.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -17,3 +18,53 @@ static inline int tp_ssl_set_sni(SSL *s, const char *name) { return (int)SSL_set
 static inline int tp_ssl_ctx_set_min_tls12(SSL_CTX *c) { return (int)SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION); }
 static inline long tp_ssl_ctx_set_mode(SSL_CTX *c, long mode) { return SSL_CTX_set_mode(c, mode); }
 static inline void tp_ssl_ctx_ignore_unexpected_eof(SSL_CTX *c) { SSL_CTX_set_options(c, SSL_OP_IGNORE_UNEXPECTED_EOF); }
+
+/* Server side (clients -> tierproxy), as Redis's tls.c sets up its SSL_CTX. */
+static inline void tp_ssl_ctx_server_defaults(SSL_CTX *c) {
+    SSL_CTX_set_options(c, SSL_OP_NO_SSLv2 | SSL_OP_NO_SSLv3 | SSL_OP_DONT_INSERT_EMPTY_FRAGMENTS
+                        | SSL_OP_NO_COMPRESSION | SSL_OP_SINGLE_DH_USE);
+#ifdef SSL_OP_NO_CLIENT_RENEGOTIATION
+    SSL_CTX_set_options(c, SSL_OP_NO_CLIENT_RENEGOTIATION);
+#endif
+    SSL_CTX_set_mode(c, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_dh_auto(c, 1);
+}
+/* Exactly the listed versions, as tls-protocols: the others are switched off one by one. */
+static inline void tp_ssl_ctx_set_protocols(SSL_CTX *c, int tls1, int tls11, int tls12, int tls13) {
+    SSL_CTX_set_min_proto_version(c, 0);
+    SSL_CTX_set_max_proto_version(c, 0);
+    if (!tls1) SSL_CTX_set_options(c, SSL_OP_NO_TLSv1);
+    if (!tls11) SSL_CTX_set_options(c, SSL_OP_NO_TLSv1_1);
+    if (!tls12) SSL_CTX_set_options(c, SSL_OP_NO_TLSv1_2);
+    if (!tls13) SSL_CTX_set_options(c, SSL_OP_NO_TLSv1_3);
+}
+static inline void tp_ssl_ctx_prefer_server_ciphers(SSL_CTX *c) { SSL_CTX_set_options(c, SSL_OP_CIPHER_SERVER_PREFERENCE); }
+/* Off means no resumption at all: no cache and no tickets, so a client offering a session gets
+   a full handshake. (Redis turns only the cache off and sets no session id context then, and with
+   client certificates verified OpenSSL answers such a client with an internal-error alert.) */
+static inline void tp_ssl_ctx_session_cache(SSL_CTX *c, int on, long size, long seconds) {
+    SSL_CTX_set_session_id_context(c, (const unsigned char *)"redis", 5);
+    if (!on) {
+        SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
+        SSL_CTX_set_options(c, SSL_OP_NO_TICKET);
+        SSL_CTX_set_num_tickets(c, 0);
+        return;
+    }
+    SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_SERVER);
+    SSL_CTX_sess_set_cache_size(c, size);
+    SSL_CTX_set_timeout(c, seconds);
+}
+/* The key's passphrase, as Redis's tlsPasswordCallback: none given means "no passphrase" (never
+   OpenSSL's default of asking on the terminal). */
+static inline int tp_ssl_password_cb(char *buf, int size, int rwflag, void *u) {
+    (void)rwflag;
+    if (!u) return -1;
+    size_t n = strlen((const char *)u);
+    if (n > (size_t)size) return -1;
+    memcpy(buf, u, n);
+    return (int)n;
+}
+static inline void tp_ssl_ctx_set_key_pass(SSL_CTX *c, const char *pass) {
+    SSL_CTX_set_default_passwd_cb(c, tp_ssl_password_cb);
+    SSL_CTX_set_default_passwd_cb_userdata(c, (void *)pass);
+}

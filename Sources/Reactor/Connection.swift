@@ -38,13 +38,23 @@ public final class Connection {
     /// Bytes to make room for per read.
     private static let readSize = 16384
 
-    /// Wraps an accepted socket.
-    public init(loop: EventLoop, fd: Int32) {
+    /// Wraps an accepted socket. With `tls`, the connection is established once the client's
+    /// handshake is done (a failed one is `connectionClosed` with OpenSSL's reason).
+    public init(loop: EventLoop, fd: Int32, tls: TLSServer? = nil) {
         self.loop = loop
-        self.isEstablished = true
-        self.usesTLS = false
+        self.isEstablished = tls == nil
+        self.usesTLS = tls != nil
         setNoDelay(fd)
-        bev = bufferevent_socket_new(loop.base, fd, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue))
+        if let tls, let ssl = tls.makeSSL() {
+            bev = bufferevent_openssl_socket_new(loop.base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                 Int32(BEV_OPT_CLOSE_ON_FREE.rawValue))
+            // A client that leaves without close_notify has ended its stream, as with TCP.
+            bufferevent_openssl_set_allow_dirty_shutdown(bev, 1)
+        }
+        if bev == nil {
+            bev = bufferevent_socket_new(loop.base, fd, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue))
+            if tls != nil { report("TLS: cannot set up an accepted connection"); return }
+        }
         install()
         startReading()
     }
@@ -103,8 +113,9 @@ public final class Connection {
         guard let b = bev else { return }
         if usesTLS {
             // OpenSSL's bufferevent writes whatever `output` holds while EV_WRITE is on (it polls
-            // for writability only while bytes wait), and reads while EV_READ is on.
-            bufferevent_enable(b, Int16(isReading ? EV_READ | EV_WRITE : EV_WRITE))
+            // for writability only while bytes wait), and reads while EV_READ is on; an accepted
+            // connection's handshake needs both.
+            bufferevent_enable(b, Int16(isReading || !isEstablished ? EV_READ | EV_WRITE : EV_WRITE))
             return
         }
         readEvent = event_new(loop.base, bufferevent_getfd(b), Int16(EV_READ | EV_PERSIST), connectionReadTrampoline,

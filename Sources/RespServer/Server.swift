@@ -33,15 +33,16 @@ final class Server {
             Log.warning("\(error); clients will get errors until it resolves (restart to retry)")
             upstream = nil
         }
-        let addresses = try bindAddresses()
+        let addresses = try bindAddresses(port: config.port, tls: false) + bindAddresses(port: config.tlsPort, tls: true)
+        if addresses.isEmpty { throw ConfigError("port 0 and no tls-port: nothing to listen on") }
         let clientCount = AtomicCounter()
         tiering = TieringCore(config: config)
         let metrics = ProxyMetrics(loops: config.effectiveThreads, clientCount: clientCount, tiering: tiering)
         for i in 0..<config.effectiveThreads {
             let w = Worker(index: i, config: config, upstreamAddress: upstream, clientCount: clientCount,
                            tierSetup: tierSetup, tiering: tiering, metrics: metrics)
-            for (address, optional) in addresses {
-                do { try w.listen(on: address) } catch {
+            for (address, optional, tls) in addresses {
+                do { try w.listen(on: address, tls: tls) } catch {
                     if optional { if i == 0 { Log.verbose("Skipping optional bind \(address): \(error)") } ; continue }
                     throw error
                 }
@@ -52,19 +53,25 @@ final class Server {
             metricsServer = try MetricsServer(config: config, metrics: metrics, tierSetup: tierSetup)
         }
         writePidfile()
-        Log.notice("tierproxy \(tierproxyVersion) started, pid=\(getpid()), \(workers.count) threads, port \(config.port), upstream \(config.upstream)")
+        let ports = (config.port == 0 ? [] : ["port \(config.port)"]) + (config.tlsPort == 0 ? [] : ["tls-port \(config.tlsPort)"])
+        Log.notice("tierproxy \(tierproxyVersion) started, pid=\(getpid()), \(workers.count) threads, \(ports.joined(separator: ", ")), upstream \(config.upstream)")
+        if let tls = config.clientTLS { Log.notice("TLS for clients on port \(config.tlsPort): certificate \(tls.certificateSummary)") }
         Log.notice("Tiers: warm \(tierSetup.config.warm), cold \(tierSetup.config.cold)")
         if let cipher = tierSetup.cipher { Log.notice("Tiers: every lower-tier entry is encrypted (\(cipher))") }
         for w in workers {
             w.loop.execute { w.start() }
             threads.append(LoopThread(loop: w.loop, name: "loop-\(w.index)"))
         }
-        Log.notice("Ready to accept connections tcp")
+        if config.port != 0 { Log.notice("Ready to accept connections tcp") }
+        if config.tlsPort != 0 { Log.notice("Ready to accept connections tls") }
         checkUpstream()
         for sig in [SIGTERM, SIGINT] {
             signalWatchers.append(SignalWatcher(loop: mainLoop, signal: sig) { [unowned self] in self.shutdown(sig) })
         }
-        signalWatchers.append(SignalWatcher(loop: mainLoop, signal: SIGHUP) { [unowned self] in self.reloadSecrets() })
+        signalWatchers.append(SignalWatcher(loop: mainLoop, signal: SIGHUP) { [unowned self] in
+            self.reloadClientTLS()
+            self.reloadSecrets()
+        })
         mainLoop.run()
         threads.forEach { $0.join() }
         tierSetup.close()
@@ -90,15 +97,17 @@ final class Server {
         }
     }
 
-    /// `bind` addresses resolved; a leading "-" marks one that may be missing (like Redis's "-::1").
-    private func bindAddresses() throws -> [(SocketAddress, Bool)] {
-        var out: [(SocketAddress, Bool)] = []
+    /// `bind` addresses resolved for `port` (none for 0), `tls` for tls-port's; a leading "-"
+    /// marks one that may be missing (like Redis's "-::1").
+    private func bindAddresses(port: Int, tls: Bool) throws -> [(SocketAddress, optional: Bool, tls: Bool)] {
+        var out: [(SocketAddress, optional: Bool, tls: Bool)] = []
+        if port == 0 { return out }
         for entry in config.bind {
             let optional = entry.hasPrefix("-")
             var host = optional ? String(entry.dropFirst()) : entry
             if host == "*" { host = "0.0.0.0" } else if host == "::*" { host = "::" }
             do {
-                for a in try SocketAddress.resolve(host: host, port: config.port, passive: true) { out.append((a, optional)) }
+                for a in try SocketAddress.resolve(host: host, port: port, passive: true) { out.append((a, optional, tls)) }
             } catch {
                 if !optional { throw ConfigError("cannot bind \(entry): \(error)") }
             }
@@ -122,6 +131,20 @@ final class Server {
         deadline = Timer(loop: mainLoop, millis: config.shutdownTimeoutSeconds * 1000) { [unowned self] in
             Log.warning("Shutdown timeout reached; closing remaining clients")
             for w in self.workers { w.loop.execute { w.forceClose() } }
+        }
+    }
+
+    /// SIGHUP: the clients' certificate, key and CAs read again into a new context, which new
+    /// handshakes on every loop use; connected clients keep the one they shook hands with. One
+    /// that does not load changes nothing (as Redis keeps its TLS setup on a failed CONFIG SET).
+    private func reloadClientTLS() {
+        guard config.tlsPort != 0 else { return }
+        do {
+            let tls = try TLSServer(settings: config.tlsSettings)
+            for w in workers { w.loop.execute { w.clientTLS = tls } }
+            Log.notice("Received SIGHUP: TLS certificates for clients reloaded: \(tls.certificateSummary)")
+        } catch {
+            Log.warning("Received SIGHUP: TLS certificates for clients not reloaded, the current ones stay: \(error)")
         }
     }
 

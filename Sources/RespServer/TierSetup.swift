@@ -20,7 +20,7 @@ final class TierSetup {
             cipher = config.tierEncryptionKey.isEmpty ? nil
                 : EntryCipher(keys: try EncryptionKeys(current: config.tierEncryptionKey, old: config.tierEncryptionOldKeys))
             var http = HTTPClientOptions()
-            if !config.tlsCaCertFile.isEmpty { http.caBundlePath = config.tlsCaCertFile }
+            if !config.tierTLSCaCertFile.isEmpty { http.caBundlePath = config.tierTLSCaCertFile }
             remote = RemoteTierMaker(config: c, httpOptions: http, cipher: cipher)
             factory = try TierFactory(config: c, remote: remote.maker, cipher: cipher)
         } catch let e as TierError {

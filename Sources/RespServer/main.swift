@@ -27,9 +27,11 @@ func runMain() -> Int32 {
             return runTiersCheck(config: config, environment: env)
         }
         let tlsWarnings = try UpstreamTLS.prepare(&config)
+        try ClientTLS.prepare(&config)
         if loader.action == .checkConfig {
             for w in tlsWarnings { print("Warning: \(w)") }
-            print("Configuration OK (\(loader.configFile ?? "defaults")): port \(config.port), upstream \(config.upstream)")
+            print("Configuration OK (\(loader.configFile ?? "defaults")): port \(config.port)"
+                  + (config.tlsPort == 0 ? "" : ", tls-port \(config.tlsPort)") + ", upstream \(config.upstream)")
             return 0
         }
         try Log.configure(level: config.loglevel, format: config.logFormat, path: config.logfile)

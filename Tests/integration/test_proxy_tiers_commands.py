@@ -120,7 +120,7 @@ def emu_tls():
 
 def test_keyvault_secret_resolved_at_start_and_again_on_sighup(emu_tls, make_redis, make_proxy, tmp_path):
     """COSMOS_KEY=keyvault://…: fetched with an Entra ID token (client secret flow) over verified
-    TLS (tls-ca-cert-file) at start; rotated in the vault, it is fetched again on SIGHUP."""
+    TLS (tier-tls-ca-cert-file) at start; rotated in the vault, it is fetched again on SIGHUP."""
     import signal
     from urllib.parse import urlparse
     from harness import wait_for
@@ -134,7 +134,7 @@ def test_keyvault_secret_resolved_at_start_and_again_on_sighup(emu_tls, make_red
     env = {k: v for k, v in emu.env().items() if not k.startswith(("AZURE_STORAGE", "BLOB_"))}
     env["COSMOS_KEY"] = f"keyvault://{vault}/cosmos-key"
     srv = make_redis()
-    prx = make_proxy(srv.url, env=env, flags={"dir": str(tmp_path), "tls-ca-cert-file": emu.info["ca_cert"]})
+    prx = make_proxy(srv.url, env=env, flags={"dir": str(tmp_path), "tier-tls-ca-cert-file": emu.info["ca_cert"]})
 
     def warm_line() -> bytes:
         with RawConn(prx.port) as c:

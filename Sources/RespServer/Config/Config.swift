@@ -56,7 +56,13 @@ struct Config {
     var tierEncryptionKey = ""
     var tierEncryptionOldKeys: [String] = []
     /// CA bundle for HTTPS to the lower tiers, Entra ID and Key Vault (empty: the system store).
-    var tlsCaCertFile = ""
+    var tierTLSCaCertFile = ""
+    /// TLS for clients (Redis's `tls-*`): where, and what the context is built from.
+    var tlsPort = 0
+    var tlsSettings = TLSServer.Settings()
+    /// Built at start from `tlsSettings` when `tlsPort` is set (`ClientTLS.prepare`); SIGHUP
+    /// builds a new one from the same files.
+    var clientTLS: TLSServer?
     /// Placement rules, in order (first match wins).
     var rules: [PlacementRule] = []
     var tierTimeoutMillis = 5000

@@ -10,13 +10,13 @@ struct Directive {
     let apply: (inout Config, [String]) throws -> Void
 }
 
-private func one(_ args: [String], _ name: String) throws -> String {
+func one(_ args: [String], _ name: String) throws -> String {
     guard args.count == 1 else { throw ConfigError("'\(name)' takes exactly one argument") }
     return args[0]
 }
 
 /// A directive holding one string (a path, a name), empty by default.
-private func text(_ name: String, _ field: WritableKeyPath<Config, String>, _ doc: [String]) -> Directive {
+func text(_ name: String, _ field: WritableKeyPath<Config, String>, _ doc: [String]) -> Directive {
     Directive(name: name, defaultArgs: "\"\"", doc: doc) { c, a in c[keyPath: field] = try one(a, name) }
 }
 
@@ -42,7 +42,7 @@ private func encryptionKey(_ value: String, _ what: String) throws -> String {
     return value
 }
 
-let configTable: [Directive] = [
+private let proxyDirectives: [Directive] = [
     Directive(name: "bind", defaultArgs: "127.0.0.1 -::1", doc: [
         "Addresses to listen on, as in redis.conf. A leading '-' means: skip it if the address is unavailable.",
         "Use 'bind 0.0.0.0' (or '* -::*') to accept connections from other hosts, e.g. in docker-compose.",
@@ -273,10 +273,15 @@ let configTable: [Directive] = [
         "yes: at start, create the Cosmos DB database and container and the Blob container if they are",
         "missing (emulators, first deployments, docker-compose); no: they must exist.",
     ]) { c, a in c.tiersCreate = try Units.bool(try one(a, "tiers-create")) },
-    Directive(name: "tls-ca-cert-file", defaultArgs: "\"\"", doc: [
+    text("tier-tls-ca-cert-file", \.tierTLSCaCertFile, [
         "PEM file of CA certificates trusted for HTTPS to Cosmos DB, Blob Storage, Entra ID and",
         "Key Vault; empty = the system's store. Certificates are always verified.",
-    ]) { c, a in c.tlsCaCertFile = try one(a, "tls-ca-cert-file") },
+        "(Not tls-ca-cert-file: that one is Redis's, for the certificates of clients on tls-port.)",
+    ]),
 ]
+
+/// Every directive, in the order `conf/tierproxy.conf` documents them: the proxy's own, then
+/// TLS for clients (`ClientTLSDirectives.swift`).
+let configTable: [Directive] = proxyDirectives + clientTLSDirectives
 
 let configDirectives: [String: Directive] = Dictionary(uniqueKeysWithValues: configTable.map { ($0.name, $0) })

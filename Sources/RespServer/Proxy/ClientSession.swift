@@ -91,9 +91,9 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     /// CLIENT TRACKING is on: the proxy's own reads go beside this connection (`OwnRequests`).
     private(set) var tracking = ClientTracking()
 
-    init(worker: Worker, fd: Int32) {
+    init(worker: Worker, fd: Int32, tls: TLSServer? = nil) {
         self.worker = worker
-        self.client = Connection(loop: worker.loop, fd: fd)
+        self.client = Connection(loop: worker.loop, fd: fd, tls: tls)
         self.parser = RequestParser(maxBulkLength: worker.config.protoMaxBulkLen)
         self.db = worker.config.upstream.db
         if let gate = worker.proxyAuth { auth = gate.initialState() }
@@ -1074,6 +1074,8 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     // MARK: - Failures and closing
 
     func connectionClosed(_ connection: Connection, error: String?) {
+        // As Redis logs a failed TLS accept (plain text on the TLS port, no client certificate).
+        if let error { Log.verbose(connection.isEstablished ? "Client closed: \(error)" : "Error accepting a client connection: \(error)") }
         // The client left (possibly mid-pipeline): release the upstream and every buffer now.
         close()
     }

@@ -34,7 +34,7 @@ final class Worker {
     /// (their connections open, nothing read) until it was, or could not be: without the table
     /// a command outside the string table would pass to hot untiered (found through a TLS
     /// upstream, whose slower handshake let a client's first command win the race).
-    private var parkedClients: [Int32] = []
+    private var parkedClients: [(fd: Int32, tls: TLSServer?)] = []
     private var tableSettled = false
 
     var frames: [RequestFrame] = []
@@ -79,6 +79,7 @@ final class Worker {
         self.clientCount = clientCount
         self.handshakeBytes = UpstreamCommands.handshake(for: config.upstream)
         self.proxyAuth = config.acl.mode == .proxy ? ProxyAuth(users: config.aclUsers) : nil
+        self.clientTLS = config.clientTLS
         frames.reserveCapacity(256)
         spans.reserveCapacity(1024)
         replies.reserveCapacity(256)
@@ -102,10 +103,16 @@ final class Worker {
         flushTask.schedule()
     }
 
-    /// Opens a listening socket on `address` (SO_REUSEPORT: every loop has its own).
-    func listen(on address: SocketAddress) throws {
+    /// The TLS context new clients on `tls-port` get; replaced on this loop at SIGHUP.
+    var clientTLS: TLSServer?
+
+    /// Opens a listening socket on `address` (SO_REUSEPORT: every loop has its own); `tls`:
+    /// clients there speak TLS (`tls-port`).
+    func listen(on address: SocketAddress, tls: Bool = false) throws {
         listeners.append(try Listener(loop: loop, address: address, reusePort: true,
-                                      backlog: Int32(config.tcpBacklog)) { [unowned self] fd in self.accept(fd) })
+                                      backlog: Int32(config.tcpBacklog)) { [unowned self] fd in
+            self.accept(fd, tls: tls ? self.clientTLS : nil)
+        })
     }
 
     /// Runs on the loop's thread once it starts.
@@ -140,27 +147,28 @@ final class Worker {
         }
     }
 
-    private func accept(_ fd: Int32) {
+    private func accept(_ fd: Int32, tls: TLSServer?) {
         if shuttingDown { Glibc.close(fd); return }
         if clientCount.add(1) > config.maxclients {
             clientCount.add(-1)
             metrics.add(.clientsRejected)
+            // Plain text would be garbage to a TLS client: it just sees the connection close.
             let message = "-ERR max number of clients reached\r\n"
-            _ = message.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+            if tls == nil { _ = message.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) } }
             Glibc.close(fd)
             Log.verbose("Refused a client: max number of clients reached")
             return
         }
         metrics.add(.clientsAccepted)
         if tierAccess != nil && !tableSettled {
-            parkedClients.append(fd)
+            parkedClients.append((fd, tls))
             return
         }
-        startSession(fd)
+        startSession(fd, tls: tls)
     }
 
-    private func startSession(_ fd: Int32) {
-        let session = ClientSession(worker: self, fd: fd)
+    private func startSession(_ fd: Int32, tls: TLSServer?) {
+        let session = ClientSession(worker: self, fd: fd, tls: tls)
         if !session.isClosed { sessions[ObjectIdentifier(session)] = session }
         metrics.set(.clients, sessions.count)
     }
@@ -191,7 +199,7 @@ final class Worker {
         tableSettled = true
         let fds = parkedClients
         parkedClients = []
-        for fd in fds { startSession(fd) }
+        for (fd, tls) in fds { startSession(fd, tls: tls) }
     }
 
     func upstreamRequiresClientAuth() {
