@@ -18,9 +18,12 @@ final class Server {
     private var tiering: TieringCore!
     private var metricsServer: MetricsServer?
     private var startupCheck: HotPing?
+    private var entraToken: EntraTokenSource?
+    private let environment: [String: String]
 
     init(config: Config, environment: [String: String]) throws {
         self.config = config
+        self.environment = environment
         tierSetup = try TierSetup(config: config, environment: environment)
     }
 
@@ -59,6 +62,7 @@ final class Server {
             threads.append(LoopThread(loop: w.loop, name: "loop-\(w.index)"))
         }
         Log.notice("Ready to accept connections tcp")
+        startEntraToken()
         checkUpstream()
         for sig in [SIGTERM, SIGINT] {
             signalWatchers.append(SignalWatcher(loop: mainLoop, signal: sig) { [unowned self] in self.shutdown(sig) })
@@ -66,6 +70,7 @@ final class Server {
         signalWatchers.append(SignalWatcher(loop: mainLoop, signal: SIGHUP) { [unowned self] in self.reloadSecrets() })
         mainLoop.run()
         threads.forEach { $0.join() }
+        entraToken?.stop()
         tierSetup.close()
         tiering.close()
         if !config.pidfile.isEmpty { unlink(config.pidfile) }
@@ -77,8 +82,17 @@ final class Server {
     /// now, not only an error reply to each client later. The proxy runs either way: Redis may
     /// come up, or get its certificate fixed, after the proxy.
     private func checkUpstream() {
+        let credential = tierSetup.upstreamCredential
+        if credential.handshake() == nil {
+            // Waiting for Key Vault or the token endpoint: check once the credential is there.
+            var waited = false
+            credential.watch(on: mainLoop) { [unowned self] in
+                if !waited && credential.handshake() != nil { waited = true; self.checkUpstream() }
+            }
+            return
+        }
         let how = UpstreamTLS.describe(config)
-        startupCheck = HotPing(loop: mainLoop, config: config, timeoutMillis: max(config.upstreamConnectTimeoutMillis, 1000)) {
+        startupCheck = HotPing(loop: mainLoop, config: config, credential: credential, timeoutMillis: max(config.upstreamConnectTimeoutMillis, 1000)) {
             [unowned self] error in
             self.startupCheck = nil
             if let error {
@@ -87,6 +101,22 @@ final class Server {
                 Log.notice("Upstream check ok: \(self.config.upstream) answered PING (\(how))")
             }
         }
+    }
+
+    /// `upstream-auth entra`: the upstream's tokens come from the main loop.
+    private func startEntraToken() {
+        guard config.upstreamEntra else { return }
+        if !config.upstream.tls {
+            Log.warning("upstream-auth entra over plain TCP: Azure accepts Entra ID tokens only over TLS (use rediss://)")
+        }
+        if config.upstream.password != nil {
+            Log.warning("upstream-auth entra: the password in the upstream URL is not used")
+        }
+        let source = EntraTokenSource(loop: mainLoop, config: config, credential: tierSetup.upstreamCredential,
+                                      environment: environment)
+        Log.notice("Upstream authentication: Entra ID, \(source.kind), scope \(EntraTokenSource.scope)")
+        entraToken = source
+        source.start()
     }
 
     /// `bind` addresses resolved; a leading "-" marks one that may be missing (like Redis's "-::1").

@@ -5,10 +5,13 @@ import Tiers
 /// (each loop gets its own HTTP client and credential; SQLite and directory tiers are shared).
 final class TierSetup {
     let config: TierConfig
+    /// The upstream's credential (its Key Vault password is resolved with the tiers' secrets).
+    let upstreamCredential: UpstreamCredential
     private let remote: RemoteTierMaker
     private let factory: TierFactory
 
     init(config: Config, environment: [String: String]) throws {
+        upstreamCredential = UpstreamCredential(config: config)
         do {
             var c = try TierConfig.resolve(warm: config.warm.isEmpty ? nil : config.warm,
                                            cold: config.cold.isEmpty ? nil : config.cold,
@@ -29,9 +32,14 @@ final class TierSetup {
         do { return try factory.tiers(for: loop) } catch let e as TierError { throw ConfigError("tiers: \(e)") }
     }
 
-    /// Resolves `keyvault://` secrets (at start, and again on SIGHUP); completes on `loop`.
+    /// Resolves `keyvault://` secrets (at start, and again on SIGHUP), the upstream password's
+    /// among them; completes on `loop`.
     func resolveSecrets(on loop: EventLoop, _ done: @escaping ([TierError]) -> Void) {
-        remote.resolveSecrets(on: loop, done)
+        let upstream = upstreamCredential
+        remote.resolveSecrets(on: loop, also: upstream.password.map { [$0] } ?? []) { errors in
+            upstream.passwordResolved(error: errors.isEmpty ? nil : errors.map { "\($0)" }.joined(separator: "; "))
+            done(errors)
+        }
     }
 
     func close() { factory.close() }

@@ -67,6 +67,11 @@ struct ConfigLoader {
         for line in flagLines {
             try apply(line, to: &config, origin: "command line")
         }
+        // The seed's Key Vault variables give the password wherever the upstream came from, if
+        // it has none of its own.
+        if config.upstream.password?.isEmpty ?? true, let ref = UpstreamURL.keyVaultPassword(environment) {
+            config.upstream.password = ref
+        }
         return config
     }
 
