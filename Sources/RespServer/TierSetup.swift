@@ -13,15 +13,25 @@ final class TierSetup {
     init(config: Config, environment: [String: String]) throws {
         upstreamCredential = UpstreamCredential(config: config)
         do {
-            var c = try TierConfig.resolve(warm: config.warm.isEmpty ? nil : config.warm,
-                                           cold: config.cold.isEmpty ? nil : config.cold,
-                                           dataDir: config.dataDir, environment: environment)
-            c.compressThreshold = config.compressThreshold
+            let c = try TierSetup.resolve(config: config, environment: environment)
             self.config = c
             var http = HTTPClientOptions()
             if !config.tlsCaCertFile.isEmpty { http.caBundlePath = config.tlsCaCertFile }
             remote = RemoteTierMaker(config: c, httpOptions: http)
             factory = try TierFactory(config: c, remote: remote.maker)
+        } catch let e as TierError {
+            throw ConfigError("tiers: \(e)")
+        }
+    }
+
+    /// The tier settings from the conf and env, parsed (nothing is opened or contacted).
+    static func resolve(config: Config, environment: [String: String]) throws -> TierConfig {
+        do {
+            var c = try TierConfig.resolve(warm: config.warm.isEmpty ? nil : config.warm,
+                                           cold: config.cold.isEmpty ? nil : config.cold,
+                                           dataDir: config.dataDir, environment: environment)
+            c.compressThreshold = config.compressThreshold
+            return c
         } catch let e as TierError {
             throw ConfigError("tiers: \(e)")
         }

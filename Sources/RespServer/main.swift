@@ -28,6 +28,7 @@ func runMain() -> Int32 {
         }
         let tlsWarnings = try UpstreamTLS.prepare(&config)
         if loader.action == .checkConfig {
+            _ = try TierSetup.resolve(config: config, environment: env)   // the tier settings parse
             for w in tlsWarnings { print("Warning: \(w)") }
             print("Configuration OK (\(loader.configFile ?? "defaults")): port \(config.port), upstream \(config.upstream)")
             return 0

@@ -87,7 +87,9 @@ struct ConfigLoader {
             do {
                 try apply(try ConfigLoader.split(String(line)), to: &config, origin: path)
             } catch let e as ConfigError {
-                throw ConfigError("\(path):\(lineNumber): '\(line)': \(e.description)")
+                // The directive's name only: its arguments may be a secret (a password in a URL).
+                let name = line.prefix { $0 != " " && $0 != "\t" }
+                throw ConfigError("\(path):\(lineNumber): '\(name) …': \(e.description)")
             }
         }
     }

@@ -28,8 +28,6 @@ final class UpstreamCredential: @unchecked Sendable {
     private var lastPassword: Secret?
     private var passwordError: String?
     private var watchers: [(loop: EventLoop, changed: () -> Void)] = []
-    /// Bumped on every change: loops re-authenticate once per generation.
-    private(set) var generation = 0
 
     init(config: Config) {
         entra = config.upstreamEntra
@@ -109,7 +107,6 @@ final class UpstreamCredential: @unchecked Sendable {
 
     private func announce() {
         pthread_mutex_lock(&lock)
-        generation += 1
         let ws = watchers
         pthread_mutex_unlock(&lock)
         for w in ws { w.loop.execute(w.changed) }
@@ -126,30 +123,38 @@ struct UpstreamAuthError: Error, CustomStringConvertible {
 final class LoopCredential {
     let shared: UpstreamCredential
     private var waiting: [(Result<(bytes: [UInt8], replies: Int), UpstreamAuthError>) -> Void] = []
-    /// The generation this loop last re-authenticated for.
-    private var seenGeneration: Int
+    /// Entra: the newest token this loop's connections were given (at connect or re-AUTH).
+    private var newestToken: Secret?
 
-    init(_ shared: UpstreamCredential) {
-        self.shared = shared
-        seenGeneration = shared.generation
-    }
+    init(_ shared: UpstreamCredential) { self.shared = shared }
 
     /// Gives the handshake now if there is one, else once the credential arrives.
     func handshake(_ done: @escaping (Result<(bytes: [UInt8], replies: Int), UpstreamAuthError>) -> Void) {
-        if let h = shared.handshake() { done(h) } else { waiting.append(done) }
+        guard let h = shared.handshake() else { waiting.append(done); return }
+        noteHandedOut()
+        done(h)
     }
 
     /// On this loop, after `UpstreamCredential` announced a change: waiting connections go on;
-    /// returns the AUTH command live connections should send, if they should send one.
+    /// returns the AUTH command live connections should send, if a new token came.
     func changed() -> [[UInt8]]? {
+        let previous = newestToken
         if let h = shared.handshake() {
             let w = waiting
             waiting.removeAll()
+            if !w.isEmpty { noteHandedOut() }
             for done in w { done(h) }
         }
-        guard shared.entra, shared.generation != seenGeneration else { return nil }
-        seenGeneration = shared.generation
-        guard case .ready(let user, let password) = shared.state else { return nil }
+        guard shared.entra, case .ready(let user, let password) = shared.state, password != previous,
+              previous != nil else {
+            noteHandedOut()
+            return nil
+        }
+        newestToken = password
         return UpstreamCredential.auth(user, password).map { Array($0.utf8) }
+    }
+
+    private func noteHandedOut() {
+        if shared.entra, case .ready(_, let password) = shared.state, newestToken == nil { newestToken = password }
     }
 }
