@@ -43,7 +43,8 @@ struct ConfigLoader {
             } else if current != nil {
                 // A flag's value may hold several words ("--bind '127.0.0.1 ::1'"): split like a conf line.
                 current!.append(contentsOf: try ConfigLoader.split(arg))
-            } else if configFile == nil && i == 1 {
+            } else if configFile == nil && (i == 1 || ["--check-config", "--test-config"].contains(arguments[i - 2])) {
+                // `tierproxy FILE …`, or `tierproxy --check-config FILE …` as --help shows it.
                 configFile = arg
             } else {
                 throw ConfigError("unexpected argument '\(arg)'")
