@@ -56,7 +56,8 @@ func helpText() -> String {
 
     Every directive can be given as a flag (--port 6381) or an env var (TIERPROXY_PORT=6381).
     Precedence: flags > env > file > defaults. Also read: REDIS_URL, REDIS_HOST, REDIS_PORT,
-    REDIS_PASSWORD, REDIS_SSL.
+    REDIS_PASSWORD, REDIS_SSL, and KEY_VAULT_URI + REDIS_PASSWORD_SECRET_NAME (the upstream
+    password from Key Vault).
 
     Directives:
 

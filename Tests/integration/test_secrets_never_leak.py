@@ -43,6 +43,7 @@ class Ctx:
     flags: dict = field(default_factory=dict)
     env: dict = field(default_factory=dict)
     check: bytes = b""                             # TIERS CHECK's lines
+    client_auth: Optional[tuple] = None            # (user, password) clients also AUTH with
 
     @property
     def admin(self) -> redis.Redis:
@@ -69,6 +70,7 @@ def acl_user(c: Ctx, user: str, password: str):
 def url_password(c: Ctx, s: str):
     acl_user(c, "app", s)
     c.flags["upstream"] = f"redis://app:{s}@127.0.0.1:{c.srv.port}"
+    c.client_auth = ("app", s)
 
 
 def keyvault_password(c: Ctx, s: str):
@@ -164,6 +166,12 @@ def exercise(prx, c: Ctx) -> list[str]:
     r.delete("leak:0")
     prx.signal(signal.SIGHUP)
     wait_for(lambda: "Received SIGHUP" in prx.output(), 20, desc="the SIGHUP")
+    if c.client_auth:                              # clients' own AUTH and HELLO … AUTH pass through
+        with RawConn(prx.port, timeout=60) as conn:
+            said.append(repr(conn.cmd("AUTH", *c.client_auth, timeout=60)))
+            said.append(repr(conn.cmd("AUTH", c.client_auth[0], "wrong-" + c.client_auth[1], timeout=60)))
+            said.append(repr(conn.cmd("HELLO", "3", "AUTH", *c.client_auth, timeout=60)))
+            said.append(repr(conn.cmd("GET", "leak:1", timeout=60)))
     with RawConn(prx.port, timeout=60) as conn:
         for section in ("everything", "all", "server", "clients", "tiers", "keyspace", "stats"):
             said.append(repr(conn.cmd("INFO", section, timeout=60)))
