@@ -124,6 +124,9 @@ def run_rotation(srv, make_proxy, proxy_flags: dict):
         assert blocked.cmd("CLIENT", "SETNAME", "blocked").v == b"OK"
         from harness import encode_command as C
         blocked.send(C("BLPOP", "waits", "0"))
+        subscriber = prx.client(socket_timeout=30).pubsub()
+        subscriber.subscribe("news")
+        assert subscriber.get_message(timeout=30)["type"] == "subscribe"
         wait_for(lambda: len(emu.issued) >= 1 and len(proxy_addrs(admin)) >= 5, 60, desc="the proxy's connections")
         before = mon.auth_calls()
         conns = proxy_addrs(admin)
@@ -145,6 +148,11 @@ def run_rotation(srv, make_proxy, proxy_flags: dict):
         wait_for(lambda: mon.seen.get(by_name["in-multi"]) and mon.seen.get(by_name["blocked"]), 30,
                  desc="the held re-AUTHs")
         assert multi.cmd("GET", "tx").v == b"1" and blocked.cmd("PING").v == b"PONG"
+        # The subscriber was left alone: the next thing it reads is the message, not an AUTH's reply.
+        admin.publish("news", "after rotations")
+        msg = subscriber.get_message(timeout=30)
+        assert msg and msg["type"] == "message" and msg["data"] == b"after rotations", msg
+        subscriber.close()
         stop.set()
         for w in workers:
             w.join(30)
@@ -172,6 +180,30 @@ def test_entra_tokens_rotate_over_tls(tmp_root: Path, make_proxy):
         run_rotation(srv, make_proxy, {"threads": "1", "upstream-tls-ca-cert-file": pki.ca_crt})
     finally:
         srv.cleanup()
+
+
+def test_entra_renewal_failures_are_retried_and_logged(make_redis, make_proxy):
+    """The token endpoint fails the renewal a few times: each failure is logged with how long the
+    current token still works, the fetch is retried with backoff, and the next token is used."""
+    srv = make_redis()
+    admin = lock_default_user(srv)
+    emu = RedisTokenIssuer(srv.admin(), lifetime_s=40).start()
+    try:
+        prx = make_proxy(srv.url, flags={**NO_TIERS, "upstream-auth": "entra", "threads": "1"},
+                         env={**NO_AZURE, "TIERPROXY_IMDS_ENDPOINT": f"{emu.url}/metadata/identity/oauth2/token"})
+        c = prx.client()
+        assert c.set("k", "v")
+        emu.faults.configure({"kind": "status", "status": 503, "count": 5, "op": "ImdsToken"})
+        wait_for(lambda: "not renewed" in prx.output(), 60, desc="a logged renewal failure")
+        assert "the current one works" in prx.output() and "retrying in" in prx.output()
+        before = int(admin.info("commandstats").get("cmdstat_auth", {}).get("calls", 0))
+        wait_for(lambda: len(emu.issued) >= 2, 60, desc="the renewal after the failures")
+        wait_for(lambda: int(admin.info("commandstats").get("cmdstat_auth", {}).get("calls", 0)) > before, 30,
+                 desc="the re-AUTH with the renewed token")
+        assert c.get("k") == b"v"
+        assert "refused re-authentication" not in prx.output()
+    finally:
+        emu.stop()
 
 
 def test_entra_token_endpoint_down_is_a_clear_error(make_redis, make_proxy):
