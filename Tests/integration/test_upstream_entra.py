@@ -99,7 +99,8 @@ def run_rotation(srv, make_proxy, proxy_flags: dict):
         stop = threading.Event()
 
         def load(i: int, pinned: bool):
-            c = prx.client(socket_timeout=30)
+            # Client 3 speaks RESP3 (HELLO 3 pins it): its re-AUTH replies are RESP3 too.
+            c = prx.client(socket_timeout=30, protocol=3 if i == 3 else 2)
             if pinned:
                 c.client_setname(f"pinned-{i}")
             n = 0
@@ -169,8 +170,10 @@ def run_rotation(srv, make_proxy, proxy_flags: dict):
         emu.stop()
 
 
-def test_entra_tokens_rotate_under_load_with_multi_and_blpop(make_redis, make_proxy):
-    run_rotation(make_redis(), make_proxy, {"threads": "2"})
+def test_entra_tokens_rotate_under_load_with_multi_and_blpop(make_redis, make_proxy, tmp_path):
+    # With embedded lower tiers, so the proxy's own connections (promotions, probes) renew too.
+    run_rotation(make_redis(), make_proxy, {"threads": "2", "warm": f"sqlite:{tmp_path}/warm.db",
+                                            "cold": f"dir:{tmp_path}/cold"})
 
 
 def test_entra_tokens_rotate_over_tls(tmp_root: Path, make_proxy):
