@@ -131,6 +131,8 @@ def run_rotation(srv, make_proxy, proxy_flags: dict):
         wait_for(lambda: len(emu.issued) >= 1 and len(proxy_addrs(admin)) >= 5, 60, desc="the proxy's connections")
         before = mon.auth_calls()
         conns = proxy_addrs(admin)
+        # Samples from here on only: each connection showed cmd=auth once already, at its handshake.
+        mon.seen.clear()
         by_name = {c.get("name"): a for a, c in conns.items()}
         shared = [a for a, c in conns.items() if not c.get("name")]
         wait_for(lambda: len(emu.issued) >= 4, 120, desc="three token rotations")
