@@ -18,9 +18,12 @@ final class Server {
     private var tiering: TieringCore!
     private var metricsServer: MetricsServer?
     private var startupCheck: HotPing?
+    private var entraToken: EntraTokenSource?
+    private let environment: [String: String]
 
     init(config: Config, environment: [String: String]) throws {
         self.config = config
+        self.environment = environment
         tierSetup = try TierSetup(config: config, environment: environment)
     }
 
@@ -64,6 +67,7 @@ final class Server {
         }
         if config.port != 0 { Log.notice("Ready to accept connections tcp") }
         if config.tlsPort != 0 { Log.notice("Ready to accept connections tls") }
+        startEntraToken()
         checkUpstream()
         for sig in [SIGTERM, SIGINT] {
             signalWatchers.append(SignalWatcher(loop: mainLoop, signal: sig) { [unowned self] in self.shutdown(sig) })
@@ -74,6 +78,7 @@ final class Server {
         })
         mainLoop.run()
         threads.forEach { $0.join() }
+        entraToken?.stop()
         tierSetup.close()
         tiering.close()
         if !config.pidfile.isEmpty { unlink(config.pidfile) }
@@ -85,8 +90,17 @@ final class Server {
     /// now, not only an error reply to each client later. The proxy runs either way: Redis may
     /// come up, or get its certificate fixed, after the proxy.
     private func checkUpstream() {
+        let credential = tierSetup.upstreamCredential
+        if credential.handshake() == nil {
+            // Waiting for Key Vault or the token endpoint: check once the credential is there.
+            var waited = false
+            credential.watch(on: mainLoop) { [unowned self] in
+                if !waited && credential.handshake() != nil { waited = true; self.checkUpstream() }
+            }
+            return
+        }
         let how = UpstreamTLS.describe(config)
-        startupCheck = HotPing(loop: mainLoop, config: config, timeoutMillis: max(config.upstreamConnectTimeoutMillis, 1000)) {
+        startupCheck = HotPing(loop: mainLoop, config: config, credential: credential, timeoutMillis: max(config.upstreamConnectTimeoutMillis, 1000)) {
             [unowned self] error in
             self.startupCheck = nil
             if let error {
@@ -95,6 +109,22 @@ final class Server {
                 Log.notice("Upstream check ok: \(self.config.upstream) answered PING (\(how))")
             }
         }
+    }
+
+    /// `upstream-auth entra`: the upstream's tokens come from the main loop.
+    private func startEntraToken() {
+        guard config.upstreamEntra else { return }
+        if !config.upstream.tls {
+            Log.warning("upstream-auth entra over plain TCP: Azure accepts Entra ID tokens only over TLS (use rediss://)")
+        }
+        if config.upstream.password != nil {
+            Log.warning("upstream-auth entra: the password in the upstream URL is not used")
+        }
+        let source = EntraTokenSource(loop: mainLoop, config: config, credential: tierSetup.upstreamCredential,
+                                      environment: environment)
+        Log.notice("Upstream authentication: Entra ID, \(source.kind), scope \(EntraTokenSource.scope)")
+        entraToken = source
+        source.start()
     }
 
     /// `bind` addresses resolved for `port` (none for 0), `tls` for tls-port's; a leading "-"

@@ -29,6 +29,7 @@ func runMain() -> Int32 {
         let tlsWarnings = try UpstreamTLS.prepare(&config)
         try ClientTLS.prepare(&config)
         if loader.action == .checkConfig {
+            _ = try TierSetup.resolve(config: config, environment: env)   // the tier settings parse
             for w in tlsWarnings { print("Warning: \(w)") }
             print("Configuration OK (\(loader.configFile ?? "defaults")): port \(config.port)"
                   + (config.tlsPort == 0 ? "" : ", tls-port \(config.tlsPort)") + ", upstream \(config.upstream)")
@@ -57,7 +58,8 @@ func helpText() -> String {
 
     Every directive can be given as a flag (--port 6381) or an env var (TIERPROXY_PORT=6381).
     Precedence: flags > env > file > defaults. Also read: REDIS_URL, REDIS_HOST, REDIS_PORT,
-    REDIS_PASSWORD, REDIS_SSL.
+    REDIS_PASSWORD, REDIS_SSL, and KEY_VAULT_URI + REDIS_PASSWORD_SECRET_NAME (the upstream
+    password from Key Vault).
 
     Directives:
 

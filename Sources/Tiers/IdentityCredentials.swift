@@ -42,20 +42,24 @@ public struct IdentityEnvironment: Sendable {
     /// The credential these settings call for, cached: workload identity, else client secret,
     /// else App Service identity, else IMDS managed identity. One per loop (it uses `http`).
     public func makeCredential(http: HTTPClient) -> TokenCredential {
+        CachingTokenCredential(makeFetcher(http: http))
+    }
+
+    /// The same source without the cache, for a caller that times its own refreshes.
+    public func makeFetcher(http: HTTPClient) -> TokenFetcher {
         let client = RetryingClient(http: http, policy: IdentityEnvironment.tokenRetryPolicy)
         if let file = federatedTokenFile, let tenant = tenantId, let id = clientId {
-            return CachingTokenCredential(EntraTokenFetcher(client: client, authorityHost: authorityHost, tenantId: tenant,
-                                                            clientId: id, proof: .assertionFile(file)))
+            return EntraTokenFetcher(client: client, authorityHost: authorityHost, tenantId: tenant,
+                                     clientId: id, proof: .assertionFile(file))
         }
         if let secret = clientSecret, let tenant = tenantId, let id = clientId {
-            return CachingTokenCredential(EntraTokenFetcher(client: client, authorityHost: authorityHost, tenantId: tenant,
-                                                            clientId: id, proof: .secret(secret)))
+            return EntraTokenFetcher(client: client, authorityHost: authorityHost, tenantId: tenant,
+                                     clientId: id, proof: .secret(secret))
         }
         if let endpoint = identityEndpoint, let header = identityHeader {
-            return CachingTokenCredential(ManagedIdentityFetcher(client: client, flavor: .appService(endpoint, header),
-                                                                 clientId: clientId))
+            return ManagedIdentityFetcher(client: client, flavor: .appService(endpoint, header), clientId: clientId)
         }
-        return CachingTokenCredential(ManagedIdentityFetcher(client: client, flavor: .imds(imdsEndpoint), clientId: clientId))
+        return ManagedIdentityFetcher(client: client, flavor: .imds(imdsEndpoint), clientId: clientId)
     }
 
     static var tokenRetryPolicy: RetryPolicy {

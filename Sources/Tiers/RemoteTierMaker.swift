@@ -93,9 +93,10 @@ public final class RemoteTierMaker: @unchecked Sendable {
 
     /// Resolves the `keyvault://` settings (encryption keys included), using `loop`'s client and
     /// credential. Completes on `loop` with the errors (empty: all resolved, or none to resolve).
-    /// Call again for SIGHUP.
-    public func resolveSecrets(on loop: EventLoop, _ done: @escaping ([TierError]) -> Void) {
-        let settings = [cosmosKey, blobKey, blobSAS].compactMap { $0 } + (cipher?.keys.settings ?? [])
+    /// Call again for SIGHUP. `also`: settings of the proxy's own (the upstream password)
+    /// resolved with them.
+    public func resolveSecrets(on loop: EventLoop, also: [SecretSetting] = [], _ done: @escaping ([TierError]) -> Void) {
+        let settings = [cosmosKey, blobKey, blobSAS].compactMap { $0 } + (cipher?.keys.settings ?? []) + also
         guard settings.contains(where: { $0.reference != nil }) else { done([]); return }
         let (http, credential) = loopResources(loop)
         let r = KeyVaultResolver(http: http, credential: credential)

@@ -96,7 +96,7 @@ public enum TierSpec: Equatable, Sendable, CustomStringConvertible {
                                     : "blob://HOST/CONTAINER, dir:PATH or none"
         guard let colon = value.firstIndex(of: ":") else {
             if value == "none" { return .none }
-            throw .failed("\(role) tier \"\(value)\": expected \(allowed)")
+            throw .failed("\(role) tier \"\(shownSetting(value))\": expected \(allowed)")
         }
         let scheme = value[..<colon].lowercased()
         let rest = String(value[value.index(after: colon)...])
@@ -105,18 +105,18 @@ public enum TierSpec: Equatable, Sendable, CustomStringConvertible {
         case "sqlite", "dir":
             // Accept sqlite:///abs/path too, as people type URLs.
             let path = rest.hasPrefix("//") ? String(rest.dropFirst(2)) : rest
-            guard !path.isEmpty else { throw .failed("\(role) tier \"\(value)\": \(scheme): needs a path") }
+            guard !path.isEmpty else { throw .failed("\(role) tier \"\(shownSetting(value))\": \(scheme): needs a path") }
             spec = scheme == "sqlite" ? .sqlite(path: path) : .directory(path: path)
         case "cosmos", "cosmos+http", "cosmos+https":
             spec = .cosmos(try CosmosSpec(url: value, scheme: scheme, rest: rest))
         case "blob", "blob+http", "blob+https":
             spec = .blob(try BlobSpec(url: value, scheme: scheme, rest: rest))
         default:
-            throw .failed("\(role) tier \"\(value)\": unknown scheme \"\(scheme)\"; expected \(allowed)")
+            throw .failed("\(role) tier \"\(shownSetting(value))\": unknown scheme \"\(scheme)\"; expected \(allowed)")
         }
         switch (role, spec) {
         case (.warm, .sqlite), (.warm, .cosmos), (.cold, .directory), (.cold, .blob): return spec
-        default: throw .failed("\(role) tier \"\(value)\": \(scheme) is not a \(role) tier; expected \(allowed)")
+        default: throw .failed("\(role) tier \"\(shownSetting(value))\": \(scheme) is not a \(role) tier; expected \(allowed)")
         }
     }
 
@@ -158,7 +158,7 @@ public struct CosmosSpec: Equatable, Sendable {
     init(url: String, scheme: String, rest: String) throws(TierError) {
         let (authority, segments, query) = try splitURL(url, rest)
         guard segments.count == 2 else {
-            throw .failed("warm tier \"\(url)\": expected \(scheme)://HOST/DATABASE/CONTAINER")
+            throw .failed("warm tier \"\(shownSetting(url))\": expected \(scheme)://HOST/DATABASE/CONTAINER")
         }
         try self.init(endpoint: (scheme == "cosmos+http" ? "http://" : "https://") + authority,
                       database: segments[0], container: segments[1])
@@ -190,7 +190,7 @@ public struct BlobSpec: Equatable, Sendable {
         }
         while u.hasSuffix("/") { u.removeLast() }
         guard u.hasPrefix("https://") || u.hasPrefix("http://") else {
-            throw .failed("Blob account URL \"\(accountURL)\" must be an http(s):// URL")
+            throw .failed("Blob account URL \"\(shownSetting(accountURL))\" must be an http(s):// URL")
         }
         guard !container.isEmpty else { throw .failed("Blob container name must not be empty") }
         self.accountURL = u
@@ -203,7 +203,7 @@ public struct BlobSpec: Equatable, Sendable {
     init(url: String, scheme: String, rest: String) throws(TierError) {
         let (authority, segments, query) = try splitURL(url, rest)
         guard (1...2).contains(segments.count) else {
-            throw .failed("cold tier \"\(url)\": expected \(scheme)://HOST[/ACCOUNT]/CONTAINER")
+            throw .failed("cold tier \"\(shownSetting(url))\": expected \(scheme)://HOST[/ACCOUNT]/CONTAINER")
         }
         let base = (scheme == "blob+http" ? "http://" : "https://") + authority
             + (segments.count == 2 ? "/" + segments[0] : "")
@@ -250,7 +250,8 @@ public struct StorageConnectionString: Equatable, Sendable {
             let field = part.trimmingSpaces
             if field.isEmpty { continue }
             guard let eq = field.firstIndex(of: "=") else {
-                throw .failed("storage connection string: \"\(field)\" is not Key=Value")
+                // The field may be a piece of the key (a stray ';'): say where, not what.
+                throw .failed("storage connection string: a field without '=' after \(cs.accountName.map { "AccountName \($0)" } ?? "the start")")
             }
             let name = field[..<eq].trimmingSpaces.lowercased()
             let value = field[field.index(after: eq)...].trimmingSpaces
@@ -294,9 +295,20 @@ public struct StorageConnectionString: Equatable, Sendable {
 
 // MARK: - Helpers (config time only)
 
+/// A tier setting as an error may show it: the query (a SAS) and any user:password@ hidden.
+func shownSetting(_ text: String) -> String {
+    var out = text
+    if let q = out.firstIndex(of: "?") { out = String(out[..<q]) + "?<redacted>" }
+    if let start = out.firstRange(of: "://")?.upperBound, let at = out[start...].firstIndex(of: "@"),
+       !out[start..<at].contains("/") {
+        out = String(out[..<start]) + "<redacted>" + String(out[at...])
+    }
+    return out
+}
+
 /// Splits `scheme://authority/seg/seg?query` (given the text after `scheme:`).
 private func splitURL(_ url: String, _ rest: String) throws(TierError) -> (String, [String], [String: String]) {
-    guard rest.hasPrefix("//") else { throw .failed("\"\(url)\": expected \"//\" after the scheme") }
+    guard rest.hasPrefix("//") else { throw .failed("\"\(shownSetting(url))\": expected \"//\" after the scheme") }
     var body = rest.dropFirst(2)
     var query = [String: String]()
     if let q = body.firstIndex(of: "?") {
@@ -307,7 +319,7 @@ private func splitURL(_ url: String, _ rest: String) throws(TierError) -> (Strin
         body = body[..<q]
     }
     let parts = body.split(separator: "/").map(String.init)
-    guard let authority = parts.first, !authority.isEmpty else { throw .failed("\"\(url)\": missing host") }
+    guard let authority = parts.first, !authority.isEmpty else { throw .failed("\"\(shownSetting(url))\": missing host") }
     return (authority, parts.dropFirst().map { percentDecoded($0) }, query)
 }
 

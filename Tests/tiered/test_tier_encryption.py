@@ -335,7 +335,7 @@ def test_key_from_key_vault_rotated_on_sighup(make_stack, emu_tls):
     emu.set_secret("tier-key", KEY_A)
     env = {k: v for k, v in emu.env().items() if k.startswith(("AZURE_", "IDENTITY_", "KEY_VAULT"))}
     stack = make_stack("local", env=env, flags={"tier-encryption-key": f"keyvault://{vault}/tier-key",
-                                                "tls-ca-cert-file": emu.info["ca_cert"]})
+                                                "tier-tls-ca-cert-file": emu.info["ca_cert"]})
     wait_for(lambda: str(info_tiers(stack)["tier_encryption_key_id"]) == key_id(KEY_A).hex(), 30,
              desc="the key fetched from the vault")
     c = stack.client()

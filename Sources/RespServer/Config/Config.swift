@@ -22,6 +22,9 @@ struct Config {
     var threads = 0
     var upstream = UpstreamURL()
     var upstreamConnectTimeoutMillis = 2000
+    /// `upstream-auth entra`: Entra ID tokens instead of the URL's password; `upstream-user`.
+    var upstreamEntra = false
+    var upstreamUser = ""
     /// TLS to the upstream (`rediss://`): trusted CAs (empty: the system store), a client
     /// certificate for mTLS, the name to verify (empty: the upstream's host), no verification.
     var upstreamTLSCaCertFile = ""

@@ -43,7 +43,8 @@ struct ConfigLoader {
             } else if current != nil {
                 // A flag's value may hold several words ("--bind '127.0.0.1 ::1'"): split like a conf line.
                 current!.append(contentsOf: try ConfigLoader.split(arg))
-            } else if configFile == nil && i == 1 {
+            } else if configFile == nil && (i == 1 || ["--check-config", "--test-config"].contains(arguments[i - 2])) {
+                // `tierproxy FILE …`, or `tierproxy --check-config FILE …` as --help shows it.
                 configFile = arg
             } else {
                 throw ConfigError("unexpected argument '\(arg)'")
@@ -71,6 +72,11 @@ struct ConfigLoader {
         // Only the hashes are kept from here on: nothing later can print a password by mistake.
         config.acl.requirePass = ""
         config.acl.userLines = []
+        // The seed's Key Vault variables give the password wherever the upstream came from, if
+        // it has none of its own.
+        if config.upstream.password?.isEmpty ?? true, let ref = UpstreamURL.keyVaultPassword(environment) {
+            config.upstream.password = ref
+        }
         return config
     }
 
@@ -86,7 +92,9 @@ struct ConfigLoader {
             do {
                 try apply(try ConfigLoader.split(String(line)), to: &config, origin: path)
             } catch let e as ConfigError {
-                throw ConfigError("\(path):\(lineNumber): '\(ConfigLoader.masked(line))': \(e.description)")
+                // The directive's name only: its arguments may be a secret (a password in a URL).
+                let name = line.prefix { $0 != " " && $0 != "\t" }
+                throw ConfigError("\(path):\(lineNumber): '\(name) …': \(e.description)")
             }
         }
     }
@@ -118,16 +126,6 @@ struct ConfigLoader {
     }
 
     /// Directives whose arguments are secrets: error messages show only the name.
-    /// Directives whose arguments may be secrets: a bad line names the directive, never repeats it.
-    static let secretDirectives: Set<String> = ["tier-encryption-key", "tier-encryption-old-keys", "requirepass", "user",
-                                                "upstream"]
-
-    /// `line` for an error message, its arguments hidden when they are secrets.
-    static func masked(_ line: Substring) -> String {
-        let name = line.prefix { $0 != " " && $0 != "\t" }
-        return secretDirectives.contains(name.lowercased()) ? name + " <hidden>" : String(line)
-    }
-
     /// Splits a conf line into words as redis.conf does: spaces separate, "double quotes" take
     /// \n \r \t \" \\ and \xHH escapes, 'single quotes' take \' only.
     static func split(_ line: String) throws -> [String] {

@@ -120,6 +120,25 @@ private let proxyDirectives: [Directive] = [
     Directive(name: "upstream-tls-insecure", defaultArgs: "no", doc: [
         "rediss:// only. yes: accept any certificate, unverified (development only; logged at start).",
     ]) { c, a in c.upstreamTLSInsecure = try Units.bool(try one(a, "upstream-tls-insecure")) },
+    Directive(name: "upstream-auth", defaultArgs: "password", doc: [
+        "How the proxy authenticates its upstream connections. password: the upstream URL's user and",
+        "password (REDIS_PASSWORD; the password may be keyvault://VAULT/NAME, or come from Key Vault",
+        "through KEY_VAULT_URI + REDIS_PASSWORD_SECRET_NAME; fetched at start and again on SIGHUP).",
+        "entra: Microsoft Entra ID (Azure Cache for Redis, Azure Managed Redis): a token for",
+        "https://redis.azure.com/.default from managed identity, workload identity or a client secret",
+        "(AZURE_* env, as for the tiers), sent as AUTH <object-id> <token> on every upstream connection",
+        "and again on live connections before it expires. Clients should use auth-mode proxy.",
+    ]) { c, a in
+        switch try one(a, "upstream-auth").lowercased() {
+        case "password": c.upstreamEntra = false
+        case "entra": c.upstreamEntra = true
+        case let other: throw ConfigError("upstream-auth must be password or entra, not '\(other)'")
+        }
+    },
+    text("upstream-user", \.upstreamUser, [
+        "upstream-auth entra only: the user name sent with the token; empty = the token's oid claim",
+        "(the object id of the managed identity or service principal, which is what Azure expects).",
+    ]),
     Directive(name: "upstream-connect-timeout", defaultArgs: "2000", doc: [
         "Milliseconds to wait for the upstream connection (with rediss://, its TLS handshake too);",
         "a client waiting longer gets an error reply.",

@@ -15,7 +15,7 @@ struct UpstreamURL: CustomStringConvertible {
         var rest = Substring(text)
         if rest.hasPrefix("redis://") { rest = rest.dropFirst(8) }
         else if rest.hasPrefix("rediss://") { rest = rest.dropFirst(9); tls = true }
-        else { throw ConfigError("upstream must start with redis:// or rediss://: '\(text)'") }
+        else { throw ConfigError("upstream must start with redis:// or rediss://: '\(UpstreamURL.masked(text))'") }
         if let at = rest.lastIndex(of: "@") {
             let cred = rest[..<at]
             rest = rest[rest.index(after: at)...]
@@ -31,7 +31,7 @@ struct UpstreamURL: CustomStringConvertible {
             let path = rest[rest.index(after: slash)...]
             rest = rest[..<slash]
             if !path.isEmpty {
-                guard let d = Int(path), d >= 0 else { throw ConfigError("upstream database must be a number: '\(path)'") }
+                guard let d = Int(path), d >= 0 else { throw ConfigError("upstream database must be a number: '\(path.prefix(20))'") }
                 db = d
             }
         }
@@ -48,6 +48,15 @@ struct UpstreamURL: CustomStringConvertible {
         if host.isEmpty { host = "127.0.0.1" }
     }
 
+    /// The seed's `KEY_VAULT_URI` + `REDIS_PASSWORD_SECRET_NAME`, as a `keyvault://` reference.
+    static func keyVaultPassword(_ env: [String: String]) -> String? {
+        guard let uri = env["KEY_VAULT_URI"], let name = env["REDIS_PASSWORD_SECRET_NAME"], !name.isEmpty else { return nil }
+        var host = Substring(uri)
+        if let r = host.firstRange(of: "://") { host = host[r.upperBound...] }
+        host = host.prefix { $0 != "/" }
+        return host.isEmpty ? nil : "keyvault://\(host)/\(name)"
+    }
+
     /// The URL with the password hidden, for logs.
     var description: String {
         var s = tls ? "rediss://" : "redis://"
@@ -55,5 +64,13 @@ struct UpstreamURL: CustomStringConvertible {
         s += host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
         if db != 0 { s += "/\(db)" }
         return s
+    }
+
+    /// `text` with anything between "://" and the last "@" hidden: what a URL that did not parse
+    /// may show in an error.
+    static func masked(_ text: String) -> String {
+        guard let at = text.lastIndex(of: "@") else { return text }
+        let start = text.firstRange(of: "://").map { $0.upperBound } ?? text.startIndex
+        return start < at ? String(text[..<start]) + "***" + String(text[at...]) : "***" + String(text[at...])
     }
 }

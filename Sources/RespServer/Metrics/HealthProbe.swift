@@ -14,11 +14,13 @@ final class HealthProbe {
     private var timer: Timer?
     private var hotProbe: HotPing?
     private var last: Totals?
+    private let credential: UpstreamCredential
 
     init(loop: EventLoop, config: Config, metrics: ProxyMetrics, tierSetup: TierSetup) {
         self.loop = loop
         self.config = config
         self.metrics = metrics
+        credential = tierSetup.upstreamCredential
         var built: (warm: Tier?, cold: Tier?) = (nil, nil)
         do { built = try tierSetup.tiers(for: loop) } catch { Log.warning("Health probe: \(error)") }
         (warm, cold) = built
@@ -42,7 +44,7 @@ final class HealthProbe {
         let health = metrics.health
         if hotProbe == nil {
             let began = monotonicMicros()
-            hotProbe = HotPing(loop: loop, config: config, timeoutMillis: deadline) { [unowned self] error in
+            hotProbe = HotPing(loop: loop, config: config, credential: credential, timeoutMillis: deadline) { [unowned self] error in
                 self.hotProbe = nil
                 health.update("hot", state: error == nil ? .up : .down, error: error,
                               latencyMillis: Double(monotonicMicros() - began) / 1000)
@@ -84,9 +86,21 @@ final class HotPing: ConnectionDelegate {
     private let expected: Int
     private var done: ((String?) -> Void)?
 
-    init(loop: EventLoop, config: Config, timeoutMillis: Int, _ done: @escaping (String?) -> Void) {
+    init(loop: EventLoop, config: Config, credential: UpstreamCredential, timeoutMillis: Int,
+         _ done: @escaping (String?) -> Void) {
         self.done = done
-        let handshake = UpstreamCommands.handshake(for: config.upstream)
+        var handshake: (bytes: [UInt8], replies: Int) = ([], 0)
+        switch credential.handshake() {
+        case .success(let h)?: handshake = h
+        case .failure(let e)?:
+            expected = 0
+            loop.execute { [self] in finish("\(e)") }
+            return
+        case nil:
+            expected = 0
+            loop.execute { [self] in finish("the upstream credential is not there yet") }
+            return
+        }
         expected = handshake.replies + 1
         guard let address = try? SocketAddress.resolve(host: config.upstream.host, port: config.upstream.port).first else {
             loop.execute { [self] in finish("cannot resolve \(config.upstream.host)") }

@@ -86,6 +86,10 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     private var authenticatedItself = false
     /// auth-mode proxy: the user this client runs as (see `ProxyAuth`).
     private var auth = ClientAuth()
+    /// The client chose its user (AUTH, HELLO … AUTH): the proxy's token is not its business.
+    private var ownUser = false
+    /// A new Entra ID token waits until this pinned connection is idle (`EntraReauth`).
+    var reauthOwed: [[UInt8]]?
     /// SELECT/RESET requests sent and not yet answered: until they are, `db` may be out of date.
     private var dbChangesInFlight = 0
     /// CLIENT TRACKING is on: the proxy's own reads go beside this connection (`OwnRequests`).
@@ -243,6 +247,8 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
             if frame.name == Commands.script { noticeScriptLoad(frame, at: forward) }
             if frame.name == Commands.function { noticeFunctionChange(frame, at: forward) }
             if (frame.name == Commands.auth || frame.name == Commands.hello) && worker.proxyAuth == nil { authenticatedItself = true }
+            if worker.proxyAuth == nil && (frame.name == Commands.auth || (frame.name == Commands.hello && (2..<max(frame.argc, 2)).contains(where: {
+                argument(frame, $0, at: forward).lowercased() == "auth" }))) { ownUser = true }
             if frame.name == Commands.watch && !inTransaction && worker.tierAccess != nil {
                 watchedKeys += (1..<max(frame.argc, 1)).map { TierKey(db: db, argumentBytes(frame, $0, at: forward)) }
             }
@@ -341,8 +347,7 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     /// auth-mode proxy: RESET made the upstream connection its default user; the proxy's own
     /// AUTH and SELECT go again, their replies unseen.
     private func reauthenticateUpstream() {
-        let handshake = worker.handshakeBytes
-        guard handshake.replies > 0 else { return }
+        guard case .success(let handshake)? = worker.credential.shared.handshake(), handshake.replies > 0 else { return }
         for _ in 0..<handshake.replies { expectReply(handler: { [unowned self] _, slot in fill(slot, []) }) }
         sendProxyRequest(handshake.bytes, replies: handshake.replies)
     }
@@ -1023,12 +1028,22 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
         }
         if shuttingDown && (allAnswered || !sequenced) { closeAfterFlush(); return }
         enforceOutputLimits()
+        if reauthOwed != nil { EntraReauth.sendIfIdle(self) }
         if !isClosed && !pinned && client.output.count > worker.config.proxyBufferHighWater {
             // A shared client that does not read its replies: stop taking its requests.
             client.isReading = false
             client.drainedAt = worker.config.proxyBufferHighWater / 2
             client.notifyWhenDrained = true
         }
+    }
+
+    /// Pinned, on the proxy's user, and nothing between the client and Redis that an AUTH could
+    /// disturb: no reply owed (so no blocking command waits), no transaction, no subscription,
+    /// MONITOR or CLIENT REPLY mode, no handshake under way.
+    var idleForReauth: Bool {
+        guard pinned, let up = dedicated, !up.isHandshaking else { return false }
+        return sequenced && !inTransaction && !ownUser && allAnswered && !keyedOpRunning && failure == nil
+            && !quitting && !shuttingDown && !pipe.on && !waitingToPin && !waitingForBarrier && !isClosed
     }
 
     /// The client's output-buffer class, as Redis classifies it.

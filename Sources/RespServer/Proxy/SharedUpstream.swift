@@ -9,8 +9,9 @@ final class SharedUpstream: UpstreamLinkDelegate {
     private unowned(unsafe) let worker: Worker
     private var link: UpstreamLink?
     private var scanner = ReplyScanner()
-    /// Whose replies come next: sessions in the order their requests were written.
-    private var queue: [(session: ClientSession, owed: Int)] = []
+    /// Whose replies come next: sessions in the order their requests were written; nil for the
+    /// proxy's own requests (a re-AUTH), whose replies no client sees.
+    private var queue: [(session: ClientSession?, owed: Int)] = []
     private var head = 0
     /// Sessions paused because this connection's output was over the high-water mark.
     private var waiting: [ClientSession] = []
@@ -18,6 +19,8 @@ final class SharedUpstream: UpstreamLinkDelegate {
     private var headMidReply = false
     /// One write per loop pass carries every client's requests that arrived in that pass.
     private var flushTask: DeferredTask!
+    /// The start of the reply to the proxy's own request, still arriving.
+    private var ownPartial: [UInt8] = []
     /// A link has been opened before: the next one is a reconnect.
     private var everLinked = false
 
@@ -59,6 +62,15 @@ final class SharedUpstream: UpstreamLinkDelegate {
         let up = UpstreamLink(worker: worker, address: address, delegate: self)
         link = up
         return up
+    }
+
+    /// Re-authenticates the open connection (if any) with `auth`, in its place among the clients'
+    /// requests; the reply is read here and never reaches a client.
+    func reauthenticate(_ auth: [[UInt8]]) {
+        guard let up = link else { return }
+        up.output.append(ReplyParts.command(auth))
+        queue.append((nil, 1))
+        flushTask.schedule()
     }
 
     private func enqueue(_ session: ClientSession, replies: Int, on up: UpstreamLink) -> Bool {
@@ -132,7 +144,15 @@ final class SharedUpstream: UpstreamLinkDelegate {
                 failed("reply with no request")
                 return
             }
-            let session = queue[head].session
+            guard let session = queue[head].session else {
+                EntraReauth.checkReply(ownPartial + input.copy(min(end - consumed, 512)), on: "the shared upstream connection")
+                ownPartial = []
+                input.drain(end - consumed)
+                consumed = end
+                queue[head].owed -= 1
+                if queue[head].owed == 0 { head += 1 }
+                continue
+            }
             if touched !== session {
                 if let t = touched { t.sharedRepliesArrived(touchedReplies) }
                 touched = session
@@ -147,8 +167,11 @@ final class SharedUpstream: UpstreamLinkDelegate {
         }
         // The start of a reply still arriving belongs to the head session.
         let rest = input.count
-        if rest > 0 && head < queue.count {
-            let session = queue[head].session
+        if rest > 0 && head < queue.count && queue[head].session == nil {
+            // The scanner has seen these bytes: they leave the input like a client's would.
+            ownPartial += input.copy(min(rest, 512))
+            input.drain(rest)
+        } else if rest > 0 && head < queue.count, let session = queue[head].session {
             if touched !== session {
                 if let t = touched { t.sharedRepliesArrived(touchedReplies) }
                 touched = session
@@ -174,12 +197,14 @@ final class SharedUpstream: UpstreamLinkDelegate {
         let pending = Array(queue[head...])
         let streaming = headMidReply
         headMidReply = false
+        ownPartial = []
         queue.removeAll()
         head = 0
         c?.close()
         Log.verbose("Shared upstream connection failed: \(reason)")
-        for (i, entry) in pending.enumerated() where !entry.session.isClosed {
-            entry.session.sharedFailed(replies: entry.owed, reason: reason, cutMidReply: i == 0 && streaming)
+        for (i, entry) in pending.enumerated() {
+            guard let session = entry.session, !session.isClosed else { continue }
+            session.sharedFailed(replies: entry.owed, reason: reason, cutMidReply: i == 0 && streaming)
         }
         let resumed = waiting
         waiting.removeAll()

@@ -17,21 +17,6 @@ enum UpstreamCommands {
         defer { redisFreeCommand(t) }
         return Array(UnsafeRawBufferPointer(start: t, count: Int(n)))
     }
-
-    /// What every new upstream connection sends first (AUTH, SELECT) and how many replies that owes.
-    static func handshake(for url: UpstreamURL) -> (bytes: [UInt8], replies: Int) {
-        var bytes = [UInt8]()
-        var replies = 0
-        if let password = url.password {
-            bytes += format(url.user.map { ["AUTH", $0, password] } ?? ["AUTH", password])
-            replies += 1
-        }
-        if url.db != 0 {
-            bytes += format(["SELECT", String(url.db)])
-            replies += 1
-        }
-        return (bytes, replies)
-    }
 }
 #if canImport(Glibc)
 import Glibc

@@ -14,13 +14,17 @@ protocol UpstreamLinkDelegate: AnyObject {
 /// A connection to the upstream Redis that first sends the proxy's AUTH/SELECT and holds every
 /// other byte until Redis has accepted them. Pipelining requests behind the handshake would let
 /// Redis run them even when the handshake is refused: as the default user, or in database 0.
-/// Without a handshake (no password, db 0) nothing is held.
+/// Without a handshake (no password, db 0) nothing is held once the credential is known (at once,
+/// unless it waits for Key Vault or an Entra ID token).
 final class UpstreamLink: ConnectionDelegate {
     let connection: Connection
     weak var delegate: UpstreamLinkDelegate?
     /// The owner's bytes, held while the handshake is unanswered.
     private var held: Buffer?
     private var handshakeOwed: Int
+    /// Waiting for the upstream credential; nothing has been sent.
+    private var awaitingCredential = false
+    private var closed = false
     private var connectTimer: Timer?
     /// The TCP connection was established (a later failure is a loss, not an outage at connect).
     private(set) var connected = false
@@ -40,13 +44,12 @@ final class UpstreamLink: ConnectionDelegate {
         metrics.add(gauge)
         metrics.add(.upstreamConnections)
         connection = Connection(loop: worker.loop, connectingTo: address, tls: worker.config.upstreamTLS)
-        let handshake = worker.handshakeBytes
-        handshakeOwed = handshake.replies
+        handshakeOwed = 0
         connection.delegate = self
-        if handshakeOwed > 0 {
-            connection.output.append(handshake.bytes)
-            held = Buffer.make()
-        }
+        // The credential may not be there yet (Key Vault, the token endpoint): hold until it is.
+        held = Buffer.make()
+        awaitingCredential = true
+        worker.credential.handshake { [weak self] r in self?.credentialArrived(r, loop: worker.loop) }
         let cfg = worker.config
         connectTimer = Timer(loop: worker.loop, millis: cfg.upstreamConnectTimeoutMillis) { [unowned self] in
             self.fail("timed out connecting to upstream \(cfg.upstream.host):\(cfg.upstream.port)")
@@ -56,7 +59,7 @@ final class UpstreamLink: ConnectionDelegate {
     var input: Buffer { connection.input }
     /// Where the owner writes: held back until the handshake is accepted.
     var output: Buffer { held ?? connection.output }
-    var isHandshaking: Bool { handshakeOwed > 0 }
+    var isHandshaking: Bool { handshakeOwed > 0 || awaitingCredential }
 
     /// Writes what the socket takes now (nothing while the handshake is unanswered).
     @discardableResult
@@ -82,6 +85,7 @@ final class UpstreamLink: ConnectionDelegate {
     }
 
     func close() {
+        closed = true
         uncount()
         connectTimer?.cancel()
         connectTimer = nil
@@ -99,6 +103,7 @@ final class UpstreamLink: ConnectionDelegate {
     }
 
     func connectionReadable(_ c: Connection) {
+        if awaitingCredential { return }
         if handshakeOwed > 0 { readHandshake() } else { delegate?.linkReadable(self) }
     }
 
@@ -112,6 +117,33 @@ final class UpstreamLink: ConnectionDelegate {
             return
         }
         fail(error.map { "upstream connection lost: \($0)" } ?? "upstream closed the connection")
+    }
+
+    /// Sends the handshake, or with none releases the owner's bytes; no credential: the link
+    /// fails, on the next loop pass (the owner may still be making it).
+    private func credentialArrived(_ r: Result<(bytes: [UInt8], replies: Int), UpstreamAuthError>, loop: EventLoop) {
+        awaitingCredential = false
+        switch r {
+        case .failure(let e):
+            loop.execute { [weak self] in
+                if let self, !self.closed { self.fail("no upstream credential: \(e)") }
+            }
+        case .success(let h) where h.replies == 0:
+            releaseHeld()
+            if connection.flush() && connection.notifyWhenDrained { delegate?.linkDrained(self) }
+        case .success(let h):
+            handshakeOwed = h.replies
+            connection.output.append(h.bytes)
+            connection.flush()
+        }
+    }
+
+    private func releaseHeld() {
+        if let h = held {
+            h.moveAll(to: connection.output)
+            h.free()
+            held = nil
+        }
     }
 
     /// Only handshake replies can be in the input now (nothing else was sent): count them, check
@@ -144,11 +176,7 @@ final class UpstreamLink: ConnectionDelegate {
         guard ends.count >= handshakeOwed else { return }     // the rest is still arriving
         input.drain(ends[handshakeOwed - 1])
         handshakeOwed = 0
-        if let h = held {
-            h.moveAll(to: connection.output)
-            h.free()
-            held = nil
-        }
+        releaseHeld()
         if connection.flush() && connection.notifyWhenDrained { delegate?.linkDrained(self) }
         if !input.isEmpty { delegate?.linkReadable(self) }
     }

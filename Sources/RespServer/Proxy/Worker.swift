@@ -10,7 +10,8 @@ final class Worker {
     let config: Config
     let index: Int
     let upstreamAddress: SocketAddress?
-    let handshakeBytes: (bytes: [UInt8], replies: Int)
+    /// What this loop's upstream connections authenticate with.
+    let credential: LoopCredential
     private let clientCount: AtomicCounter
     private var listeners: [Listener] = []
     private var sessions: [ObjectIdentifier: ClientSession] = [:]
@@ -77,7 +78,7 @@ final class Worker {
         self.config = config
         self.upstreamAddress = upstreamAddress
         self.clientCount = clientCount
-        self.handshakeBytes = UpstreamCommands.handshake(for: config.upstream)
+        self.credential = LoopCredential(tierSetup.upstreamCredential)
         self.proxyAuth = config.acl.mode == .proxy ? ProxyAuth(users: config.aclUsers) : nil
         self.clientTLS = config.clientTLS
         frames.reserveCapacity(256)
@@ -117,6 +118,7 @@ final class Worker {
 
     /// Runs on the loop's thread once it starts.
     func start() {
+        tierSetup.upstreamCredential.watch(on: loop) { [unowned self] in self.credentialChanged() }
         loader = CommandTableLoader(worker: self)
         do {
             (warm, cold) = try tierSetup.tiers(for: loop)
@@ -183,6 +185,13 @@ final class Worker {
         }
         metrics.set(.bufferBytes, bytes)
         metrics.set(.clients, sessions.count)
+    }
+
+    /// The upstream credential changed: connections waiting for it go on, and with a new Entra ID
+    /// token every live connection re-authenticates (`EntraReauth`).
+    private func credentialChanged() {
+        guard let auth = credential.changed() else { return }
+        EntraReauth.renew(self, auth, sessions: Array(sessions.values))
     }
 
     func sessionClosed(_ session: ClientSession) {

@@ -27,6 +27,12 @@ final class HotClient: UpstreamLinkDelegate {
         up.flush()
     }
 
+    /// Re-authenticates the open connection (if any) with `auth` (a new Entra ID token).
+    func reauthenticate(_ auth: [[UInt8]]) {
+        guard link != nil else { return }
+        send([auth]) { replies in EntraReauth.checkReply(replies.first ?? [], on: "the proxy's own upstream connection") }
+    }
+
     private func connect() -> UpstreamLink? {
         if let link { return link }
         guard let address = worker.upstreamAddress else { return nil }
