@@ -205,10 +205,13 @@ class AzureStandIns:
         import signal
         import subprocess
         from harness import run_proxy_cli, wait_for
+        import re
         for line in self.loopback(block).splitlines():
             words = shlex.split(line)
             if not words:
                 continue
+            if words[0] != "openssl":      # "$(cat FILE)" as the shell would expand it
+                words = [re.sub(r"\$\(cat ([^)]+)\)", lambda m: Path(m.group(1)).read_text().strip(), w) for w in words]
             if words[0] == "export":
                 k, _, v = words[1].partition("=")
                 self.env[k] = v

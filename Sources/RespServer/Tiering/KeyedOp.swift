@@ -264,10 +264,20 @@ final class KeyedOp {
     }
 
     /// A blocking write that found nothing to take inside MULTI (`KeyedPlan.blocks`): alone, its
-    /// keys' locks free while it waits; once it answered, they are locked again and their state
-    /// read beside the client's connection (the client's next requests may follow on its own).
+    /// keys' locks given back once it is on its way (so no write of them through the proxy can
+    /// overtake it: it is on hot first, as it would be direct) and free while it waits; once it
+    /// answered, they are locked again and their state read beside the client's connection.
+    /// The client's later requests follow it at once, as
+    /// they would reach Redis directly (queued behind the blocked command): above all, its
+    /// connection is read again, so a client that leaves while blocked is seen leaving, and its
+    /// upstream connection closed, which is what unblocks Redis (found by Redis's own suite: a
+    /// second BRPOPLPUSH pipelined behind a blocked one stayed blocked on hot after its client
+    /// had gone).
     private func runBlocking(_ written: [TierKey]) {
-        release()
+        defer {
+            release()
+            fireSent()
+        }
         sendCommand([args]) { [self] replies, slot in
             let reply = replies[0]
             if ReplyParts.isError(reply) || ReplyParts.isNull(reply) { finish(slot, reply); return }
