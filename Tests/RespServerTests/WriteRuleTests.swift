@@ -76,13 +76,21 @@ import RESP
         }
     }
 
-    /// Blocking writes are tried inside MULTI first (`KeyedPlan.blocks`), their keys brought up.
-    @Test func blockingWritesBringTheirKeysUpAndAreCaptured() throws {
-        let blmove = try #require(try plan("BLMOVE", "a", "b", "LEFT", "RIGHT", "0"))
-        #expect(blmove.blocks && !blmove.runsAlone && blmove.written.map(\.index) == [1, 2] && blmove.bringUp.map(\.index) == [1, 2])
-        let xreadgroup = try #require(try plan("XREADGROUP", "GROUP", "g", "c", "STREAMS", "x", ">"))
-        #expect(xreadgroup.blocks && xreadgroup.written.map(\.index) == [5], "its group changes: what it reads it writes")
-        #expect(try plan("XREAD", "BLOCK", "0", "STREAMS", "x", "$")?.blocks == false, "a blocking read writes nothing")
+    /// Blocking writes run as sent and their written keys are recorded afterwards; blocking reads
+    /// pass through.
+    @Test func blockingCommandsRunAsSent() throws {
+        guard case .afterwards(let keys)? = try route("BLMOVE", "a", "b", "LEFT", "RIGHT", "0") else {
+            Issue.record("BLMOVE must run as sent"); return
+        }
+        #expect(keys.map(\.index) == [1, 2])
+        guard case .afterwards(let group)? = try route("XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "x", ">") else {
+            Issue.record("XREADGROUP BLOCK must run as sent"); return
+        }
+        #expect(group.map(\.index) == [7], "its group changes: what it reads it writes")
+        #expect(try route("XREAD", "BLOCK", "0", "STREAMS", "x", "$") == nil)
+        // Without BLOCK they cannot block: brought up and captured as any other command.
+        #expect(try plan("XREADGROUP", "GROUP", "g", "c", "STREAMS", "x", ">")?.written.map(\.index) == [5])
+        #expect(try plan("XREAD", "STREAMS", "x", "0")?.bringUp.map(\.index) == [2])
     }
 
     @Test func scriptsByTheirDeclaredKeysAndFlags() throws {

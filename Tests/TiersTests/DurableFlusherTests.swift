@@ -72,7 +72,14 @@ import Testing
             }
         }
         #expect(rig.drained(log))
-        let counters = rig.flusher.counters
+        // The log drains before the flusher's thread has counted its last completions: wait for
+        // them (bounded), rather than read the counters at once.
+        var counters = rig.flusher.counters
+        let deadline = ContinuousClock.now + .seconds(20)
+        while !(counters.flushed == 200 && counters.inFlight == 0 && counters.waiting == 0), ContinuousClock.now < deadline {
+            usleep(10_000)
+            counters = rig.flusher.counters
+        }
         #expect(Set(seen.calls.map(\.key)) == Set((0..<200).map { Durable.key($0) }))
         #expect(seen.calls.count == 200)
         #expect(counters.flushed == 200 && counters.failures == 400 && counters.retries == 400)

@@ -239,7 +239,14 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
                 continue
             }
             var tiered = tieredRoute(frame, at: forward)
-            if case (.keyed(let plan), let args)? = tiered, let blind = plan.blind, let handler = pipelined(blind, plan, args) {
+            if case (.afterwards(let keys), let args)? = tiered {
+                // Runs as it is; what it took is captured once it has answered (`BlockedWrite`).
+                let written = keys.map { TierKey(db: $0.db ?? db, args[$0.index]) }
+                nextHandler = { [unowned self] reply, slot in
+                    BlockedWrite.answered(written, reply: reply, session: self) { [weak self] in self?.fill(slot, reply) }
+                }
+                tiered = nil
+            } else if case (.keyed(let plan), let args)? = tiered, let blind = plan.blind, let handler = pipelined(blind, plan, args) {
                 // Travels as it is, pipelined; its reply is read on the way back.
                 nextHandler = handler
                 tiered = nil
@@ -440,7 +447,7 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
                 fill(slot, ReplyParts.errorReply(message))
                 finished()
             }
-        case .get, .mget:
+        case .get, .mget, .afterwards:
             break
         }
     }
@@ -548,6 +555,8 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
         switch tieredCommand(frame, at: offset) {
         case (.keyed(let plan), let args)?:
             transactionWrites += plan.written.map { TierKey(db: $0.db ?? db, args[$0.index]) }
+        case (.afterwards(let keys), let args)?:
+            transactionWrites += keys.map { TierKey(db: $0.db ?? db, args[$0.index]) }
         default:
             break
         }

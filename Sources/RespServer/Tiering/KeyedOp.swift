@@ -61,8 +61,7 @@ final class KeyedOp {
     /// it at once, unless the transaction may have to run again (`watchingBringUp`).
     private func sendCommand(_ commands: [[[UInt8]]], _ then: @escaping (_ replies: [[UInt8]], _ slot: ReplySlot) -> Void) {
         session.sendComposed(commands, then)
-        // A blocking write may have to run again alone, in its place: later requests wait.
-        if !watchingBringUp && !plan.blocks { fireSent() }
+        if !watchingBringUp { fireSent() }
     }
 
     private func fireSent() {
@@ -231,15 +230,13 @@ final class KeyedOp {
             return
         }
         if written.isEmpty && expiring.isEmpty && !watchingBringUp {
-            // It only reads: its keys are free again before it runs, so a read that blocks
-            // (XREAD BLOCK …) holds no writer of them back.
+            // It only reads: its keys are free again before it runs.
             release()
             sendCommand([args]) { [self] replies, slot in finish(slot, replies[0]) }
             return
         }
         if own.beside {
-            // Run alone beside a tracking client: a blocking write must not wait holding locks.
-            if plan.blocks { runBlocking(written) } else { runThenCapture(expiring, written) }
+            runThenCapture(expiring, written)
             return
         }
         let capture = CaptureBatch(command: args, expiring: expiring, written: written, capture: plan.capture, home: db,
@@ -260,35 +257,6 @@ final class KeyedOp {
         sendCommand([args]) { [self] replies, slot in
             let reply = replies[0]
             TransactionSync.record(written, ran: !ReplyParts.isError(reply), access: access) { [self] in finish(slot, reply) }
-        }
-    }
-
-    /// A blocking write that found nothing to take inside MULTI (`KeyedPlan.blocks`): alone, its
-    /// keys' locks given back once it is on its way (so no write of them through the proxy can
-    /// overtake it: it is on hot first, as it would be direct) and free while it waits; once it
-    /// answered, they are locked again and their state read beside the client's connection.
-    /// The client's later requests follow it at once, as
-    /// they would reach Redis directly (queued behind the blocked command): above all, its
-    /// connection is read again, so a client that leaves while blocked is seen leaving, and its
-    /// upstream connection closed, which is what unblocks Redis (found by Redis's own suite: a
-    /// second BRPOPLPUSH pipelined behind a blocked one stayed blocked on hot after its client
-    /// had gone).
-    private func runBlocking(_ written: [TierKey]) {
-        defer {
-            release()
-            fireSent()
-        }
-        sendCommand([args]) { [self] replies, slot in
-            let reply = replies[0]
-            if ReplyParts.isError(reply) || ReplyParts.isNull(reply) { finish(slot, reply); return }
-            lockKeys = written
-            core.locks.acquire(written, on: access.loop) { [self] in
-                let home = session.worker.config.upstream.db
-                let capture = CaptureBatch(command: nil, expiring: [], written: written, capture: plan.capture, home: home)
-                session.hot.send(capture.commands) { [self] captured in
-                    syncCaptured(capture, captured, written, reply: reply, slot: slot)
-                }
-            }
         }
     }
 
@@ -331,9 +299,7 @@ final class KeyedOp {
                 // Over maxmemory Redis queues nothing, though it may run the command outside
                 // MULTI (one that adds no data, a script flagged allow-oom): let it judge.
                 restored { [self] in
-                    let alone = { [self] in
-                        if plan.blocks { runBlocking(written) } else { runThenCapture(capture.expiring, written) }
-                    }
+                    let alone = { [self] in runThenCapture(capture.expiring, written) }
                     if promotions.isEmpty { session.fill(slot, []); alone() } else { promoteApart(slot, then: alone) }
                 }
                 return
@@ -354,7 +320,7 @@ final class KeyedOp {
                 bringUp()
                 return
             }
-            if !plan.blocks { fireSent() }
+            fireSent()
             if let watch, let exec = replies.last, ReplyParts.isNull(exec) {
                 // A key the client watches had changed: its transaction must fail, and this one
                 // (not watched any more) runs again.
@@ -376,13 +342,6 @@ final class KeyedOp {
                 return
             }
             let reply = Array(elements[capture.commandIndex - 1])
-            if plan.blocks && ReplyParts.isNull(reply) {
-                // It would have blocked, so it wrote nothing: now it runs alone, and may block.
-                session.fill(slot, [])
-                restored { [self] in promoted { self.runBlocking(written) } }
-                return
-            }
-            fireSent()
             // An error means nothing changed, except from a script: it may have written first
             // (the promotions did land: copies of what is below, so nothing changed).
             if ReplyParts.isError(reply) && !plan.script { restored { [self] in promoted { self.finish(slot, reply) } }; return }

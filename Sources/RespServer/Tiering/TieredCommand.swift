@@ -15,6 +15,10 @@ enum TieredCommand {
         case keyed(KeyedPlan)
         /// FLUSHDB (db: the client's) or FLUSHALL (every db).
         case flush(all: Bool)
+        /// A blocking write: runs on hot as sent (it may wait for another client's write, so it
+        /// takes no locks and brings nothing up); these written keys are captured once it
+        /// answered (`BlockedWrite`).
+        case afterwards([KeyArg])
         /// SWAPDB: hot's databases and the lower tiers' (`DatabaseMap`) swap together.
         case swapdb
         /// Refused by the proxy with this error (e.g. `tiers-scripts strict`).
@@ -55,11 +59,7 @@ enum TieredCommand {
         /// runs alone, and its written keys are recorded in the key log once it answered, so
         /// the flusher copies what hot holds then (`TransactionSync`).
         var runsAlone = false
-        /// A blocking write (BLPOP, BLMOVE, BZPOPMIN, XREADGROUP …). Inside MULTI Redis runs it
-        /// without blocking, so it is tried there first, captured as any write; only if it would
-        /// have blocked (a null reply: nothing written) does it run alone, its keys' locks free,
-        /// and its written keys are read again, locked, once it answered.
-        var blocks = false
+
     }
 
     private static let simpleReads: Set<CommandName> = Set(["strlen", "type", "ttl", "pttl", "expiretime",
@@ -87,6 +87,14 @@ enum TieredCommand {
         switch WriteRule.kind(info) {
         case .none:
             return nil
+        case .blocking:
+            if info.name == "xread" || info.name == "xreadgroup", !args.dropFirst().contains(where: { asciiCaseEqual($0, "block") }) {
+                // Without BLOCK it never blocks: tiered as any other read or write.
+                return WriteRule.plan(info, args, scripts: scripts).map { .keyed($0) }
+            }
+            guard info.isWrite else { return nil }
+            let keys = WriteRule.plan(info, args, scripts: scripts)?.written ?? []
+            return keys.isEmpty ? nil : .afterwards(keys)
         case .keyed, .alone:
             if WriteRule.isScript(info.name), args.count > 2, args[2] == Array("0".utf8), scripts.mayWrite(info.name, args) {
                 if strictScripts {

@@ -10,8 +10,8 @@ import RESP
 ///   runs on what the client wrote even after hot lost it;
 /// - a command that cannot run inside MULTI (`no_multi`) runs alone once its keys are up, and its
 ///   written keys are recorded in the key log once it answered, so the flusher copies what hot
-///   holds then (`KeyedPlan.runsAlone`); a blocking write is tried inside MULTI first
-///   (`KeyedPlan.blocks`).
+///   holds then (`KeyedPlan.runsAlone`); a blocking write runs as sent and is recorded the same
+///   way, with nothing brought up (`TieredCommand.Route.afterwards`).
 enum WriteRule {
     /// How a command outside the string table is tiered, before its arguments are looked at.
     enum Kind {
@@ -21,6 +21,9 @@ enum WriteRule {
         case keyed
         /// As `keyed`, but it runs alone (`KeyedPlan.runsAlone`).
         case alone
+        /// A command that may block: `TieredCommand.Route.afterwards` for a write, hot alone for
+        /// a read, unless this request cannot block (XREAD/XREADGROUP without BLOCK).
+        case blocking
     }
 
     /// Categories of the commands whose keys are strings (what they write is a string or absent
@@ -31,7 +34,12 @@ enum WriteRule {
     static func kind(_ info: CommandInfo) -> Kind {
         let scripted = isScript(info.name)
         guard !info.keySpecs.isEmpty || scripted || info.name == "sort" || info.name == "sort_ro" else { return .none }
-        let alone = info.isWrite && info.flags.contains("no_multi") && !info.flags.contains("blocking") && !scripted
+        if info.flags.contains("blocking") && !scripted {
+            // Blocking commands run as sent, as direct: a blocked command must not hold its
+            // keys, nor its client's later requests (`TieredCommand.route`).
+            return .blocking
+        }
+        let alone = info.isWrite && info.flags.contains("no_multi") && !scripted
         return alone ? .alone : .keyed
     }
 
@@ -75,7 +83,6 @@ enum WriteRule {
         let stringKeys = !info.categories.isDisjoint(with: strings) && info.categories.isDisjoint(with: anyType)
         plan.capture = stringKeys && !plan.script ? .string : .dump
         plan.runsAlone = kind(info) == .alone
-        plan.blocks = info.isWrite && info.flags.contains("blocking")
         return plan.bringUp.isEmpty && plan.written.isEmpty ? nil : plan
     }
 

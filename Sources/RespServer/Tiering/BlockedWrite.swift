@@ -1,0 +1,50 @@
+import Tiers
+
+/// A blocking write (`TieredCommand.Route.afterwards`: BLPOP, BLMOVE, BZPOPMIN, XREADGROUP …)
+/// runs on hot as sent, without key locks, since it may wait for another client's write. Once it
+/// answered with something it took, its keys are locked, their state read on the loop's own
+/// connection (`DUMP`, `PTTL`) and copied below per their rules, and only then is the reply
+/// passed on: what is below is never older than what the client was told (a popped element
+/// cannot come back from below). A key hot loses between the reply and that read is taken as
+/// deleted (docs/semantics.md §13).
+enum BlockedWrite {
+    static func answered(_ keys: [TierKey], reply: [UInt8], session: ClientSession, then answer: @escaping () -> Void) {
+        let access = session.tierAccess!
+        let core = access.core
+        let tiered = KeyLocks.ordered(keys.filter(core.isTiered))
+        // An error or a timeout (null) took nothing.
+        guard !tiered.isEmpty, !ReplyParts.isError(reply), !ReplyParts.isNull(reply) else { answer(); return }
+        let hot: HotClient = session.hot, homeDB = session.worker.config.upstream.db
+        core.locks.acquire(tiered, on: access.loop) {
+            let capture = CaptureBatch(command: nil, expiring: [], written: tiered, capture: .dump, home: homeDB)
+            hot.send(capture.commands) { captured in
+                for k in tiered { core.generations.bump(k) }
+                func done() {
+                    for k in tiered { core.generations.bump(k) }
+                    core.locks.release(tiered)
+                    answer()
+                }
+                guard let elements = capture.elements(captured) else {
+                    // Hot could not say: the flusher reads it again later.
+                    TransactionSync.record(tiered, ran: true, access: access, then: done)
+                    return
+                }
+                let states = capture.states(elements, of: tiered)
+                var remaining = states.count
+                var failed: [TierKey] = []
+                if remaining == 0 { done(); return }
+                for (key, state) in states {
+                    LowerWrite.apply(key, state, access: access) { result in
+                        if case .failure = result { failed.append(key) }
+                        remaining -= 1
+                        guard remaining == 0 else { return }
+                        // The command ran, so its reply stands; a state that could not go below
+                        // must not leave an older copy there to come back.
+                        if failed.isEmpty { done(); return }
+                        LowerWrite.removeEverywhere(failed, access: access, hot: hot, homeDB: homeDB, done)
+                    }
+                }
+            }
+        }
+    }
+}
