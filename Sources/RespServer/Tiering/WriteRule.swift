@@ -10,8 +10,9 @@ import RESP
 ///   runs on what the client wrote even after hot lost it;
 /// - a command that cannot run inside MULTI (`no_multi`) runs alone once its keys are up, and its
 ///   written keys are recorded in the key log once it answered, so the flusher copies what hot
-///   holds then (`KeyedPlan.runsAlone`); a blocking write runs as sent and is recorded the same
-///   way, with nothing brought up (`TieredCommand.Route.afterwards`).
+///   holds then (`KeyedPlan.runsAlone`); a blocking write runs as sent, with nothing brought
+///   up, and what it took is captured once it answered (`TieredCommand.Route.afterwards`,
+///   `BlockedWrite`).
 enum WriteRule {
     /// How a command outside the string table is tiered, before its arguments are looked at.
     enum Kind {
