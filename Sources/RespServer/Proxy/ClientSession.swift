@@ -43,6 +43,9 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     private var failure: String?
     private var protocolErrorAfterOwed: [UInt8]?
     private var closeWhenFlushed = false
+    /// The shared connection was over its high-water mark when this client's requests went
+    /// out: the client is not read again until `sharedOutputDrained`.
+    private var sharedLinkFull = false
     private var shuttingDown = false
     private var lingerTimer: Timer?
     private var softLimitSince: Int64 = 0
@@ -392,7 +395,7 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
         defer { forward = 0; replies = 0 }
         if !pinned {
             sharedOwed += replies
-            if !worker.shared.send(from: self, bytes: forward, replies: replies) { client.isReading = false }
+            if !worker.shared.send(from: self, bytes: forward, replies: replies) { pauseForSharedLink() }
             return
         }
         guard let up = dedicated else { return }
@@ -409,7 +412,7 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     private func sendProxyRequest(_ bytes: [UInt8], replies: Int = 1) {
         if !pinned {
             sharedOwed += replies
-            if !worker.shared.send(from: self, payload: bytes, replies: replies) { client.isReading = false }
+            if !worker.shared.send(from: self, payload: bytes, replies: replies) { pauseForSharedLink() }
         } else if let up = dedicated {
             owed += replies
             up.output.append(bytes)
@@ -508,8 +511,30 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     /// waited for arrived), unless the session is stopping.
     private func resumeReading() {
         guard !isClosed, !shuttingDown, failure == nil, !closeWhenFlushed, !quitting else { return }
-        client.isReading = true
+        updateReading()
         clientReadable()
+    }
+
+    /// Whether the client's socket may be read now; the one place that decides it. Not while a
+    /// request waits its turn (to pin, for earlier replies, behind a tiered command: its later
+    /// bytes wait in TCP, not here), nor once nothing more is to be read (QUIT, a protocol
+    /// error, a failure, a close or shutdown under way), nor while what it sent or is sent
+    /// waits over the high-water mark (on the shared or its own upstream connection, or a
+    /// shared client's unread replies). Every event that lifts one of these calls `updateReading`.
+    private var mayRead: Bool {
+        if isClosed || shuttingDown || failure != nil || closeWhenFlushed || quitting || protocolErrorAfterOwed != nil {
+            return false
+        }
+        if waitingToPin || keyedOpRunning || waitingForBarrier { return false }
+        if sharedLinkFull || dedicated?.notifyWhenDrained == true { return false }
+        return pinned || !client.notifyWhenDrained
+    }
+
+    private func updateReading() { client.isReading = mayRead }
+
+    private func pauseForSharedLink() {
+        sharedLinkFull = true
+        client.isReading = false
     }
 
     /// Sends `commands` on the client's route as one write (nothing of another client's can
@@ -887,9 +912,11 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
         if !isClosed { client.flush() }
     }
 
-    /// The shared connection drained below its high-water mark: read this client again.
+    /// The shared connection drained below its high-water mark: read this client again, if
+    /// nothing else holds it.
     func sharedOutputDrained() {
-        if !shuttingDown && failure == nil && !waitingToPin && !closeWhenFlushed { client.isReading = true }
+        sharedLinkFull = false
+        updateReading()
     }
 
     // MARK: - Replies through the dedicated connection
@@ -1021,7 +1048,7 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
             if shuttingDown { closeAfterFlush(); return }   // what waited was never sent
             pin()
             if isClosed { return }
-            client.isReading = !shuttingDown
+            updateReading()
             clientReadable()          // re-parse from the request that asked to pin
             if isClosed { return }
         }
@@ -1086,13 +1113,13 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
             if closeWhenFlushed { close(); return }
             client.notifyWhenDrained = false
             dedicated?.isReading = true
-            if !pinned && !shuttingDown && failure == nil && !waitingToPin { client.isReading = true }
+            updateReading()
         }
     }
 
     func linkDrained(_ link: UpstreamLink) {
         link.notifyWhenDrained = false
-        if !shuttingDown && failure == nil { client.isReading = true }
+        updateReading()
     }
 
     // MARK: - Failures and closing
