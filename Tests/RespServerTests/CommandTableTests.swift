@@ -75,6 +75,42 @@ finally:
         #expect(CommandTable(commandReply: Array("+OK\r\n".utf8)) == nil)
     }
 
+    /// Numbers no Redis sends (a module's, a malformed entry's) leave the entry out, so nothing
+    /// computes with them later (an arity of Int.min negated would trap on every request).
+    @Test func entriesWithOutlandishNumbersAreSkipped() {
+        let reply = "*3\r\n"
+            + "*6\r\n$4\r\nodd1\r\n:-9223372036854775808\r\n*0\r\n:1\r\n:1\r\n:1\r\n"
+            + "*6\r\n$4\r\nodd2\r\n:2\r\n*0\r\n:1\r\n:9223372036854775807\r\n:1\r\n"
+            + "*6\r\n$3\r\nget\r\n:2\r\n*1\r\n+readonly\r\n:1\r\n:1\r\n:1\r\n"
+        let table = CommandTable(commandReply: Array(reply.utf8))
+        #expect(table?.count == 1 && table?.info(CommandName("get")) != nil)
+    }
+
+    /// Key specs of odd shapes, or a client's odd `numkeys`, give argument indexes inside the
+    /// request or none: never a trap, never the command's name or a position past the end.
+    @Test func keySpecIndexesStayInsideTheRequest() {
+        let big = Int(Int32.max)
+        let begins: [KeySpec.Begin] = [.index(-3), .index(0), .index(1), .index(2), .index(big),
+                                       .keyword("k", startFrom: 0), .keyword("k", startFrom: -1), .keyword("k", startFrom: big)]
+        let finds: [KeySpec.Find] = [.range(lastKey: 0, step: 1, limit: 0), .range(lastKey: -1, step: 1, limit: 0),
+                                     .range(lastKey: big, step: 1, limit: 0), .range(lastKey: -big, step: 1, limit: 0),
+                                     .range(lastKey: -1, step: 1, limit: -2), .range(lastKey: -1, step: 2, limit: 2),
+                                     .range(lastKey: 0, step: 0, limit: 0), .range(lastKey: 2, step: -1, limit: 0),
+                                     .keyNum(numKeysIndex: 0, firstKey: 1, step: 1), .keyNum(numKeysIndex: -5, firstKey: 1, step: 1),
+                                     .keyNum(numKeysIndex: 0, firstKey: -4, step: 1), .keyNum(numKeysIndex: big, firstKey: 1, step: 1)]
+        let counts = ["9223372036854775807", "-9223372036854775808", "-1", "0", "1", "2", "99", "x"]
+        for begin in begins {
+            for find in finds {
+                let spec = KeySpec(begin: begin, find: find, flags: ["RW"])
+                for count in counts {
+                    let args = ["cmd", count, "k", "a", "b"].map { Array($0.utf8) }
+                    let indexes = spec.keyIndexes(args)
+                    #expect(indexes.allSatisfy { $0 >= 1 && $0 < args.count }, "\(begin) \(find) numkeys \(count): \(indexes)")
+                }
+            }
+        }
+    }
+
     /// What may ride the shared upstream connection follows Redis's own flags plus the
     /// connection-scoped list; everything else pins the client.
     @Test func sharingFollowsRedisFlags() throws {

@@ -84,8 +84,8 @@ struct CommandTable {
         guard e.type == REDIS_REPLY_ARRAY, e.elements >= 6 else { return nil }
         func element(_ i: Int) -> redisReply? { i < Int(e.elements) ? e.element[i]?.pointee : nil }
         guard let name = element(0).flatMap(text)?.lowercased(),
-              let arity = element(1).flatMap(integer), let first = element(3).flatMap(integer),
-              let last = element(4).flatMap(integer), let step = element(5).flatMap(integer) else { return nil }
+              let arity = element(1).flatMap(smallInteger), let first = element(3).flatMap(smallInteger),
+              let last = element(4).flatMap(smallInteger), let step = element(5).flatMap(smallInteger) else { return nil }
         var info = CommandInfo(name: name, arity: arity, flags: Set(element(2).map(strings) ?? []),
                                firstKey: first, lastKey: last, step: step)
         info.categories = Set((element(6).map(strings) ?? []).map { $0.hasPrefix("@") ? String($0.dropFirst()) : $0 })

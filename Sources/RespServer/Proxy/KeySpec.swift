@@ -65,14 +65,16 @@ struct KeySpec: Equatable {
             else { last = first + ((argc - first) / limit + lastKey) }
         case .keyNum(let numKeysIndex, let firstKey, let s):
             step = s
-            guard first + numKeysIndex < argc,
-                  let n = Int(String(decoding: args[first + numKeysIndex], as: UTF8.self)), n >= 0 else { return [] }
+            // A count beyond the arguments is Redis's to refuse ("Number of keys can't be greater
+            // than number of args"); computing with it here could overflow.
+            let at = first + numKeysIndex
+            guard at >= 1, at < argc, let n = Int(String(decoding: args[at], as: UTF8.self)), n >= 0, n < argc else { return [] }
             first += firstKey
             last = first + n - 1
         case .unknown:
             return []
         }
-        guard step > 0, first < argc, last < argc, last >= first else { return [] }
+        guard step > 0, first >= 1, first < argc, last < argc, last >= first else { return [] }
         return Array(stride(from: first, through: last, by: step))
     }
 
@@ -105,9 +107,9 @@ struct KeySpec: Equatable {
         let s = Dictionary(pairs(spec), uniquingKeysWith: { a, _ in a })
         switch type {
         case "index":
-            return s["index"].flatMap(integer).map { .index($0) } ?? .unknown
+            return s["index"].flatMap(smallInteger).map { .index($0) } ?? .unknown
         case "keyword":
-            guard let word = s["keyword"].flatMap(text), let from = s["startfrom"].flatMap(integer) else { return .unknown }
+            guard let word = s["keyword"].flatMap(text), let from = s["startfrom"].flatMap(smallInteger) else { return .unknown }
             return .keyword(word, startFrom: from)
         default:
             return .unknown
@@ -120,12 +122,12 @@ struct KeySpec: Equatable {
         let s = Dictionary(pairs(spec), uniquingKeysWith: { a, _ in a })
         switch type {
         case "range":
-            guard let last = s["lastkey"].flatMap(integer), let step = s["keystep"].flatMap(integer),
-                  let limit = s["limit"].flatMap(integer) else { return .unknown }
+            guard let last = s["lastkey"].flatMap(smallInteger), let step = s["keystep"].flatMap(smallInteger),
+                  let limit = s["limit"].flatMap(smallInteger) else { return .unknown }
             return .range(lastKey: last, step: step, limit: limit)
         case "keynum":
-            guard let idx = s["keynumidx"].flatMap(integer), let first = s["firstkey"].flatMap(integer),
-                  let step = s["keystep"].flatMap(integer) else { return .unknown }
+            guard let idx = s["keynumidx"].flatMap(smallInteger), let first = s["firstkey"].flatMap(smallInteger),
+                  let step = s["keystep"].flatMap(smallInteger) else { return .unknown }
             return .keyNum(numKeysIndex: idx, firstKey: first, step: step)
         default:
             return .unknown
@@ -154,6 +156,12 @@ func text(_ r: redisReply) -> String? {
 }
 
 func integer(_ r: redisReply) -> Int? { r.type == REDIS_REPLY_INTEGER ? Int(r.integer) : nil }
+
+/// An integer the size of an argument position or count (Redis's are ints): larger ones, which
+/// no Redis sends, are not trusted, so that sums of them and of a request's length cannot overflow.
+func smallInteger(_ r: redisReply) -> Int? {
+    integer(r).flatMap { (-Int(Int32.max)...Int(Int32.max)).contains($0) ? $0 : nil }
+}
 
 /// The texts of an array's string elements.
 func strings(_ r: redisReply) -> [String] {
