@@ -146,7 +146,11 @@ private let proxyDirectives: [Directive] = [
     Directive(name: "maxclients", defaultArgs: "10000", doc: [
         "Most client connections at once; one more gets '-ERR max number of clients reached'.",
     ]) { c, a in c.maxclients = try Units.int(try one(a, "maxclients"), 1...1_000_000) },
-    Directive(name: "timeout", defaultArgs: "0", doc: ["Close a client idle for this many seconds (0 = never)."]) { c, a in
+    Directive(name: "timeout", defaultArgs: "0", doc: [
+        "Close a client idle for more than this many seconds (0 = never), checked once a second, as",
+        "Redis does: subscribers, MONITOR, replicas and clients waiting for a reply are never closed",
+        "for it (a client that has subscribed once stays spared after it unsubscribes).",
+    ]) { c, a in
         c.timeoutSeconds = try Units.int(try one(a, "timeout"), 0...Int(Int32.max))
     },
     Directive(name: "client-query-buffer-limit", defaultArgs: "1gb", doc: [

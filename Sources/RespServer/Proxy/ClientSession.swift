@@ -29,6 +29,10 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     private(set) var sequenced = true
     /// Subscribed clients are in the pubsub output-buffer class.
     private var subscribed = false
+    /// MONITOR was sent: like a subscriber, never closed for being idle.
+    private var monitoring = false
+    /// When the client last sent bytes or was given replies (loop milliseconds), for `timeout`.
+    private var lastInteraction: Int64
     /// Parsing stopped at a request that must wait for shared replies before pinning.
     private var waitingToPin = false
     /// QUIT arrived: nothing after it is sent; +OK follows the replies owed, then the close.
@@ -103,6 +107,7 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
         self.client = Connection(loop: worker.loop, fd: fd, tls: tls)
         self.parser = RequestParser(maxBulkLength: worker.config.protoMaxBulkLen)
         self.db = worker.config.upstream.db
+        self.lastInteraction = worker.loop.nowMillis
         if let gate = worker.proxyAuth { auth = gate.initialState() }
         client.delegate = self
     }
@@ -115,7 +120,12 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     // MARK: - Requests: client → upstream
 
     func connectionReadable(_ connection: Connection) {
-        if connection === client { clientReadable() } else { dedicatedReadable() }
+        if connection === client {
+            noteInteraction()
+            clientReadable()
+        } else {
+            dedicatedReadable()
+        }
     }
 
     /// Reads and dispatches what the client sent. A tiered command may let reading go on from
@@ -719,6 +729,7 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
             sequenced = false
         } else if name == Commands.monitor {
             sequenced = false
+            monitoring = true
         } else if name == Commands.client, frame.argc >= 3 {
             switch argument(frame, 1, at: offset).lowercased() {
             case "reply": sequenced = false
@@ -1032,6 +1043,7 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
 
     /// Bookkeeping after replies reached the client's output, whichever way they came.
     private func afterReplies() {
+        noteInteraction()
         if closeWhenComposed {
             if held.isEmpty { closeAfterFlush() }
             return
@@ -1080,6 +1092,21 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
         guard pinned, let up = dedicated, !up.isHandshaking else { return false }
         return sequenced && !inTransaction && !ownUser && allAnswered && !keyedOpRunning && failure == nil
             && !quitting && !shuttingDown && !pipe.on && !waitingToPin && !waitingForBarrier && !isClosed
+    }
+
+    private func noteInteraction() {
+        // Only with `timeout` set: the loop's clock is cheap, not free.
+        if worker.config.timeoutSeconds > 0 { lastInteraction = worker.loop.nowMillis }
+    }
+
+    /// Since when the client has been idle, if `timeout` applies to it: as in Redis, not to
+    /// subscribers, MONITOR or replica links, nor to a client waiting for a reply (a blocking
+    /// command, a tiered one). A client that once subscribed stays spared: its replies are
+    /// not counted, so the proxy cannot tell when it has left its last channel.
+    var idleSince: Int64? {
+        guard !isClosed && !subscribed && !monitoring && !pipe.replica && allAnswered
+                && !keyedOpRunning && !waitingToPin && !waitingForBarrier else { return nil }
+        return lastInteraction
     }
 
     /// The client's output-buffer class, as Redis classifies it.

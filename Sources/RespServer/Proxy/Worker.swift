@@ -66,6 +66,8 @@ final class Worker {
     let proxyMetrics: ProxyMetrics
     /// Samples the bytes waiting in client buffers once a second (INFO, /metrics).
     private var bufferSampler: Timer?
+    /// Closes idle clients once a second when `timeout` is set.
+    private var idleSweeper: Timer?
 
     init(index: Int, config: Config, upstreamAddress: SocketAddress?, clientCount: AtomicCounter,
          tierSetup: TierSetup, tiering: TieringCore, metrics: ProxyMetrics) {
@@ -128,6 +130,9 @@ final class Worker {
         proxyMetrics.register(.warm, warm)
         proxyMetrics.register(.cold, cold)
         bufferSampler = Timer(loop: loop, millis: 1000, repeating: true) { [unowned self] in self.sampleBuffers() }
+        if config.timeoutSeconds > 0 {
+            idleSweeper = Timer(loop: loop, millis: 1000, repeating: true) { [unowned self] in self.closeIdleClients() }
+        }
         if warm != nil || cold != nil {
             let warmLimit = tierSetup.cipher == nil ? TierAccess.warmItemLimit
                 : EntryCipher.largestValue(sealedInItemOf: TierAccess.warmItemLimit)
@@ -185,6 +190,18 @@ final class Worker {
         }
         metrics.set(.bufferBytes, bytes)
         metrics.set(.clients, sessions.count)
+    }
+
+    /// `timeout`: closes every client idle for more than that many seconds, as Redis's
+    /// clientsCron does about once a second (with no reply: the connection just closes).
+    private func closeIdleClients() {
+        let now = loop.nowMillis
+        let limit = Int64(config.timeoutSeconds) * 1000
+        for s in Array(sessions.values) {
+            guard let since = s.idleSince, now - since > limit else { continue }
+            Log.verbose("Closing idle client")
+            s.close()
+        }
     }
 
     /// The upstream credential changed: connections waiting for it go on, and with a new Entra ID
@@ -297,6 +314,7 @@ final class Worker {
 
     private func stopLoop() {
         bufferSampler?.cancel()
+        idleSweeper?.cancel()
         flusher?.stop()
         hot.close()
         watchProbe.hot.close()
