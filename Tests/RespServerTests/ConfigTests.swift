@@ -96,6 +96,35 @@ import Glibc
         #expect(fromFile.port == defaults.port && fromFile.bind == defaults.bind
                 && fromFile.outputLimitPubsub == defaults.outputLimitPubsub)
     }
+
+    /// The table is the one source of defaults: a `Config()` (what code that loads nothing
+    /// gets) holds, setting by setting, what the shipped conf file documents and loads to.
+    @Test func configDefaultsAreTheDocumentedOnes() throws {
+        let root = #filePath.components(separatedBy: "/Tests/")[0]
+        let fromFile = try ConfigLoader(arguments: [root + "/conf/tierproxy.conf"]).load(environment: [:])
+        func settings(_ c: Config) -> [String: String] {
+            // The users are built by the loader from the acl lines, which both have alike.
+            var out: [String: String] = [:]
+            for child in Mirror(reflecting: c).children where child.label != "aclUsers" {
+                out[child.label ?? "?"] = describe(child.value)
+            }
+            return out
+        }
+        // Field by field, sets in order (two equal sets may list their members differently).
+        func describe(_ value: Any) -> String {
+            let m = Mirror(reflecting: value)
+            if m.children.isEmpty { return String(describing: value) }
+            let parts = m.children.map { ($0.label ?? "") + ":" + describe($0.value) }
+            return m.displayStyle == .set || m.displayStyle == .dictionary
+                ? "{" + parts.sorted().joined(separator: ",") + "}" : "(" + parts.joined(separator: ",") + ")"
+        }
+        let blank = settings(Config()), documented = settings(fromFile)
+        #expect(blank.count == documented.count && blank.count > 40)
+        for (name, value) in documented {
+            #expect(blank[name] == value, "Config().\(name)")
+        }
+        #expect(Config().bind == ["127.0.0.1", "-::1"])
+    }
 }
 
 /// Writes `text` to a fresh temp file and returns its path.

@@ -235,14 +235,18 @@ def test_redis_cli_replica_through_proxy(target):
 def test_replica_that_stops_reading_meets_redis_own_limit(target):
     """A replica link that is not read: the proxy holds at most its high-water mark and stops
     reading Redis, so Redis's client-output-buffer-limit replica drops the link (as it would a
-    direct replica's), and the proxy then closes the client."""
+    direct replica's), and the proxy then closes the client. The proxy's own `replica` line, far
+    below what is streamed, cuts nothing: that class is Redis's."""
     srv, p = target(redis_args=("--client-output-buffer-limit", "replica 4mb 0 0",
-                                "--repl-ping-replica-period", "3600"))
+                                "--repl-ping-replica-period", "3600"),
+                    proxy_flags={"client-output-buffer-limit": "replica 16kb 16kb 0"})
     admin = srv.admin()
     with RawConn(p.port, rcvbuf=65536) as c:
         c.send(b"SYNC\r\n")
         read_rdb(c)
         wait_for(lambda: connected_replicas(admin) == 1, desc="the replica online")
+        admin.set("probe", "p" * 65536)         # 64 kB streamed, read by the replica
+        read_until(c, b"p" * 65536 + b"\r\n", Deadline(20))
         rss_before = rss_kb(p.pid)
         chunk = "v" * (1 << 20)
         for i in range(40):                       # 40 MB propagated to a replica that reads none

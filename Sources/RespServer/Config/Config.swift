@@ -14,14 +14,16 @@ enum LogLevel: Int, Comparable {
     static func < (a: LogLevel, b: LogLevel) -> Bool { a.rawValue < b.rawValue }
 }
 
-/// Every setting tierproxy runs with. Filled from `ConfigTable`'s defaults, then the file, env and flags.
+/// Every setting tierproxy runs with. `Config()` holds the defaults of `configTable`, their one
+/// source; the values written below are only blanks the table's defaults replace (`init`). The
+/// loader then applies the file, env and flags.
 struct Config {
     var bind: [String] = []
-    var port = 6380
-    var tcpBacklog = 511
+    var port = 0
+    var tcpBacklog = 0
     var threads = 0
     var upstream = UpstreamURL()
-    var upstreamConnectTimeoutMillis = 2000
+    var upstreamConnectTimeoutMillis = 0
     /// `upstream-auth entra`: Entra ID tokens instead of the URL's password; `upstream-user`.
     var upstreamEntra = false
     var upstreamUser = ""
@@ -36,24 +38,23 @@ struct Config {
     /// Built once at start from the settings above when the upstream is `rediss://`
     /// (`UpstreamTLS.prepare`); every upstream connection of every loop uses it.
     var upstreamTLS: TLSClient?
-    var maxclients = 10000
+    var maxclients = 0
     var timeoutSeconds = 0
-    var clientQueryBufferLimit = 1 << 30
-    var protoMaxBulkLen = 512 << 20
+    var clientQueryBufferLimit = 0
+    var protoMaxBulkLen = 0
     var outputLimitNormal = OutputLimit()
-    var outputLimitPubsub = OutputLimit(hard: 32 << 20, soft: 8 << 20, softSeconds: 60)
-    var outputLimitReplica = OutputLimit(hard: 256 << 20, soft: 64 << 20, softSeconds: 60)
-    var proxyBufferHighWater = 1 << 20
-    var shutdownTimeoutSeconds = 10
+    var outputLimitPubsub = OutputLimit()
+    var proxyBufferHighWater = 0
+    var shutdownTimeoutSeconds = 0
     var loglevel = LogLevel.notice
     var logfile = ""
     var logFormat = LogFormat.redis
     var pidfile = ""
-    var dataDir = "./data"
+    var dataDir = ""
     /// Lower tiers as URL-like strings; empty = from env (COSMOS_*, BLOB_*), else the embedded defaults.
     var warm = ""
     var cold = ""
-    var compressThreshold = 1 << 20
+    var compressThreshold = 0
     /// `tier-encryption-key` (base64 or keyvault://; empty: lower tiers in clear) and the keys
     /// of earlier rotations, read-only. Never printed.
     var tierEncryptionKey = ""
@@ -68,18 +69,18 @@ struct Config {
     var clientTLS: TLSServer?
     /// Placement rules, in order (first match wins).
     var rules: [PlacementRule] = []
-    var tierTimeoutMillis = 5000
+    var tierTimeoutMillis = 0
     var tiersAllowFlush = false
     var tiersScriptsStrict = false
     var keyLogSync = KeyLog.Sync.everysec
-    var negativeCacheMillis = 1000
+    var negativeCacheMillis = 0
     /// Metrics and health HTTP endpoint (0 = off) and the address it listens on.
     var metricsPort = 0
-    var metricsBind = "127.0.0.1"
+    var metricsBind = ""
     /// How often /readyz's probes of hot and each lower tier run.
-    var healthProbeIntervalMillis = 5000
+    var healthProbeIntervalMillis = 0
     /// Tier operations slower than this are logged (-1 = never).
-    var tierSlowlogThresholdMillis = 500
+    var tierSlowlogThresholdMillis = 0
     /// Create missing Cosmos database/container and Blob container at start.
     var tiersCreate = false
     /// Print keys in tier log lines (default: a hash of the key).
@@ -88,6 +89,15 @@ struct Config {
     /// once every source is read: a `user default` line wins over requirepass, as in Redis).
     var acl = ACLConfig()
     var aclUsers: [String: ACLUser] = [:]
+
+    /// The table's defaults (`ConfigTests` loads each of them, so none can fail here).
+    init() {
+        for d in configTable {
+            for line in d.defaultArgs.split(separator: "\n") {
+                try! d.apply(&self, ConfigLoader.split(String(line)))
+            }
+        }
+    }
 
     /// Number of event loops: `threads`, or one per core when 0.
     var effectiveThreads: Int {

@@ -1,6 +1,6 @@
 import Glibc
 
-/// Builds a `Config` from the table's defaults, then a conf file, then env vars, then flags
+/// Builds a `Config` from the table's defaults (`Config()`), then a conf file, then env vars, then flags
 /// (later sources win), all through the same directive table.
 struct ConfigLoader {
     /// What the command line asked for besides settings.
@@ -55,12 +55,7 @@ struct ConfigLoader {
 
     /// The final configuration. `environment` is injectable for tests.
     func load(environment: [String: String]) throws -> Config {
-        var config = Config()
-        for d in configTable {
-            for line in d.defaultArgs.split(separator: "\n") {
-                try d.apply(&config, try ConfigLoader.split(String(line)))
-            }
-        }
+        var config = Config()   // the table's defaults
         if let file = configFile {
             try applyFile(file, to: &config)
         }

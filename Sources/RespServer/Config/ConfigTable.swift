@@ -29,7 +29,7 @@ private func outputLimit(_ c: inout Config, _ args: [String]) throws {
     switch args[0].lowercased() {
     case "normal": c.outputLimitNormal = limit
     case "pubsub": c.outputLimitPubsub = limit
-    case "replica", "slave": c.outputLimitReplica = limit
+    case "replica", "slave": break   // Redis's to apply (see the directive's doc); a redis.conf line still loads
     default: throw ConfigError("invalid client class '\(args[0])' (normal, pubsub, replica)")
     }
 }
@@ -93,8 +93,11 @@ private let proxyDirectives: [Directive] = [
         "A client and everything it causes stay on one loop.",
     ]) { c, a in c.threads = try Units.int(try one(a, "threads"), 0...256) },
     Directive(name: "upstream", defaultArgs: "redis://127.0.0.1:6379", doc: [
-        "The hot tier: redis://[user:password@]host:port[/db]. Each client connection gets its own",
-        "upstream connection, authenticated with these credentials and switched to this db first.",
+        "The hot tier: redis://[user:password@]host:port[/db]. Clients start on one connection per event",
+        "loop that they share, pipelined; a client whose request needs connection state of its own",
+        "(AUTH, SELECT, MULTI, SUBSCRIBE, a blocking command, CLIENT ..., a deep pipeline) gets its own",
+        "connection from then on. Every connection is authenticated with these credentials and",
+        "switched to this db first.",
         "rediss:// speaks TLS on every upstream connection (e.g. Azure Cache for Redis on 6380):",
         "the certificate chain and the host name are verified (upstream-tls-* below).",
         "Env: REDIS_URL, or REDIS_HOST / REDIS_PORT / REDIS_PASSWORD / REDIS_SSL (true = rediss).",
@@ -159,10 +162,13 @@ private let proxyDirectives: [Directive] = [
     Directive(name: "proto-max-bulk-len", defaultArgs: "512mb", doc: [
         "Largest bulk string a request may carry; longer gets 'Protocol error: invalid bulk length'.",
     ]) { c, a in c.protoMaxBulkLen = try Units.memory(try one(a, "proto-max-bulk-len")) },
-    Directive(name: "client-output-buffer-limit", defaultArgs: "normal 0 0 0\npubsub 32mb 8mb 60\nreplica 256mb 64mb 60", doc: [
-        "client-output-buffer-limit <class> <hard> <soft> <soft-seconds>, classes normal, pubsub, replica.",
-        "Replies waiting for a slow client beyond these limits close it. The proxy also stops reading",
-        "from Redis while a client is behind, so Redis applies its own limits to the upstream side.",
+    Directive(name: "client-output-buffer-limit", defaultArgs: "normal 0 0 0\npubsub 32mb 8mb 60", doc: [
+        "client-output-buffer-limit <class> <hard> <soft> <soft-seconds>, classes normal and pubsub",
+        "(MONITOR is normal, as in Redis). Replies waiting for a slow client beyond these limits close",
+        "it. The proxy also stops reading from Redis while a client is behind, so Redis applies its own",
+        "limits to the upstream side. A replica link (SYNC/PSYNC) is held to proxy-buffer-high-water",
+        "and Redis's own 'client-output-buffer-limit replica' cuts it: a 'replica' line is accepted",
+        "here, as in redis.conf, and has no effect.",
     ], apply: outputLimit),
     Directive(name: "proxy-buffer-high-water", defaultArgs: "1mb", doc: [
         "Backpressure: stop reading a client (or its upstream) while this much waits to be written",
