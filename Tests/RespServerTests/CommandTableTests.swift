@@ -73,6 +73,7 @@ finally:
         #expect(table?.count == 1 && table?.info(CommandName("get"))?.keySpecs.isEmpty == true)
         #expect(CommandTable(commandReply: Array("*1\r\n:1\r\n".utf8)) == nil)
         #expect(CommandTable(commandReply: Array("+OK\r\n".utf8)) == nil)
+        #expect(CommandTable(commandReply: []) == nil)
     }
 
     /// Numbers no Redis sends (a module's, a malformed entry's) leave the entry out, so nothing

@@ -51,7 +51,7 @@ struct CommandTable {
 
     /// Parses a RESP2 `COMMAND` reply with hiredis's reader. Nil if it is not one.
     init?(commandReply bytes: [UInt8]) {
-        guard let reader = redisReaderCreate() else { return nil }
+        guard !bytes.isEmpty, let reader = redisReaderCreate() else { return nil }
         defer { redisReaderFree(reader) }
         let fed = bytes.withUnsafeBufferPointer { b in
             b.baseAddress!.withMemoryRebound(to: CChar.self, capacity: b.count) { redisReaderFeed(reader, $0, b.count) }
