@@ -130,7 +130,7 @@ final class KeyedOp {
         var results = [Result<Found?, TierError>?](repeating: nil, count: keys.count)
         var remaining = keys.count
         for (i, k) in keys.enumerated() {
-            access.lookup(k) { [self] result in
+            access.lookup(k, locked: true) { [self] result in
                 results[i] = result
                 remaining -= 1
                 if remaining == 0 { promote(zip(keys, results.map { $0! }), slot) }
