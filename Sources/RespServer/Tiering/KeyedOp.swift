@@ -20,32 +20,34 @@ import Tiers
 /// 4. copy each written key's state below, as its rule says (write-through: before the reply;
 ///    write-behind: recorded durably first), then release the keys and answer.
 final class KeyedOp {
-    private let session: ClientSession
-    private let args: [[UInt8]]
-    private let plan: TieredCommand.KeyedPlan
-    private let access: TierAccess
-    private let db: Int
+    let session: ClientSession
+    let args: [[UInt8]]
+    let plan: TieredCommand.KeyedPlan
+    let access: TierAccess
+    let db: Int
     private var lockKeys: [TierKey] = []
     /// Keys the command wrote in hot: their generation moves again when the locks go.
     private var writtenKeys: [TierKey] = []
     /// Keys that existed (in hot or below) before the command: decides `ttl` for creators.
-    private var existed: Set<TierKey> = []
+    var existed: Set<TierKey> = []
     /// Written keys read back after the command, and large collections only probed
     /// (`CollectionCapture`): those found present are recorded for the flusher to read.
-    private var captured: [TierKey] = []
-    private var deferred: [TierKey] = []
+    var captured: [TierKey] = []
+    var deferred: [TierKey] = []
     private var presentDeferred: [(TierKey, Int64?)] = []
     /// Copies found below, promoted inside the command's transaction (`watchingBringUp`).
-    private var promotions: [(TierKey, Found)] = []
+    var promotions: [(TierKey, Found)] = []
     /// The brought-up keys are WATCHed from before their EXISTS until the transaction's EXEC: if
     /// hot loses one in between, EXEC comes back null and bring-up runs again (bounded). Only on
     /// the client's own route, when the client watches nothing itself (its watches are
     /// `WatchGuard`'s) and the command will run as a transaction.
     private var watchingBringUp = false
-    private var bringUpAttempts = 0
+    var bringUpAttempts = 0
+    /// The one key whose bring-up rides in the command's own transaction (`KeyedOp+Fold`).
+    var folded: TierKey?
     private let done: () -> Void
     /// Where the bring-up and the capture go.
-    private let own: OwnRequests
+    let own: OwnRequests
     /// Called once the command itself is on its way to hot: the client's later requests may
     /// follow it from then on (they reach hot after it, on the same connection).
     private var sent: (() -> Void)?
@@ -66,18 +68,18 @@ final class KeyedOp {
     /// it at once, unless the transaction may have to run again (`watchingBringUp`).
     private func sendCommand(_ commands: [[[UInt8]]], _ then: @escaping (_ replies: [[UInt8]], _ slot: ReplySlot) -> Void) {
         session.sendComposed(commands, then)
-        if !watchingBringUp { fireSent() }
+        if !watchingBringUp && folded == nil { fireSent() }
     }
 
-    private func fireSent() {
+    func fireSent() {
         let s = sent
         sent = nil
         s?()
     }
 
-    private var core: TieringCore { access.core }
+    var core: TieringCore { access.core }
 
-    private func tierKey(_ k: TieredCommand.KeyArg) -> TierKey { TierKey(db: k.db ?? db, args[k.index]) }
+    func tierKey(_ k: TieredCommand.KeyArg) -> TierKey { TierKey(db: k.db ?? db, args[k.index]) }
 
     func start() {
         lockKeys = (plan.bringUp + plan.written).map(tierKey).filter(core.isTiered)
@@ -95,6 +97,11 @@ final class KeyedOp {
         watchingBringUp = false
         let keys = unique(plan.bringUp.map(tierKey).filter(core.isTiered)).filter(mayNeedBringingUp)
         if keys.isEmpty { execute(); return }
+        if let k = foldable(keys) {
+            folded = k
+            execute()
+            return
+        }
         watchingBringUp = bringUpAttempts < 8 && !own.beside && !plan.promotesApart && !plan.runsAlone
             && session.watchedKeys.isEmpty && plan.written.contains { core.isTiered(tierKey($0)) }
         var batch = DBBatch(home: own.homeDB)
@@ -246,7 +253,7 @@ final class KeyedOp {
             return
         }
         let capture = CaptureBatch(command: args, expiring: expiring, written: captured, probed: deferred, capture: plan.capture,
-                                   home: db, promotions: promotions)
+                                   home: db, promotions: promotions, existedBefore: folded)
         // The proxy's EXEC would clear the client's watches: a guard keeps them exact.
         if let watch = WatchGuard(session: session) {
             watch.arm { [self] in runTransaction(capture, written, watch) }
@@ -296,10 +303,14 @@ final class KeyedOp {
         sync(states(capture, elements), reply: reply, slot: slot)
     }
 
-    private func runTransaction(_ capture: CaptureBatch, _ written: [TierKey], _ watch: WatchGuard?) {
+    /// `answering`: the client's slot when this transaction runs again after its first run
+    /// (`KeyedOp+Fold`), the client's later requests having followed that one.
+    func runTransaction(_ capture: CaptureBatch, _ written: [TierKey], _ watch: WatchGuard?, answering: ReplySlot? = nil) {
         func restored(_ then: @escaping () -> Void) { if let watch { watch.restore(then) } else { then() } }
         let commands = capture.commands
-        sendCommand(commands) { [self] replies, slot in
+        sendCommand(commands) { [self] replies, own in
+            let slot = answering ?? own
+            if answering != nil { session.fill(own, []) }
             // A command refused while queueing (arity, NOAUTH, ACL) ran nowhere: its own error.
             let queued = replies[capture.commandIndex]
             if queued.starts(with: Array("-OOM ".utf8)) {
@@ -327,7 +338,7 @@ final class KeyedOp {
                 bringUp()
                 return
             }
-            fireSent()
+            if folded == nil { fireSent() }
             if let watch, let exec = replies.last, ReplyParts.isNull(exec) {
                 // A key the client watches had changed: its transaction must fail, and this one
                 // (not watched any more) runs again.
@@ -348,15 +359,31 @@ final class KeyedOp {
                 }
                 return
             }
-            let reply = Array(elements[capture.commandIndex - 1])
-            // An error means nothing changed, except from a script: it may have written first
-            // (the promotions did land: copies of what is below, so nothing changed).
-            if ReplyParts.isError(reply) && !plan.script { restored { [self] in promoted { self.finish(slot, reply) } }; return }
-            let states = self.states(capture, elements)
-            for k in written { core.generations.bump(k) }
-            writtenKeys = written
-            restored { [self] in promoted { self.sync(states, reply: reply, slot: slot) } }
+            if let k = folded, capture.existedFirst(elements) == false, !access.isKnownAbsentBelow(k) {
+                folded = nil
+                ranWithoutKey(k, capture, written, slot) { [self] in
+                    fireSent()
+                    ran(capture, elements, written, slot, restored)
+                }
+                return
+            }
+            folded = nil
+            fireSent()
+            ran(capture, elements, written, slot, restored)
         }
+    }
+
+    /// The transaction ran: its reply and captures go to the client and below.
+    private func ran(_ capture: CaptureBatch, _ elements: [ArraySlice<UInt8>], _ written: [TierKey], _ slot: ReplySlot,
+                     _ restored: (@escaping () -> Void) -> Void) {
+        let reply = Array(elements[capture.commandIndex - 1])
+        // An error means nothing changed, except from a script: it may have written first
+        // (the promotions did land: copies of what is below, so nothing changed).
+        if ReplyParts.isError(reply) && !plan.script { restored { [self] in promoted { self.finish(slot, reply) } }; return }
+        let states = self.states(capture, elements)
+        for k in written { core.generations.bump(k) }
+        writtenKeys = written
+        restored { [self] in promoted { self.sync(states, reply: reply, slot: slot) } }
     }
 
     private func defaultTTL(for key: TierKey) -> Int? {
@@ -421,7 +448,7 @@ final class KeyedOp {
 
     // MARK: - Endings
 
-    private func finish(_ slot: ReplySlot, _ reply: [UInt8]) {
+    func finish(_ slot: ReplySlot, _ reply: [UInt8]) {
         release()
         session.fill(slot, reply)
         let s = sent
@@ -444,7 +471,7 @@ final class KeyedOp {
         sendCommand([args]) { [self] replies, slot in finish(slot, replies[0]) }
     }
 
-    private func unique(_ keys: [TierKey]) -> [TierKey] {
+    func unique(_ keys: [TierKey]) -> [TierKey] {
         var seen = Set<TierKey>()
         return keys.filter { seen.insert($0).inserted }
     }
