@@ -176,6 +176,12 @@ def test_a_client_leaving_while_blocked_after_a_bring_up_leaves_nothing_blocked(
         assert h.lrange("bk:d", 0, -1) == [b"z"], "its destination was not brought up"
         c.close()
         wait_for(lambda: blocked_on(h) == 0, 20, desc="hot to forget the blocked command of a client that left")
+    # Nothing of the command that left stays behind: its source is brought up as any key again.
+    with s.client() as p:
+        assert p.rpush("bk:gone", "later") == 1
+    s.evict("bk:gone")
+    with s.client() as p:
+        assert p.lrange("bk:gone", 0, -1) == [b"later"], "a key of a command that left is still taken as popped"
 
 
 def test_many_clients_blocked_on_keys_below_while_others_push(make_stack):
