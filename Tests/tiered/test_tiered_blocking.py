@@ -50,12 +50,15 @@ def blocked_on(server_client) -> int:
 
 @pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("family", list(FAMILIES))
-def test_a_blocking_command_on_a_key_only_below_returns_at_once(make_stack, reference, family, loss):
+def test_a_blocking_command_on_a_key_only_below_returns_at_once(make_stack, backend, reference, family, loss):
     """The family's keys are written, hot loses them, and the blocking command answers at once
     what the reference answers; hot then loses everything again and every key reads as on the
-    reference (what the command took is below: nothing popped comes back)."""
+    reference (what the command took is below: nothing popped comes back). On the emulated
+    Azure tiers one loss mode is enough."""
+    if backend == "azure" and loss != "flushall":
+        pytest.skip("azure: one loss mode is enough (the emulators make each step slow)")
     writes, command = FAMILIES[family]
-    s = make_stack("local", flags={"tiers-allow-flush": "yes"})
+    s = make_stack(backend, flags={"tiers-allow-flush": "yes"})
     with Twin(s, reference, KEYS, loss=loss) as tw:
         tw.send(*writes)
         tw.lose()
