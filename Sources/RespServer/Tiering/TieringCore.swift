@@ -39,6 +39,8 @@ final class TieringCore: @unchecked Sendable {
     let flights = LookupFlights<Found?>()
     let scripts = ScriptFlags()
     let absentBelow = AbsentBelow()
+    /// Which RDB versions hot can RESTORE, learned as copies of them are found below.
+    let rdbVersions = RDBVersions()
     let strictScripts: Bool
     /// Durable record of keys the lower tiers still owe (nil: it could not be opened; write-behind
     /// then answers errors, and failed deletes cannot be retried).
@@ -52,6 +54,9 @@ final class TieringCore: @unchecked Sendable {
     /// Where the lower tiers keep each Redis database (nil: its file could not be read; SWAPDB is
     /// then refused).
     let databases: DatabaseMap?
+    /// Keys a blocking command may delete (BLPOP of a list's last element …), counted from the
+    /// moment it is sent until what it did is below (`BlockingMark`).
+    private let blockingDeletes = Mutex<[TierKey: Int]>([:])
     /// Closed while a SWAPDB waits for tiered commands and the write-behind backlog to drain.
     private let swapGate = Mutex<(closed: Bool, waiting: [(EventLoop, () -> Void)])>((false, []))
 
@@ -109,6 +114,25 @@ final class TieringCore: @unchecked Sendable {
         }
         for (loop, then) in waiting { loop.execute(then) }
     }
+
+    // MARK: - Blocking commands in flight
+
+    func markBlockingDeletes(_ keys: [TierKey]) {
+        blockingDeletes.withLock { counts in for k in keys { counts[k, default: 0] += 1 } }
+    }
+
+    func unmarkBlockingDeletes(_ keys: [TierKey]) {
+        blockingDeletes.withLock { counts in
+            for k in keys {
+                let n = (counts[k] ?? 1) - 1
+                counts[k] = n > 0 ? n : nil
+            }
+        }
+    }
+
+    /// True if a blocking command that may delete `key` is on hot and what it did is not below
+    /// yet: hot lacking the key may mean it popped the last element, so what is below is older.
+    func mayBeDeletedByBlocking(_ key: TierKey) -> Bool { blockingDeletes.withLock { $0[key] != nil } }
 
     /// True if misses of `key` may look below hot, and writes of it reach the lower tiers.
     func isTiered(_ key: TierKey) -> Bool { rules.rule(for: key.bytes).policy != .hotOnly }
