@@ -44,6 +44,18 @@ import Tiers
         #expect(DumpPayload.type([]) == nil)
     }
 
+    /// The RDB version is the two little-endian bytes before the CRC64 (10 for Redis 7.0).
+    @Test func rdbVersionOfEachPayload() {
+        for (hex, _) in DumpPayloadTests.strings {
+            #expect(DumpPayload.rdbVersion(DumpPayloadTests.bytes(hex)) == 10, "\(hex.prefix(20))")
+        }
+        var newer = DumpPayloadTests.bytes(DumpPayloadTests.strings[0].0)
+        newer[newer.count - 10] = 0xff
+        newer[newer.count - 9] = 0x01
+        #expect(DumpPayload.rdbVersion(newer) == 511)
+        #expect(DumpPayload.rdbVersion(Array(newer.suffix(10))) == nil, "no room for an object")
+    }
+
     @Test func damagedStringPayloadsAreRefused() {
         let lzf = Self.bytes(Self.strings[4].0)
         #expect(DumpPayload.string(Array(lzf.dropLast(11))) == nil)                   // cut into the object

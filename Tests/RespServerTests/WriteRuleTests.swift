@@ -76,18 +76,27 @@ import RESP
         }
     }
 
-    /// Blocking writes run as sent and their written keys are recorded afterwards; blocking reads
-    /// pass through.
-    @Test func blockingCommandsRunAsSent() throws {
-        guard case .afterwards(let keys)? = try route("BLMOVE", "a", "b", "LEFT", "RIGHT", "0") else {
-            Issue.record("BLMOVE must run as sent"); return
+    /// Blocking commands bring up every key they name, then run as sent; a write's keys are
+    /// captured once it answered, and the keys its key specs say it may delete are marked.
+    @Test func blockingCommandsBringUpThenRunAsSent() throws {
+        guard case .blocking(let move)? = try route("BLMOVE", "a", "b", "LEFT", "RIGHT", "0") else {
+            Issue.record("BLMOVE must take the blocking route"); return
         }
-        #expect(keys.map(\.index) == [1, 2])
-        guard case .afterwards(let group)? = try route("XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "x", ">") else {
-            Issue.record("XREADGROUP BLOCK must run as sent"); return
+        #expect(move.bringUp.map(\.index) == [1, 2] && move.written.map(\.index) == [1, 2])
+        #expect(move.deletes.map(\.index) == [1], "only its source may be emptied")
+        guard case .blocking(let group)? = try route("XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "x", ">") else {
+            Issue.record("XREADGROUP BLOCK must take the blocking route"); return
         }
-        #expect(group.map(\.index) == [7], "its group changes: what it reads it writes")
-        #expect(try route("XREAD", "BLOCK", "0", "STREAMS", "x", "$") == nil)
+        #expect(group.written.map(\.index) == [7], "its group changes: what it reads it writes")
+        #expect(group.deletes.isEmpty, "it never deletes its stream")
+        guard case .blocking(let read)? = try route("XREAD", "BLOCK", "0", "STREAMS", "x", "y", "$", "$") else {
+            Issue.record("XREAD BLOCK must take the blocking route"); return
+        }
+        #expect(read.bringUp.map(\.index) == [4, 5] && read.written.isEmpty)
+        guard case .blocking(let pop)? = try route("BLMPOP", "0", "2", "a", "b", "LEFT") else {
+            Issue.record("BLMPOP must take the blocking route"); return
+        }
+        #expect(pop.deletes.map(\.index) == [3, 4])
         // Without BLOCK they cannot block: brought up and captured as any other command.
         #expect(try plan("XREADGROUP", "GROUP", "g", "c", "STREAMS", "x", ">")?.written.map(\.index) == [5])
         #expect(try plan("XREAD", "STREAMS", "x", "0")?.bringUp.map(\.index) == [2])

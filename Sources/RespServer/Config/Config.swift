@@ -55,6 +55,7 @@ struct Config {
     var warm = ""
     var cold = ""
     var compressThreshold = 0
+    var collectionCaptureLimit = 0
     /// `tier-encryption-key` (base64 or keyvault://; empty: lower tiers in clear) and the keys
     /// of earlier rotations, read-only. Never printed.
     var tierEncryptionKey = ""

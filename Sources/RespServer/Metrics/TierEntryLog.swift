@@ -12,6 +12,14 @@ enum TierEntryLog {
         ])
     }
 
+    /// A copy found below that hot cannot RESTORE (`RDBVersions`): the command gets `error`.
+    static func notRestorable(_ tier: LowerTier, _ key: TierKey, _ error: TierError, settings: RuntimeSettings) {
+        Log.event(.warning, "Tier entry not restorable by hot", [
+            ("event", .text("tier_entry_not_restorable")), ("tier", .text(tier.rawValue)),
+            ("db", .number(Double(key.db))), TierSlowLog.keyField(key, settings), ("error", .text("\(error)")),
+        ])
+    }
+
     /// `error` naming the tier it came from, when it is about a stored entry.
     static func naming(_ error: TierError, _ tier: LowerTier, _ name: String) -> TierError {
         guard case .corrupt(let message) = error else { return error }

@@ -252,11 +252,18 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
                 continue
             }
             var tiered = tieredRoute(frame, at: forward)
-            if case (.afterwards(let keys), let args)? = tiered {
-                // Runs as it is; what it took is captured once it has answered (`BlockedWrite`).
-                let written = keys.map { TierKey(db: $0.db ?? db, args[$0.index]) }
-                nextHandler = { [unowned self] reply, slot in
-                    BlockedWrite.answered(written, reply: reply, session: self) { [weak self] in self?.fill(slot, reply) }
+            if case (.blocking(let plan), let args)? = tiered, let core = worker.tierAccess?.core,
+               dbChangesInFlight > 0 || BlockingRun.fastPath(plan, args, db: db, access: worker.tierAccess!) {
+                // Nothing to bring up (or its db is not settled yet): it runs as it is, and what
+                // it took is captured once it has answered (`BlockedWrite`).
+                let written = plan.written.map { TierKey(db: $0.db ?? db, args[$0.index]) }
+                if !written.isEmpty {
+                    let mark = BlockingMark(plan.deletes.map { TierKey(db: $0.db ?? db, args[$0.index]) }, core: core)
+                    nextHandler = { [unowned self] reply, slot in
+                        BlockedWrite.answered(written, reply: reply, session: self) { [weak self] in
+                            withExtendedLifetime(mark) { self?.fill(slot, reply) }
+                        }
+                    }
                 }
                 tiered = nil
             } else if case (.keyed(let plan), let args)? = tiered, let blind = plan.blind, let handler = pipelined(blind, plan, args) {
@@ -460,7 +467,10 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
                 fill(slot, ReplyParts.errorReply(message))
                 finished()
             }
-        case .get, .mget, .afterwards:
+        case .blocking(let plan):
+            // Later requests are read again once it is sent: it may block on hot for long.
+            BlockingRun(session: self, args: args, plan: plan, access: access, done: finished).start()
+        case .get, .mget:
             break
         }
     }
@@ -508,6 +518,9 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     /// credentials (so the proxy's captures will not be refused and need running again), and does
     /// not track keys (its bring-up runs beside its connection: only once its earlier requests ran).
     private func mayOverlap(_ route: TieredCommand.Route) -> Bool {
+        // A blocking command's bring-up goes beside the client's connection, so only its db
+        // must be settled (`BlockingRun`; dispatch sends it as it is otherwise).
+        if case .blocking = route { return dbChangesInFlight == 0 }
         guard case .keyed = route else { return false }
         return dbChangesInFlight == 0 && watchedKeys.isEmpty && !authenticatedItself && !tracking.on
     }
@@ -590,8 +603,8 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
         switch tieredCommand(frame, at: offset) {
         case (.keyed(let plan), let args)?:
             transactionWrites += plan.written.map { TierKey(db: $0.db ?? db, args[$0.index]) }
-        case (.afterwards(let keys), let args)?:
-            transactionWrites += keys.map { TierKey(db: $0.db ?? db, args[$0.index]) }
+        case (.blocking(let plan), let args)?:
+            transactionWrites += plan.written.map { TierKey(db: $0.db ?? db, args[$0.index]) }
         default:
             break
         }

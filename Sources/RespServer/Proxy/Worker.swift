@@ -139,6 +139,8 @@ final class Worker {
             let access = TierAccess(core: tiering, loop: loop, warm: warm, cold: cold, metrics: metrics,
                                     warmItemLimit: warmLimit)
             tierAccess = access
+            access.hot = hot
+            access.hotDB = config.upstream.db
             if index == 0 {
                 flusher = WriteBehindFlusher(access: access, hot: hot, homeDB: config.upstream.db)
                 flusher?.start()

@@ -1,6 +1,6 @@
 import Tiers
 
-/// A blocking write (`TieredCommand.Route.afterwards`: BLPOP, BLMOVE, BZPOPMIN, XREADGROUP …)
+/// A blocking write (`TieredCommand.Route.blocking`: BLPOP, BLMOVE, BZPOPMIN, XREADGROUP …)
 /// runs on hot as sent, without key locks, since it may wait for another client's write. Once it
 /// answered with something it took, its keys are locked, their state read on the loop's own
 /// connection (`DUMP`, `PTTL`) and copied below per their rules, and only then is the reply
@@ -47,4 +47,25 @@ enum BlockedWrite {
             }
         }
     }
+}
+
+/// The keys a blocking command may delete (a pop of the last element), marked from before it is
+/// sent until what it did is below, or until it is dropped unanswered (its client left). While
+/// marked, a lookup of such a key finds nothing below (`TierAccess.lookup`): hot lacking it may
+/// mean the pop emptied it, and the copy below is then older, so bringing it up would hand the
+/// popped element out twice. A key hot evicted meanwhile is not brought up either; only a list
+/// or sorted set without elements keeps a client blocked, so that is a narrow race.
+final class BlockingMark {
+    private let keys: [TierKey]
+    private let core: TieringCore
+
+    init?(_ keys: [TierKey], core: TieringCore) {
+        let tiered = keys.filter(core.isTiered)
+        guard !tiered.isEmpty else { return nil }
+        self.keys = tiered
+        self.core = core
+        core.markBlockingDeletes(tiered)
+    }
+
+    deinit { core.unmarkBlockingDeletes(keys) }
 }

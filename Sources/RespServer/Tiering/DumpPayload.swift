@@ -20,6 +20,13 @@ enum DumpPayload {
         }
     }
 
+    /// The RDB version a payload was written with (the 2 little-endian bytes before its CRC64).
+    static func rdbVersion(_ payload: [UInt8]) -> Int? {
+        guard payload.count >= 11 else { return nil }
+        let at = payload.count - 10
+        return Int(payload[at]) | Int(payload[at + 1]) << 8
+    }
+
     /// The bytes of a string payload (type 0): raw, an integer, or LZF-compressed. Nil if the
     /// payload is not one whole string object followed by the 10-byte trailer.
     static func string(_ payload: [UInt8]) -> [UInt8]? {

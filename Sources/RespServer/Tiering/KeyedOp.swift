@@ -20,27 +20,34 @@ import Tiers
 /// 4. copy each written key's state below, as its rule says (write-through: before the reply;
 ///    write-behind: recorded durably first), then release the keys and answer.
 final class KeyedOp {
-    private let session: ClientSession
-    private let args: [[UInt8]]
-    private let plan: TieredCommand.KeyedPlan
-    private let access: TierAccess
-    private let db: Int
+    let session: ClientSession
+    let args: [[UInt8]]
+    let plan: TieredCommand.KeyedPlan
+    let access: TierAccess
+    let db: Int
     private var lockKeys: [TierKey] = []
     /// Keys the command wrote in hot: their generation moves again when the locks go.
     private var writtenKeys: [TierKey] = []
     /// Keys that existed (in hot or below) before the command: decides `ttl` for creators.
-    private var existed: Set<TierKey> = []
+    var existed: Set<TierKey> = []
+    /// Written keys read back after the command, and large collections only probed
+    /// (`CollectionCapture`): those found present are recorded for the flusher to read.
+    var captured: [TierKey] = []
+    var deferred: [TierKey] = []
+    private var presentDeferred: [(TierKey, Int64?)] = []
     /// Copies found below, promoted inside the command's transaction (`watchingBringUp`).
-    private var promotions: [(TierKey, Found)] = []
+    var promotions: [(TierKey, Found)] = []
     /// The brought-up keys are WATCHed from before their EXISTS until the transaction's EXEC: if
     /// hot loses one in between, EXEC comes back null and bring-up runs again (bounded). Only on
     /// the client's own route, when the client watches nothing itself (its watches are
     /// `WatchGuard`'s) and the command will run as a transaction.
     private var watchingBringUp = false
-    private var bringUpAttempts = 0
+    var bringUpAttempts = 0
+    /// The one key whose bring-up rides in the command's own transaction (`KeyedOp+Fold`).
+    var folded: TierKey?
     private let done: () -> Void
     /// Where the bring-up and the capture go.
-    private let own: OwnRequests
+    let own: OwnRequests
     /// Called once the command itself is on its way to hot: the client's later requests may
     /// follow it from then on (they reach hot after it, on the same connection).
     private var sent: (() -> Void)?
@@ -61,18 +68,18 @@ final class KeyedOp {
     /// it at once, unless the transaction may have to run again (`watchingBringUp`).
     private func sendCommand(_ commands: [[[UInt8]]], _ then: @escaping (_ replies: [[UInt8]], _ slot: ReplySlot) -> Void) {
         session.sendComposed(commands, then)
-        if !watchingBringUp { fireSent() }
+        if !watchingBringUp && folded == nil { fireSent() }
     }
 
-    private func fireSent() {
+    func fireSent() {
         let s = sent
         sent = nil
         s?()
     }
 
-    private var core: TieringCore { access.core }
+    var core: TieringCore { access.core }
 
-    private func tierKey(_ k: TieredCommand.KeyArg) -> TierKey { TierKey(db: k.db ?? db, args[k.index]) }
+    func tierKey(_ k: TieredCommand.KeyArg) -> TierKey { TierKey(db: k.db ?? db, args[k.index]) }
 
     func start() {
         lockKeys = (plan.bringUp + plan.written).map(tierKey).filter(core.isTiered)
@@ -90,6 +97,11 @@ final class KeyedOp {
         watchingBringUp = false
         let keys = unique(plan.bringUp.map(tierKey).filter(core.isTiered)).filter(mayNeedBringingUp)
         if keys.isEmpty { execute(); return }
+        if let k = foldable(keys) {
+            folded = k
+            execute()
+            return
+        }
         watchingBringUp = bringUpAttempts < 8 && !own.beside && !plan.promotesApart && !plan.runsAlone
             && session.watchedKeys.isEmpty && plan.written.contains { core.isTiered(tierKey($0)) }
         var batch = DBBatch(home: own.homeDB)
@@ -125,7 +137,7 @@ final class KeyedOp {
         var results = [Result<Found?, TierError>?](repeating: nil, count: keys.count)
         var remaining = keys.count
         for (i, k) in keys.enumerated() {
-            access.lookup(k) { [self] result in
+            access.lookup(k, locked: true) { [self] result in
                 results[i] = result
                 remaining -= 1
                 if remaining == 0 { promote(zip(keys, results.map { $0! }), slot) }
@@ -235,12 +247,13 @@ final class KeyedOp {
             sendCommand([args]) { [self] replies, slot in finish(slot, replies[0]) }
             return
         }
+        (captured, deferred) = core.collections.split(written, capture: plan.capture, hasKeyLog: core.keyLog != nil)
         if own.beside {
             runThenCapture(expiring, written)
             return
         }
-        let capture = CaptureBatch(command: args, expiring: expiring, written: written, capture: plan.capture, home: db,
-                                   promotions: promotions)
+        let capture = CaptureBatch(command: args, expiring: expiring, written: captured, probed: deferred, capture: plan.capture,
+                                   home: db, promotions: promotions, existedBefore: folded)
         // The proxy's EXEC would clear the client's watches: a guard keeps them exact.
         if let watch = WatchGuard(session: session) {
             watch.arm { [self] in runTransaction(capture, written, watch) }
@@ -265,7 +278,8 @@ final class KeyedOp {
     /// route when hot would not queue the transaction. Should that read fail, the keys are
     /// recorded in the key log and the flusher copies what hot holds.
     private func runThenCapture(_ expiring: [(TierKey, Int)], _ written: [TierKey]) {
-        let capture = CaptureBatch(command: nil, expiring: expiring, written: written, capture: plan.capture, home: own.homeDB)
+        let capture = CaptureBatch(command: nil, expiring: expiring, written: captured, probed: deferred, capture: plan.capture,
+                                   home: own.homeDB)
         sendCommand([args]) { [self] replies, slot in
             let reply = replies[0]
             if ReplyParts.isError(reply) && !plan.script { finish(slot, reply); return }
@@ -286,13 +300,17 @@ final class KeyedOp {
             TransactionSync.record(written, ran: true, access: access) { [self] in finish(slot, reply) }
             return
         }
-        sync(capture.states(elements, of: written), reply: reply, slot: slot)
+        sync(states(capture, elements), reply: reply, slot: slot)
     }
 
-    private func runTransaction(_ capture: CaptureBatch, _ written: [TierKey], _ watch: WatchGuard?) {
+    /// `answering`: the client's slot when this transaction runs again after its first run
+    /// (`KeyedOp+Fold`), the client's later requests having followed that one.
+    func runTransaction(_ capture: CaptureBatch, _ written: [TierKey], _ watch: WatchGuard?, answering: ReplySlot? = nil) {
         func restored(_ then: @escaping () -> Void) { if let watch { watch.restore(then) } else { then() } }
         let commands = capture.commands
-        sendCommand(commands) { [self] replies, slot in
+        sendCommand(commands) { [self] replies, own in
+            let slot = answering ?? own
+            if answering != nil { session.fill(own, []) }
             // A command refused while queueing (arity, NOAUTH, ACL) ran nowhere: its own error.
             let queued = replies[capture.commandIndex]
             if queued.starts(with: Array("-OOM ".utf8)) {
@@ -320,7 +338,7 @@ final class KeyedOp {
                 bringUp()
                 return
             }
-            fireSent()
+            if folded == nil { fireSent() }
             if let watch, let exec = replies.last, ReplyParts.isNull(exec) {
                 // A key the client watches had changed: its transaction must fail, and this one
                 // (not watched any more) runs again.
@@ -341,15 +359,31 @@ final class KeyedOp {
                 }
                 return
             }
-            let reply = Array(elements[capture.commandIndex - 1])
-            // An error means nothing changed, except from a script: it may have written first
-            // (the promotions did land: copies of what is below, so nothing changed).
-            if ReplyParts.isError(reply) && !plan.script { restored { [self] in promoted { self.finish(slot, reply) } }; return }
-            let states = capture.states(elements, of: written)
-            for k in written { core.generations.bump(k) }
-            writtenKeys = written
-            restored { [self] in promoted { self.sync(states, reply: reply, slot: slot) } }
+            if let k = folded, capture.existedFirst(elements) == false, !access.isKnownAbsentBelow(k) {
+                folded = nil
+                ranWithoutKey(k, capture, written, slot) { [self] in
+                    fireSent()
+                    ran(capture, elements, written, slot, restored)
+                }
+                return
+            }
+            folded = nil
+            fireSent()
+            ran(capture, elements, written, slot, restored)
         }
+    }
+
+    /// The transaction ran: its reply and captures go to the client and below.
+    private func ran(_ capture: CaptureBatch, _ elements: [ArraySlice<UInt8>], _ written: [TierKey], _ slot: ReplySlot,
+                     _ restored: (@escaping () -> Void) -> Void) {
+        let reply = Array(elements[capture.commandIndex - 1])
+        // An error means nothing changed, except from a script: it may have written first
+        // (the promotions did land: copies of what is below, so nothing changed).
+        if ReplyParts.isError(reply) && !plan.script { restored { [self] in promoted { self.finish(slot, reply) } }; return }
+        let states = self.states(capture, elements)
+        for k in written { core.generations.bump(k) }
+        writtenKeys = written
+        restored { [self] in promoted { self.sync(states, reply: reply, slot: slot) } }
     }
 
     private func defaultTTL(for key: TierKey) -> Int? {
@@ -363,7 +397,31 @@ final class KeyedOp {
 
     // MARK: - Below
 
+    /// The captured keys' states, and a delete for each probed key the command left absent
+    /// (`presentDeferred` gets the others).
+    private func states(_ capture: CaptureBatch, _ elements: [ArraySlice<UInt8>]) -> [(TierKey, KeyState)] {
+        var out = capture.states(elements, of: captured)
+        if plan.capture == .dump {
+            for (k, state) in out { if case .value(let v, _, _) = state { core.collections.noteSize(k, bytes: v.count) } }
+        }
+        presentDeferred = []
+        for (k, expiry) in zip(deferred, capture.probedExpiries(elements)) {
+            if let expiry { presentDeferred.append((k, expiry)) } else { out.append((k, .absent)) }
+        }
+        return out
+    }
+
     private func sync(_ states: [(TierKey, KeyState)], reply: [UInt8], slot: ReplySlot) {
+        let present = presentDeferred
+        presentDeferred = []
+        if !present.isEmpty {
+            DeferredWrite.record(present, access: access) { [self] in syncStates(states, reply: reply, slot: slot) }
+        } else {
+            syncStates(states, reply: reply, slot: slot)
+        }
+    }
+
+    private func syncStates(_ states: [(TierKey, KeyState)], reply: [UInt8], slot: ReplySlot) {
         if states.isEmpty { finish(slot, reply); return }
         var remaining = states.count
         var failedWrites: [(TierKey, TierError)] = []
@@ -390,7 +448,7 @@ final class KeyedOp {
 
     // MARK: - Endings
 
-    private func finish(_ slot: ReplySlot, _ reply: [UInt8]) {
+    func finish(_ slot: ReplySlot, _ reply: [UInt8]) {
         release()
         session.fill(slot, reply)
         let s = sent
@@ -413,58 +471,8 @@ final class KeyedOp {
         sendCommand([args]) { [self] replies, slot in finish(slot, replies[0]) }
     }
 
-    private func unique(_ keys: [TierKey]) -> [TierKey] {
+    func unique(_ keys: [TierKey]) -> [TierKey] {
         var seen = Set<TierKey>()
         return keys.filter { seen.insert($0).inserted }
     }
-}
-
-/// Commands for one route that may touch other databases than the client's: each key's command
-/// is wrapped in SELECT when its db differs, and the client's db is selected again at the end.
-struct DBBatch {
-    let home: Int
-    private var current: Int
-    private(set) var commands: [[[UInt8]]] = []
-    /// Indices in `commands` of the commands added with `add` (not the SELECTs).
-    private(set) var mine: [Int] = []
-
-    init(home: Int) {
-        self.home = home
-        self.current = home
-    }
-
-    /// Adds `args` to run in `db`; returns its index in the batch.
-    @discardableResult
-    mutating func add(_ args: [[UInt8]], db: Int) -> Int {
-        if db != current {
-            commands.append([Array("SELECT".utf8), Array(String(db).utf8)])
-            current = db
-        }
-        commands.append(args)
-        mine.append(commands.count - 1)
-        return commands.count - 1
-    }
-
-    /// Adds a command that runs in whatever db is current, outside `mine`.
-    mutating func raw(_ args: [[UInt8]]) { commands.append(args) }
-
-    /// Selects the home db again now, if a key moved it.
-    mutating func selectHome() {
-        if current != home {
-            commands.append([Array("SELECT".utf8), Array(String(home).utf8)])
-            current = home
-        }
-    }
-
-    /// The commands, with the home db selected again if a key moved it.
-    mutating func finish() -> [[[UInt8]]] {
-        if current != home {
-            commands.append([Array("SELECT".utf8), Array(String(home).utf8)])
-            current = home
-        }
-        return commands
-    }
-
-    /// The replies to the commands added with `add`, in order.
-    func ours(_ replies: [[UInt8]]) -> [ArraySlice<UInt8>] { mine.map { replies[$0][...] } }
 }

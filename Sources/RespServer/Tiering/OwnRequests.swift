@@ -46,16 +46,31 @@ struct CaptureBatch {
     /// Where the command is in `commands` (in a transaction: after MULTI and the promotions).
     let commandIndex: Int
 
-    /// `promotions` (copies found below) go inside the transaction, before the command.
-    init(command: [[UInt8]]?, expiring: [(TierKey, Int)], written: [TierKey], capture: KeyCapture, home: Int,
-         promotions: [(TierKey, Found)] = []) {
+    /// Indices in `elements` of each probed key's `PTTL` reply.
+    private let probes: [Int]
+    /// Index in `elements` of the `EXISTS` asked before the command (`existedFirst`).
+    private let existsFirst: Int?
+
+    /// `promotions` (copies found below) go inside the transaction, before the command; with
+    /// `replacing`, each after a `DEL` of what hot holds under its key (the command ran once on
+    /// hot without it: `KeyedOp`'s folded bring-up). `existedBefore`: a key asked `EXISTS` right
+    /// after MULTI, before anything else. `probed` keys are not read, only asked for their
+    /// expiry, which says whether they still exist (`CollectionCapture`).
+    init(command: [[UInt8]]?, expiring: [(TierKey, Int)], written: [TierKey], probed: [TierKey] = [],
+         capture: KeyCapture, home: Int, promotions: [(TierKey, Found)] = [], replacing: Bool = false,
+         existedBefore: TierKey? = nil) {
         transaction = command != nil
         self.capture = capture
         self.expiring = expiring
         var batch = DBBatch(home: home)
+        var existsFirst: Int?
         if let command {
             batch.raw([Array("MULTI".utf8)])
-            for (k, f) in promotions { batch.add(Promotion.setCommand(k, f.entry), db: k.db) }
+            if let k = existedBefore { existsFirst = batch.add([Array("EXISTS".utf8), k.bytes], db: k.db) - 1 }
+            for (k, f) in promotions {
+                if replacing { batch.add([Array("DEL".utf8), k.bytes], db: k.db) }
+                batch.add(Promotion.setCommand(k, f.entry), db: k.db)
+            }
             batch.selectHome()
             commandIndex = batch.commands.count
             batch.raw(command)
@@ -74,6 +89,8 @@ struct CaptureBatch {
             let p = batch.add(reads[1], db: k.db)
             captures.append((r - shift, p - shift))
         }
+        probes = probed.map { batch.add([Array("PTTL".utf8), $0.bytes], db: $0.db) - shift }
+        self.existsFirst = existsFirst
         commands = batch.finish()
         if transaction { commands.append([Array("EXEC".utf8)]) }
         self.captures = captures
@@ -97,6 +114,22 @@ struct CaptureBatch {
     /// (no transaction).
     func reads(_ replies: [[UInt8]]) -> [[UInt8]] {
         captures.flatMap { [replies[$0.read], replies[$0.pttl]] }
+    }
+
+    /// Whether the key asked `EXISTS` before the command existed then (nil: none was asked).
+    func existedFirst(_ elements: [ArraySlice<UInt8>]) -> Bool? {
+        existsFirst.map { ReplyParts.integer(elements[$0]) == 1 }
+    }
+
+    /// Each probed key's expiry (`.some(nil)`: none), or nil if the command left it absent, from
+    /// `elements`. An unreadable reply counts as present without expiry: the flusher then reads
+    /// what hot holds.
+    func probedExpiries(_ elements: [ArraySlice<UInt8>]) -> [Int64??] {
+        let now = wallClockMillis()
+        return probes.map { i in
+            guard ReplyParts.integer(elements[i]) != nil else { return .some(nil) }
+            return KeyCapture.expiry(elements[i], now: now)
+        }
     }
 
     /// Each written key's state, from `elements`; a key the command left as it was (of another

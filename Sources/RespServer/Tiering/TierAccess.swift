@@ -31,6 +31,11 @@ final class TierAccess {
 
     var hasLowerTiers: Bool { warm != nil || cold != nil }
 
+    /// The loop's own connection to hot, and the db it is in: where a copy found below is checked
+    /// before it is promoted (`RDBVersions`). Set by the worker.
+    weak var hot: HotClient?
+    var hotDB = 0
+
     /// `store` calls of this loop pass, and the task that sends them at its end.
     private var storeQueue: [(TierKey, KeyState, (Result<Void, TierError>) -> Void)] = []
     private lazy var storeAtPassEnd = DeferredTask(loop: loop) { [unowned self] in sendQueuedStores() }
@@ -44,7 +49,12 @@ final class TierAccess {
     /// then warm, then cold. A key with a delete still owed below, or found absent everywhere
     /// moments ago, is absent without asking. Concurrent lookups of one key, from any loop, share
     /// one read of each tier.
-    func lookup(_ key: TierKey, _ done: @escaping (Result<Found?, TierError>) -> Void) {
+    ///
+    /// `locked`: the caller holds the key's lock (a command's bring-up), so nothing of this
+    /// process writes the key meanwhile, and a miss it read from the tiers themselves teaches
+    /// `AbsentBelow` that no tier holds the key: the command's own store then skips the deletes
+    /// (one request each on Cosmos DB or Blob Storage for every new key).
+    func lookup(_ key: TierKey, locked: Bool = false, _ done: @escaping (Result<Found?, TierError>) -> Void) {
         guard hasLowerTiers, core.isTiered(key) else { done(.success(nil)); return }
         core.stats.lookups.add(1)
         if let state = core.pendingState(key) {
@@ -52,6 +62,9 @@ final class TierAccess {
             return
         }
         if core.keyLog?.isPendingDelete(key) == true { done(.success(nil)); return }
+        // A blocking pop may have just emptied it on hot: its older copy below must not come
+        // back before that pop's own capture says what is left (`BlockingMark`).
+        if core.mayBeDeletedByBlocking(key) { done(.success(nil)); return }
         if core.negative.isKnownAbsent(key, now: loop.nowMillis) {
             core.stats.negativeHits.add(1)
             done(.success(nil))
@@ -60,12 +73,27 @@ final class TierAccess {
         let generation = core.generations.snapshot(key)
         core.flights.lookup(key, generation: generation, on: loop, start: { finish in
             self.readBelow(key) { result in
-                if case .success(nil) = result {
+                switch result {
+                case .success(nil):
                     self.core.negative.rememberAbsent(key, since: generation, now: self.loop.nowMillis)
+                    if locked && self.core.generations.unchanged(since: generation) { self.noteAbsentEverywhere(key) }
+                case .success(let found?):
+                    self.core.rdbVersions.check(key, found, hot: self.hot, homeDB: self.hotDB) { checked in
+                        if case .failure(let e) = checked { TierEntryLog.notRestorable(found.tier, key, e, settings: self.core.settings) }
+                        finish(checked)
+                    }
+                    return
+                case .failure:
+                    break
                 }
                 finish(result)
             }
         }, done: done)
+    }
+
+    private func noteAbsentEverywhere(_ key: TierKey) {
+        if warm != nil { core.absentBelow.noteAbsent(key, in: .warm) }
+        if cold != nil { core.absentBelow.noteAbsent(key, in: .cold) }
     }
 
     /// True if no lower tier can hold `key` now, so a lookup would find nothing: no write-behind
@@ -127,6 +155,21 @@ final class TierAccess {
         guard !queued.isEmpty else { return }
         storeMany(queued.map { ($0.0, $0.1) }) { results in
             for (item, result) in zip(queued, results) { item.2(result) }
+        }
+    }
+
+    /// Copies hot took from below (promotions): counted, and each one found in cold copied to
+    /// warm (`copyUp`); `done` once every copy is where it belongs.
+    func promoted(_ found: [(TierKey, Found)], _ done: @escaping () -> Void) {
+        core.stats.promotions.add(found.count)
+        for (_, f) in found { metrics.promoted(f.tier) }
+        var pending = found.count
+        if pending == 0 { done(); return }
+        for (k, f) in found {
+            copyUp(k, f) {
+                pending -= 1
+                if pending == 0 { done() }
+            }
         }
     }
 

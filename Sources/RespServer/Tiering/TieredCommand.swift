@@ -15,10 +15,11 @@ enum TieredCommand {
         case keyed(KeyedPlan)
         /// FLUSHDB (db: the client's) or FLUSHALL (every db).
         case flush(all: Bool)
-        /// A blocking write: runs on hot as sent (it may wait for another client's write, so it
-        /// takes no locks and brings nothing up); these written keys are captured once it
-        /// answered (`BlockedWrite`).
-        case afterwards([KeyArg])
+        /// A command that may block (BLPOP, BLMOVE, BZPOPMIN, XREAD … BLOCK, XREADGROUP …):
+        /// keys that may live below are brought up first, then it runs on hot as sent, holding
+        /// no lock and none of the client's later requests (`BlockingRun`); what a blocking
+        /// write took is captured once it answered (`BlockedWrite`).
+        case blocking(BlockingPlan)
         /// SWAPDB: hot's databases and the lower tiers' (`DatabaseMap`) swap together.
         case swapdb
         /// Refused by the proxy with this error (e.g. `tiers-scripts strict`).
@@ -38,6 +39,14 @@ enum TieredCommand {
     struct KeyArg: Equatable {
         var index: Int
         var db: Int?
+    }
+
+    /// What a blocking command's keys need: brought up before it is sent, captured after it.
+    struct BlockingPlan {
+        var bringUp: [KeyArg]
+        var written: [KeyArg]
+        /// Keys it may delete (key specs flagged `delete`: a pop of the last element).
+        var deletes: [KeyArg] = []
     }
 
     struct KeyedPlan {
@@ -92,9 +101,12 @@ enum TieredCommand {
                 // Without BLOCK it never blocks: tiered as any other read or write.
                 return WriteRule.plan(info, args, scripts: scripts).map { .keyed($0) }
             }
-            guard info.isWrite else { return nil }
-            let keys = WriteRule.plan(info, args, scripts: scripts)?.written ?? []
-            return keys.isEmpty ? nil : .afterwards(keys)
+            guard let plan = WriteRule.plan(info, args, scripts: scripts) else { return nil }
+            // Every key a blocking command names is read (BLMOVE's destination too: RW insert);
+            // a read (XREAD … BLOCK) writes nothing.
+            let deletes = info.keySpecs.filter { $0.flags.contains("delete") }.flatMap { $0.keyIndexes(args) }
+            return .blocking(BlockingPlan(bringUp: plan.bringUp, written: info.isWrite ? plan.written : [],
+                                          deletes: deletes.map { KeyArg(index: $0) }))
         case .keyed, .alone:
             if WriteRule.isScript(info.name), args.count > 2, args[2] == Array("0".utf8), scripts.mayWrite(info.name, args) {
                 if strictScripts {

@@ -39,6 +39,8 @@ final class TieringCore: @unchecked Sendable {
     let flights = LookupFlights<Found?>()
     let scripts = ScriptFlags()
     let absentBelow = AbsentBelow()
+    /// Which RDB versions hot can RESTORE, learned as copies of them are found below.
+    let rdbVersions = RDBVersions()
     let strictScripts: Bool
     /// Durable record of keys the lower tiers still owe (nil: it could not be opened; write-behind
     /// then answers errors, and failed deletes cannot be retried).
@@ -48,9 +50,13 @@ final class TieringCore: @unchecked Sendable {
     /// flusher reads hot instead.
     private let pendingStates = Mutex<[TierKey: KeyState]>([:])
     let stats = TieringStats()
+    let collections: CollectionCapture
     /// Where the lower tiers keep each Redis database (nil: its file could not be read; SWAPDB is
     /// then refused).
     let databases: DatabaseMap?
+    /// Keys a blocking command may delete (BLPOP of a list's last element …), counted from the
+    /// moment it is sent until what it did is below (`BlockingMark`).
+    private let blockingDeletes = Mutex<[TierKey: Int]>([:])
     /// Closed while a SWAPDB waits for tiered commands and the write-behind backlog to drain.
     private let swapGate = Mutex<(closed: Bool, waiting: [(EventLoop, () -> Void)])>((false, []))
 
@@ -58,6 +64,7 @@ final class TieringCore: @unchecked Sendable {
         settings = RuntimeSettings(config)
         allowFlush = config.tiersAllowFlush
         strictScripts = config.tiersScriptsStrict
+        collections = CollectionCapture(limit: config.collectionCaptureLimit)
         negative = NegativeCache(generations: generations, ttlMillis: Int64(config.negativeCacheMillis))
         settings.negative = negative
         let path = config.dataDir + "/tierproxy-keylog.tpl"
@@ -108,11 +115,33 @@ final class TieringCore: @unchecked Sendable {
         for (loop, then) in waiting { loop.execute(then) }
     }
 
+    // MARK: - Blocking commands in flight
+
+    func markBlockingDeletes(_ keys: [TierKey]) {
+        blockingDeletes.withLock { counts in for k in keys { counts[k, default: 0] += 1 } }
+    }
+
+    func unmarkBlockingDeletes(_ keys: [TierKey]) {
+        blockingDeletes.withLock { counts in
+            for k in keys {
+                let n = (counts[k] ?? 1) - 1
+                counts[k] = n > 0 ? n : nil
+            }
+        }
+    }
+
+    /// True if a blocking command that may delete `key` is on hot and what it did is not below
+    /// yet: hot lacking the key may mean it popped the last element, so what is below is older.
+    func mayBeDeletedByBlocking(_ key: TierKey) -> Bool { blockingDeletes.withLock { $0[key] != nil } }
+
     /// True if misses of `key` may look below hot, and writes of it reach the lower tiers.
     func isTiered(_ key: TierKey) -> Bool { rules.rule(for: key.bytes).policy != .hotOnly }
 
     func pendingState(_ key: TierKey) -> KeyState? { pendingStates.withLock { $0[key] } }
-    func setPendingState(_ key: TierKey, _ state: KeyState?) { pendingStates.withLock { $0[key] = state } }
+    func setPendingState(_ key: TierKey, _ state: KeyState?) {
+        collections.clearDeferred(key)
+        pendingStates.withLock { $0[key] = state }
+    }
     func clearPendingStates(_ keys: [TierKey]) { pendingStates.withLock { states in for k in keys { states[k] = nil } } }
     func dropPendingStates(db: Int?) {
         pendingStates.withLock { states in
@@ -131,7 +160,7 @@ final class TieringCore: @unchecked Sendable {
             ("rules", "\(rules.rules.count)"),
         ]
         lines += ["lookups", "warm_hits", "cold_hits", "misses", "negative_cache_hits", "promotions", "lower_writes",
-                  "lower_deletes", "lower_write_failures", "write_through_fallbacks", "lower_read_errors"].map { ($0, "\(totals.tiering($0))") }
+                  "lower_deletes", "lower_write_failures", "write_through_fallbacks", "lower_read_errors", "collection_writes_deferred"].map { ($0, "\(totals.tiering($0))") }
         lines.append(("keys_locked", "\(locks.heldCount)"))
         if let log = keyLog {
             let b = log.backlog
@@ -174,13 +203,16 @@ final class TieringStats: @unchecked Sendable {
     let tierErrors = AtomicCounter()
     /// Write-through writes a lower tier did not take, recorded in the key log instead.
     let writeThroughFallbacks = AtomicCounter()
+    /// Writes of large collections read once per flush instead of after the write (`CollectionCapture`).
+    let deferredCollectionWrites = AtomicCounter()
 
     /// Every counter with its INFO field name, for /metrics and `TIERS RESETSTAT`.
     var all: [(String, AtomicCounter)] {
         [("lookups", lookups), ("warm_hits", warmHits), ("cold_hits", coldHits), ("misses", misses),
          ("negative_cache_hits", negativeHits), ("promotions", promotions), ("lower_writes", lowerWrites),
          ("lower_deletes", lowerDeletes), ("lower_write_failures", lowerFailures),
-         ("write_through_fallbacks", writeThroughFallbacks), ("lower_read_errors", tierErrors)]
+         ("write_through_fallbacks", writeThroughFallbacks), ("lower_read_errors", tierErrors),
+         ("collection_writes_deferred", deferredCollectionWrites)]
     }
 }
 

@@ -10,9 +10,9 @@ import RESP
 ///   runs on what the client wrote even after hot lost it;
 /// - a command that cannot run inside MULTI (`no_multi`) runs alone once its keys are up, and its
 ///   written keys are recorded in the key log once it answered, so the flusher copies what hot
-///   holds then (`KeyedPlan.runsAlone`); a blocking write runs as sent, with nothing brought
-///   up, and what it took is captured once it answered (`TieredCommand.Route.afterwards`,
-///   `BlockedWrite`).
+///   holds then (`KeyedPlan.runsAlone`); a blocking command has the keys that may live below
+///   brought up, then runs as sent, and what a blocking write took is captured once it
+///   answered (`TieredCommand.Route.blocking`, `BlockingRun`, `BlockedWrite`).
 enum WriteRule {
     /// How a command outside the string table is tiered, before its arguments are looked at.
     enum Kind {
@@ -22,8 +22,8 @@ enum WriteRule {
         case keyed
         /// As `keyed`, but it runs alone (`KeyedPlan.runsAlone`).
         case alone
-        /// A command that may block: `TieredCommand.Route.afterwards` for a write, hot alone for
-        /// a read, unless this request cannot block (XREAD/XREADGROUP without BLOCK).
+        /// A command that may block: `TieredCommand.Route.blocking`, unless this request cannot
+        /// block (XREAD/XREADGROUP without BLOCK).
         case blocking
     }
 

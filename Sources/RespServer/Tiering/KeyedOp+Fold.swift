@@ -1,0 +1,53 @@
+import Tiers
+
+/// The folded bring-up: a command of one key, not known to be absent below, runs at once as
+/// `MULTI; EXISTS k; command; captures; EXEC` instead of asking `EXISTS k` first and running the
+/// transaction a round trip later: one round trip per command instead of two. The key's lock is
+/// held throughout, so no other tiered command of the key runs meanwhile, and the client's later
+/// requests follow only once the reply shows the command ran on what it should have (a `GET`
+/// pipelined behind it takes no lock, and must not see what the command made of nothing).
+///
+/// Hot almost always holds the key (or it is new): `EXISTS` says 1, or 0 and nothing below holds
+/// it, and the transaction's reply stands. When hot had lost a key that a lower tier still holds,
+/// the command ran on nothing: the copy below is looked up, and the transaction runs again as
+/// `MULTI; DEL k; RESTORE k …; command; captures; EXEC` (what the command made of nothing is
+/// replaced by the copy, then the command runs on it). The client gets the second run's reply in
+/// its own place among its replies. Should the lookup fail, the first run's result is deleted
+/// (hot lacked the key before it) and the client gets the error, as an unfolded bring-up answers.
+///
+/// Not folded: commands of several keys, of another database, scripts (a second run would repeat
+/// their other effects), commands that cannot run in a transaction, a client that watches keys
+/// or keeps client tracking on, and writes whose rule gives a default expiry only to a key they
+/// create (that needs to know beforehand).
+extension KeyedOp {
+    func foldable(_ keys: [TierKey]) -> TierKey? {
+        guard keys.count == 1, let k = keys.first, k.db == db, bringUpAttempts == 0, !own.beside, !plan.promotesApart,
+              !plan.runsAlone, !plan.script, session.watchedKeys.isEmpty else { return nil }
+        let written = unique(plan.written.map(tierKey))
+        guard !written.isEmpty, written.allSatisfy({ $0 == k }), plan.bringUp.map(tierKey).allSatisfy({ $0 == k }) else { return nil }
+        if plan.defaultTTL == .ifCreated && core.rules.rule(for: k.bytes).ttlSeconds != nil { return nil }
+        return k
+    }
+
+    /// The command ran while hot lacked `key`, which is not known to be absent below.
+    func ranWithoutKey(_ key: TierKey, _ capture: CaptureBatch, _ written: [TierKey], _ slot: ReplySlot,
+                       otherwise: @escaping () -> Void) {
+        access.lookup(key, locked: true) { [self] result in
+            switch result {
+            case .success(nil):
+                otherwise()
+            case .success(let found?):
+                existed.insert(key)
+                promotions = [(key, found)]
+                let again = CaptureBatch(command: args, expiring: capture.expiring, written: captured, probed: deferred,
+                                         capture: plan.capture, home: db, promotions: promotions, replacing: true)
+                runTransaction(again, written, nil, answering: slot)
+            case .failure(let e):
+                session.sendComposed([[Array("DEL".utf8), key.bytes]]) { [self] _, undone in
+                    session.fill(undone, [])
+                    finish(slot, ReplyParts.errorReply("ERR tierproxy: \(e)"))
+                }
+            }
+        }
+    }
+}
