@@ -252,6 +252,12 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
                 continue
             }
             var tiered = tieredRoute(frame, at: forward)
+            if foldsInDoubt > 0 && !takesKeyLocks(tiered?.0) {
+                // An earlier command may have run on a key hot had lost (`KeyedOp+Fold`): what
+                // takes no key lock waits until every earlier reply is in.
+                send(&forward, &replies)
+                return waitForEarlierReplies()
+            }
             if case (.blocking(let plan), let args)? = tiered, let core = worker.tierAccess?.core,
                dbChangesInFlight > 0 || BlockingRun.fastPath(plan, args, db: db, access: worker.tierAccess!) {
                 // Nothing to bring up (or its db is not settled yet): it runs as it is, and what
@@ -517,6 +523,17 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     /// own transaction cannot touch the client's watches, and the client uses the proxy's own
     /// credentials (so the proxy's captures will not be refused and need running again), and does
     /// not track keys (its bring-up runs beside its connection: only once its earlier requests ran).
+    /// Folded commands (`KeyedOp+Fold`) still in doubt: while any is, only requests that take
+    /// key locks may pass them.
+    var foldsInDoubt = 0
+
+    private func takesKeyLocks(_ route: TieredCommand.Route?) -> Bool {
+        switch route {
+        case .keyed?, .blocking?: return true
+        default: return false
+        }
+    }
+
     private func mayOverlap(_ route: TieredCommand.Route) -> Bool {
         // A blocking command's bring-up goes beside the client's connection, so only its db
         // must be settled (`BlockingRun`; dispatch sends it as it is otherwise).

@@ -3,9 +3,11 @@ import Tiers
 /// The folded bring-up: a command of one key, not known to be absent below, runs at once as
 /// `MULTI; EXISTS k; command; captures; EXEC` instead of asking `EXISTS k` first and running the
 /// transaction a round trip later: one round trip per command instead of two. The key's lock is
-/// held throughout, so no other tiered command of the key runs meanwhile, and the client's later
-/// requests follow only once the reply shows the command ran on what it should have (a `GET`
-/// pipelined behind it takes no lock, and must not see what the command made of nothing).
+/// held throughout, so no other tiered command of the key runs meanwhile. The client's later
+/// requests follow at once if they take key locks too (keyed and blocking commands: a pipeline
+/// of them is not serialised by round trips); any other (a `GET`, which takes no lock, among
+/// them) waits for every earlier reply while a folded command is in doubt
+/// (`ClientSession.foldsInDoubt`), so it cannot see what a command made of nothing.
 ///
 /// Hot almost always holds the key (or it is new): `EXISTS` says 1, or 0 and nothing below holds
 /// it, and the transaction's reply stands. When hot had lost a key that a lower tier still holds,
@@ -20,6 +22,18 @@ import Tiers
 /// or keeps client tracking on, and writes whose rule gives a default expiry only to a key they
 /// create (that needs to know beforehand).
 extension KeyedOp {
+    func beginDoubt() {
+        guard !inDoubt else { return }
+        inDoubt = true
+        session.foldsInDoubt += 1
+    }
+
+    func endDoubt() {
+        guard inDoubt else { return }
+        inDoubt = false
+        session.foldsInDoubt -= 1
+    }
+
     func foldable(_ keys: [TierKey]) -> TierKey? {
         guard keys.count == 1, let k = keys.first, k.db == db, bringUpAttempts == 0, !own.beside, !plan.promotesApart,
               !plan.runsAlone, !plan.script, session.watchedKeys.isEmpty else { return nil }
@@ -35,6 +49,7 @@ extension KeyedOp {
         access.lookup(key, locked: true) { [self] result in
             switch result {
             case .success(nil):
+                endDoubt()
                 otherwise()
             case .success(let found?):
                 existed.insert(key)
@@ -44,6 +59,7 @@ extension KeyedOp {
                 runTransaction(again, written, nil, answering: slot)
             case .failure(let e):
                 session.sendComposed([[Array("DEL".utf8), key.bytes]]) { [self] _, undone in
+                    endDoubt()
                     session.fill(undone, [])
                     finish(slot, ReplyParts.errorReply("ERR tierproxy: \(e)"))
                 }

@@ -45,6 +45,8 @@ final class KeyedOp {
     var bringUpAttempts = 0
     /// The one key whose bring-up rides in the command's own transaction (`KeyedOp+Fold`).
     var folded: TierKey?
+    /// This command counts in the session's `foldsInDoubt`.
+    var inDoubt = false
     private let done: () -> Void
     /// Where the bring-up and the capture go.
     let own: OwnRequests
@@ -68,7 +70,8 @@ final class KeyedOp {
     /// it at once, unless the transaction may have to run again (`watchingBringUp`).
     private func sendCommand(_ commands: [[[UInt8]]], _ then: @escaping (_ replies: [[UInt8]], _ slot: ReplySlot) -> Void) {
         session.sendComposed(commands, then)
-        if !watchingBringUp && folded == nil { fireSent() }
+        if folded != nil { beginDoubt() } else { endDoubt() }
+        if !watchingBringUp { fireSent() }
     }
 
     func fireSent() {
@@ -311,6 +314,10 @@ final class KeyedOp {
         sendCommand(commands) { [self] replies, own in
             let slot = answering ?? own
             if answering != nil { session.fill(own, []) }
+            // Whether the command met what it should have is known below; until then (and only
+            // then) the client's unlocked requests wait (`KeyedOp+Fold`).
+            let doubtful = inDoubt
+            endDoubt()
             // A command refused while queueing (arity, NOAUTH, ACL) ran nowhere: its own error.
             let queued = replies[capture.commandIndex]
             if queued.starts(with: Array("-OOM ".utf8)) {
@@ -338,7 +345,7 @@ final class KeyedOp {
                 bringUp()
                 return
             }
-            if folded == nil { fireSent() }
+            fireSent()
             if let watch, let exec = replies.last, ReplyParts.isNull(exec) {
                 // A key the client watches had changed: its transaction must fail, and this one
                 // (not watched any more) runs again.
@@ -361,6 +368,7 @@ final class KeyedOp {
             }
             if let k = folded, capture.existedFirst(elements) == false, !access.isKnownAbsentBelow(k) {
                 folded = nil
+                if doubtful { beginDoubt() }
                 ranWithoutKey(k, capture, written, slot) { [self] in
                     fireSent()
                     ran(capture, elements, written, slot, restored)
@@ -449,6 +457,7 @@ final class KeyedOp {
     // MARK: - Endings
 
     func finish(_ slot: ReplySlot, _ reply: [UInt8]) {
+        endDoubt()
         release()
         session.fill(slot, reply)
         let s = sent
