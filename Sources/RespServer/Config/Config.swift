@@ -71,6 +71,8 @@ struct Config {
     var tierTimeoutMillis = 5000
     var tiersAllowFlush = false
     var tiersScriptsStrict = false
+    /// SCAN, KEYS, DBSIZE, RANDOMKEY see the lower tiers (`tiers-keyspace`).
+    var tiersKeyspace = true
     var keyLogSync = KeyLog.Sync.everysec
     var negativeCacheMillis = 1000
     /// Metrics and health HTTP endpoint (0 = off) and the address it listens on.

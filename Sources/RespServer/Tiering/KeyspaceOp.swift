@@ -1,0 +1,109 @@
+import RESP
+import Tiers
+
+/// The keyspace commands through the proxy (docs/semantics.md "Keyspace commands"). With
+/// `tiers-keyspace yes` they see the lower tiers: SCAN (`KeyspaceScan`), and KEYS, DBSIZE and
+/// RANDOMKEY here; with `no` they run on hot as sent, as plain Redis answers them.
+enum KeyspaceOp {
+    enum Command: Equatable {
+        case scan, keys, dbsize, randomkey
+    }
+
+    static func run(_ command: Command, _ args: [[UInt8]], session: ClientSession, access: TierAccess,
+                    done: @escaping () -> Void) {
+        guard access.core.settings.keyspaceSeesBelow, access.hasLowerTiers else { passThrough(args, session, done); return }
+        let pages = LowerKeyPages(access: access, db: session.db)
+        switch command {
+        case .scan:
+            KeyspaceScan(args, session: session, access: access, done: done).start()
+        case .keys:
+            keys(args, pages: pages, session: session, done)
+        case .dbsize:
+            dbsize(args, pages: pages, session: session, done)
+        case .randomkey:
+            randomKey(args, pages: pages, session: session, done)
+        }
+    }
+
+    /// Hot's KEYS, and the live keys below that hot does not hold: each key once.
+    private static func keys(_ args: [[UInt8]], pages: LowerKeyPages, session: ClientSession, _ done: @escaping () -> Void) {
+        let pattern = args[1] == [UInt8(ascii: "*")] ? nil : GlobPattern(args[1])
+        pages.all(filter: KeyFilter(match: pattern)) { result in
+            guard case .success(let below) = result else { answer(session, failure(result, "KEYS"), done); return }
+            session.sendComposed([args]) { replies, slot in
+                guard let hot = ReplyParts.elements(replies[0]) else { session.fill(slot, replies[0]); done(); return }
+                var seen = Set<[UInt8]>()
+                var keys = [[UInt8]]()
+                for element in hot {
+                    guard case let key?? = ReplyParts.bulk(element) else { continue }
+                    if seen.insert(key).inserted { keys.append(key) }
+                }
+                for key in below where seen.insert(key).inserted { keys.append(key) }
+                session.fill(slot, ReplyParts.command(keys))
+                done()
+            }
+        }
+    }
+
+    /// Hot's DBSIZE plus the live keys below that hot does not hold (one EXISTS per 1000).
+    private static func dbsize(_ args: [[UInt8]], pages: LowerKeyPages, session: ClientSession, _ done: @escaping () -> Void) {
+        pages.all(filter: KeyFilter()) { result in
+            guard case .success(let below) = result else { answer(session, failure(result, "DBSIZE"), done); return }
+            let batches = stride(from: 0, to: below.count, by: 1000).map { i in
+                [Array("EXISTS".utf8)] + below[i..<min(i + 1000, below.count)]
+            }
+            // The client's own DBSIZE goes last: its slot is the one the client reads.
+            session.sendComposed(batches + [args]) { replies, slot in
+                let size = replies[replies.count - 1]
+                guard let hot = ReplyParts.integer(size) else { session.fill(slot, size); done(); return }
+                let held = replies.dropLast().reduce(0) { $0 + (ReplyParts.integer($1) ?? 0) }
+                var out = [UInt8]()
+                RESPWriter.integer(hot + below.count - held, into: &out)
+                session.fill(slot, out)
+                done()
+            }
+        }
+    }
+
+    /// Hot's RANDOMKEY; only when hot has no key, one from the first lower page that has a live one.
+    private static func randomKey(_ args: [[UInt8]], pages: LowerKeyPages, session: ClientSession, _ done: @escaping () -> Void) {
+        session.sendComposed([args]) { replies, slot in
+            guard ReplyParts.isNull(replies[0]) else { session.fill(slot, replies[0]); done(); return }
+            func look(_ index: Int, _ after: String?) {
+                guard index < pages.tiers.count else { session.fill(slot, replies[0]); done(); return }
+                pages.page(index, after: after, limit: 100, filter: KeyFilter(), skipWarmHeld: false) { result in
+                    switch result {
+                    case .failure(let e):
+                        session.fill(slot, ReplyParts.errorReply("ERR tierproxy: RANDOMKEY could not list a lower tier: \(e)"))
+                        done()
+                    case .success(let page):
+                        if let key = page.keys.randomElement() { session.fill(slot, ReplyParts.bulkReply(key)); done(); return }
+                        if let next = page.next { look(index, next) } else { look(index + 1, nil) }
+                    }
+                }
+            }
+            look(0, nil)
+        }
+    }
+
+    private static func failure<T>(_ result: Result<T, TierError>, _ command: String) -> [UInt8] {
+        guard case .failure(let e) = result else { return [] }
+        return ReplyParts.errorReply("ERR tierproxy: \(command) could not list a lower tier: \(e)")
+    }
+
+    /// Runs the request on hot and answers hot's reply.
+    static func passThrough(_ args: [[UInt8]], _ session: ClientSession, _ done: @escaping () -> Void) {
+        session.sendComposed([args]) { replies, slot in
+            session.fill(slot, replies[0])
+            done()
+        }
+    }
+
+    /// Answers `reply` in the request's place (a PING holds the place among the replies).
+    static func answer(_ session: ClientSession, _ reply: [UInt8], _ done: @escaping () -> Void) {
+        session.sendComposed([[Array("PING".utf8)]]) { _, slot in
+            session.fill(slot, reply)
+            done()
+        }
+    }
+}
