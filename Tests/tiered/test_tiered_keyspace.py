@@ -254,3 +254,32 @@ def test_cursor_after_a_proxy_restart_still_covers_every_key_below(make_stack, r
             cur, keys = c.scan(cur, count=50)
             got |= set(keys)
     assert got == expected(reference)
+
+
+@pytest.mark.tiers_only
+def test_a_tracking_client_is_not_sent_invalidations_for_keys_its_scan_probed(make_stack, reference):
+    """The lower phase asks hot about each listed key; for a client with CLIENT TRACKING on that
+    must not happen on its own connection, or Redis would track keys the client never read."""
+    s = make_stack("local", rules=(COLD_RULE,))
+    fill(s, reference, 30)
+    with s.client() as c:
+        c.set("h:probed", "in hot and warm")
+    with RawConn(s.port) as t:
+        assert t.cmd("HELLO", "3").t == "%"
+        assert t.cmd("CLIENT", "TRACKING", "on").raw == b"+OK\r\n"
+        quiet(s)
+        seen, cursor = set(), b"0"
+        while True:
+            reply = t.cmd("SCAN", cursor, "COUNT", 1000)
+            cursor, keys = reply.v[0].v, reply.v[1].v
+            seen |= {k.v for k in keys}
+            assert t.cmd("DBSIZE").v == 31
+            if cursor == b"0":
+                break
+        assert b"h:probed" in seen and b"w:1" in seen
+        assert t.cmd("GET", "sentinel").t in "$_"
+        with s.client() as c:
+            c.set("h:probed", "changed")       # the lower phase probed it (it is also in warm)
+            c.set("sentinel", "x")
+        push = t.read_reply(timeout=10)
+        assert push.t == ">" and [x.v for x in push.v[1].v] == [b"sentinel"], f"first invalidation: {push!r}"

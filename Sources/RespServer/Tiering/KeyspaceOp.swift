@@ -52,11 +52,9 @@ enum KeyspaceOp {
             let batches = stride(from: 0, to: below.count, by: 1000).map { i in
                 [Array("EXISTS".utf8)] + below[i..<min(i + 1000, below.count)]
             }
-            // The client's own DBSIZE goes last: its slot is the one the client reads.
-            session.sendComposed(batches + [args]) { replies, slot in
-                let size = replies[replies.count - 1]
+            withProbes(batches, then: args, session: session) { probed, size, slot in
                 guard let hot = ReplyParts.integer(size) else { session.fill(slot, size); done(); return }
-                let held = replies.dropLast().reduce(0) { $0 + (ReplyParts.integer($1) ?? 0) }
+                let held = probed.reduce(0) { $0 + (ReplyParts.integer($1) ?? 0) }
                 var out = [UInt8]()
                 RESPWriter.integer(hot + below.count - held, into: &out)
                 session.fill(slot, out)
@@ -89,6 +87,24 @@ enum KeyspaceOp {
     private static func failure<T>(_ result: Result<T, TierError>, _ command: String) -> [UInt8] {
         guard case .failure(let e) = result else { return [] }
         return ReplyParts.errorReply("ERR tierproxy: \(command) could not list a lower tier: \(e)")
+    }
+
+    /// Sends the proxy's `probes` of keys (EXISTS, OBJECT IDLETIME) and then the client's
+    /// `command`, and gives their replies and the command's slot. Normally all in one batch on the
+    /// client's route; while the client tracks keys, the probes go beside it, on the loop's own
+    /// connection in the client's db, so Redis does not take them for reads the client caches
+    /// (docs/semantics.md §12).
+    static func withProbes(_ probes: [[[UInt8]]], then command: [[UInt8]], session: ClientSession,
+                           _ done: @escaping (_ probed: [[UInt8]], _ reply: [UInt8], _ slot: ReplySlot) -> Void) {
+        guard session.tracking.on, !probes.isEmpty else {
+            session.sendComposed(probes + [command]) { replies, slot in done(Array(replies.dropLast()), replies[replies.count - 1], slot) }
+            return
+        }
+        let select = { (db: Int) in [Array("SELECT".utf8), Array(String(db).utf8)] }
+        session.hot.send([select(session.db)] + probes + [select(session.worker.config.upstream.db)]) { replies in
+            let probed = Array(replies.dropFirst().dropLast())
+            session.sendComposed([command]) { replies, slot in done(probed, replies[0], slot) }
+        }
     }
 
     /// Runs the request on hot and answers hot's reply.

@@ -101,12 +101,10 @@ final class KeyspaceScan {
         }
         let idle = began.map { _ in keys.map { [Array("OBJECT".utf8), Array("IDLETIME".utf8), $0] } } ?? []
         let elapsed = began.map(ScanCursor.elapsedSeconds) ?? 0
-        // The last command's slot is the client's: the judge goes last.
-        session.sendComposed(idle + [judge]) { replies, slot in
-            let verdict = replies[replies.count - 1]
+        KeyspaceOp.withProbes(idle, then: judge, session: session) { replies, verdict, slot in
             if ReplyParts.isError(verdict) { then([], slot, verdict); return }
             let kept = keys.indices.filter { i in
-                guard i < idle.count, let seconds = ReplyParts.integer(replies[i]) else { return true }
+                guard i < replies.count, let seconds = ReplyParts.integer(replies[i]) else { return true }
                 return Int64(seconds) < elapsed + 1
             }.map { keys[$0] }
             then(kept, slot, nil)
