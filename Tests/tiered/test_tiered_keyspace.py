@@ -283,3 +283,26 @@ def test_a_tracking_client_is_not_sent_invalidations_for_keys_its_scan_probed(ma
             c.set("sentinel", "x")
         push = t.read_reply(timeout=10)
         assert push.t == ">" and [x.v for x in push.v[1].v] == [b"sentinel"], f"first invalidation: {push!r}"
+
+
+@pytest.mark.tiers_only
+def test_a_key_in_warm_and_cold_is_returned_once(make_stack, backend, reference):
+    """A key read up from cold into warm (its rule now says warm) keeps its cold copy: the scan
+    lists it in warm and leaves it out of cold's page."""
+    s = make_stack(backend, rules=(COLD_RULE,))
+    fill(s, reference, 90)
+    with s.client() as c:
+        assert c.execute_command("TIERS", "CONFIG", "SET", "rules", "") in (b"OK", "OK", True)
+        copied = [f"c:{i}" for i in range(2, 90, 3) if i % 10 not in (1, 2)][:10]
+        for key in copied:
+            assert c.get(key) is not None
+    s.evict(*copied)
+    for key in copied:
+        wait_for(lambda: s.warm.get(key) is not None, 10, desc=f"{key} copied up to warm")
+        assert s.cold.get(key) is not None, f"{key} kept its cold copy"
+    quiet(s)
+    with s.client() as c:
+        for count in (5, 1000):
+            got = full_scan(c, count=count)
+            assert len(got) == len(set(got)), f"COUNT {count}: duplicates {[k for k in got if got.count(k) > 1][:5]}"
+            assert set(got) == expected(reference)

@@ -25,13 +25,14 @@ enum KeyspaceOp {
         }
     }
 
-    /// Hot's KEYS, and the live keys below that hot does not hold: each key once.
+    /// Hot's KEYS, and the live keys below that hot does not hold: each key once. Hot answers
+    /// first, so a request Redis refuses (NOAUTH, an ACL) costs no listing.
     private static func keys(_ args: [[UInt8]], pages: LowerKeyPages, session: ClientSession, _ done: @escaping () -> Void) {
-        let pattern = args[1] == [UInt8(ascii: "*")] ? nil : GlobPattern(args[1])
-        pages.all(filter: KeyFilter(match: pattern)) { result in
-            guard case .success(let below) = result else { answer(session, failure(result, "KEYS"), done); return }
-            session.sendComposed([args]) { replies, slot in
-                guard let hot = ReplyParts.elements(replies[0]) else { session.fill(slot, replies[0]); done(); return }
+        session.sendComposed([args]) { replies, slot in
+            guard let hot = ReplyParts.elements(replies[0]) else { session.fill(slot, replies[0]); done(); return }
+            let pattern = args[1] == [UInt8(ascii: "*")] ? nil : GlobPattern(args[1])
+            pages.all(filter: KeyFilter(match: pattern)) { result in
+                guard case .success(let below) = result else { session.fill(slot, failure(result, "KEYS")); done(); return }
                 var seen = Set<[UInt8]>()
                 var keys = [[UInt8]]()
                 for element in hot {
@@ -45,20 +46,33 @@ enum KeyspaceOp {
         }
     }
 
-    /// Hot's DBSIZE plus the live keys below that hot does not hold (one EXISTS per 1000).
+    /// Hot's DBSIZE plus the live keys below that hot does not hold (one EXISTS per 1000). Hot
+    /// judges the request first, so one Redis refuses costs no listing.
     private static func dbsize(_ args: [[UInt8]], pages: LowerKeyPages, session: ClientSession, _ done: @escaping () -> Void) {
-        pages.all(filter: KeyFilter()) { result in
-            guard case .success(let below) = result else { answer(session, failure(result, "DBSIZE"), done); return }
-            let batches = stride(from: 0, to: below.count, by: 1000).map { i in
-                [Array("EXISTS".utf8)] + below[i..<min(i + 1000, below.count)]
-            }
-            withProbes(batches, then: args, session: session) { probed, size, slot in
-                guard let hot = ReplyParts.integer(size) else { session.fill(slot, size); done(); return }
-                let held = probed.reduce(0) { $0 + (ReplyParts.integer($1) ?? 0) }
-                var out = [UInt8]()
-                RESPWriter.integer(hot + below.count - held, into: &out)
-                session.fill(slot, out)
+        session.sendComposed([args]) { replies, judged in
+            guard ReplyParts.integer(replies[0]) != nil else { session.fill(judged, replies[0]); done(); return }
+            // The answer takes a later slot; this one shows nothing, and is filled last, so the
+            // client is never seen to have every reply in meanwhile.
+            let finish = { (slot: ReplySlot, reply: [UInt8]) in
+                session.fill(slot, reply)
+                session.fill(judged, [])
                 done()
+            }
+            pages.all(filter: KeyFilter()) { result in
+                guard case .success(let below) = result else {
+                    session.sendComposed([[Array("PING".utf8)]]) { _, slot in finish(slot, failure(result, "DBSIZE")) }
+                    return
+                }
+                let batches = stride(from: 0, to: below.count, by: 1000).map { i in
+                    [Array("EXISTS".utf8)] + below[i..<min(i + 1000, below.count)]
+                }
+                withProbes(batches, then: args, session: session) { probed, size, slot in
+                    guard let hot = ReplyParts.integer(size) else { finish(slot, size); return }
+                    let held = probed.reduce(0) { $0 + (ReplyParts.integer($1) ?? 0) }
+                    var out = [UInt8]()
+                    RESPWriter.integer(hot + below.count - held, into: &out)
+                    finish(slot, out)
+                }
             }
         }
     }
