@@ -54,6 +54,7 @@ struct Config {
     var warm = ""
     var cold = ""
     var compressThreshold = 1 << 20
+    var collectionCaptureLimit = 64 << 10
     /// `tier-encryption-key` (base64 or keyvault://; empty: lower tiers in clear) and the keys
     /// of earlier rotations, read-only. Never printed.
     var tierEncryptionKey = ""

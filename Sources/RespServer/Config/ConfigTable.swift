@@ -204,6 +204,13 @@ private let proxyDirectives: [Directive] = [
     Directive(name: "compress-threshold", defaultArgs: "1mb", doc: [
         "Values at least this large are stored gzip-compressed in the cold tier (read back either way).",
     ]) { c, a in c.compressThreshold = try Units.memory(try one(a, "compress-threshold")) },
+    Directive(name: "collection-capture-limit", defaultArgs: "64kb", doc: [
+        "A hash, list, set, sorted set or stream whose serialised form (DUMP) was at least this large",
+        "is not read back after each write: the write only checks that the key still exists and records",
+        "it, and the write-behind flusher reads it once per flush, so many writes cost one serialisation.",
+        "Such a write is written behind even under a write-through rule (INFO tiers",
+        "collection_writes_deferred). 0: read back after every write.",
+    ]) { c, a in c.collectionCaptureLimit = try Units.memory(try one(a, "collection-capture-limit")) },
     Directive(name: "tier-encryption-key", defaultArgs: "\"\"", doc: [
         "Encrypts every warm and cold entry (SQLite, directory, Cosmos DB, Blob) with AES-256-GCM:",
         "32 random bytes in base64 (openssl rand -base64 32), or keyvault://VAULT/SECRET (fetched at",

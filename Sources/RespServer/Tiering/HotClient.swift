@@ -9,6 +9,9 @@ final class HotClient: UpstreamLinkDelegate {
     private unowned let worker: Worker
     private var link: UpstreamLink?
     private var scanner = ReplyScanner()
+    /// Bytes of `link.input` the scanner has seen: the start of a reply still arriving (a large
+    /// DUMP spans many reads), which must not be fed to it twice.
+    private var scanned = 0
     private var waiting: [(count: Int, done: ([[UInt8]]) -> Void)] = []
     private var head = 0
     private var collected: [[UInt8]] = []
@@ -37,6 +40,7 @@ final class HotClient: UpstreamLinkDelegate {
         if let link { return link }
         guard let address = worker.upstreamAddress else { return nil }
         scanner = ReplyScanner()
+        scanned = 0
         let up = UpstreamLink(worker: worker, address: address, delegate: self)
         link = up
         return up
@@ -45,10 +49,10 @@ final class HotClient: UpstreamLinkDelegate {
     func linkReadable(_ link: UpstreamLink) {
         let input = link.input
         var ends: [Int] = []
-        var base = 0
+        var base = scanned
         var status = ParseStatus.ok
         var infos: [ReplyInfo] = []
-        input.withSegments { segment in
+        input.withSegments(offset: scanned) { segment in
             infos.removeAll(keepingCapacity: true)
             status = scanner.feed(segment, replies: &infos)
             for r in infos where !r.isPush { ends.append(base + r.end) }
@@ -71,6 +75,7 @@ final class HotClient: UpstreamLinkDelegate {
                 done(replies)
             }
         }
+        if self.link === link { scanned = base - consumed }
     }
 
     func linkDrained(_ link: UpstreamLink) {}
@@ -80,6 +85,7 @@ final class HotClient: UpstreamLinkDelegate {
     private func failed(_ reason: String) {
         link?.close()
         link = nil
+        scanned = 0
         let pending = Array(waiting[head...])
         let partial = collected
         waiting.removeAll()

@@ -53,7 +53,8 @@ enum KeyCapture: Equatable {
     }
 
     /// PTTL's answer as an absolute expiry: .some(nil) for none, nil for a key that is gone.
-    private static func expiry(_ pttl: ArraySlice<UInt8>, now: Int64) -> Int64?? {
+    /// A `PTTL` reply read at `now`: nil if the key is absent, `.some(nil)` if it has no expiry.
+    static func expiry(_ pttl: ArraySlice<UInt8>, now: Int64) -> Int64?? {
         guard let ms = ReplyParts.integer(pttl), ms != -2 else { return nil }
         return .some(ms >= 0 ? now + Int64(ms) : nil)
     }

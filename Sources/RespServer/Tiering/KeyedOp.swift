@@ -30,6 +30,11 @@ final class KeyedOp {
     private var writtenKeys: [TierKey] = []
     /// Keys that existed (in hot or below) before the command: decides `ttl` for creators.
     private var existed: Set<TierKey> = []
+    /// Written keys read back after the command, and large collections only probed
+    /// (`CollectionCapture`): those found present are recorded for the flusher to read.
+    private var captured: [TierKey] = []
+    private var deferred: [TierKey] = []
+    private var presentDeferred: [(TierKey, Int64?)] = []
     /// Copies found below, promoted inside the command's transaction (`watchingBringUp`).
     private var promotions: [(TierKey, Found)] = []
     /// The brought-up keys are WATCHed from before their EXISTS until the transaction's EXEC: if
@@ -125,7 +130,7 @@ final class KeyedOp {
         var results = [Result<Found?, TierError>?](repeating: nil, count: keys.count)
         var remaining = keys.count
         for (i, k) in keys.enumerated() {
-            access.lookup(k) { [self] result in
+            access.lookup(k, locked: true) { [self] result in
                 results[i] = result
                 remaining -= 1
                 if remaining == 0 { promote(zip(keys, results.map { $0! }), slot) }
@@ -235,12 +240,13 @@ final class KeyedOp {
             sendCommand([args]) { [self] replies, slot in finish(slot, replies[0]) }
             return
         }
+        (captured, deferred) = core.collections.split(written, capture: plan.capture, hasKeyLog: core.keyLog != nil)
         if own.beside {
             runThenCapture(expiring, written)
             return
         }
-        let capture = CaptureBatch(command: args, expiring: expiring, written: written, capture: plan.capture, home: db,
-                                   promotions: promotions)
+        let capture = CaptureBatch(command: args, expiring: expiring, written: captured, probed: deferred, capture: plan.capture,
+                                   home: db, promotions: promotions)
         // The proxy's EXEC would clear the client's watches: a guard keeps them exact.
         if let watch = WatchGuard(session: session) {
             watch.arm { [self] in runTransaction(capture, written, watch) }
@@ -265,7 +271,8 @@ final class KeyedOp {
     /// route when hot would not queue the transaction. Should that read fail, the keys are
     /// recorded in the key log and the flusher copies what hot holds.
     private func runThenCapture(_ expiring: [(TierKey, Int)], _ written: [TierKey]) {
-        let capture = CaptureBatch(command: nil, expiring: expiring, written: written, capture: plan.capture, home: own.homeDB)
+        let capture = CaptureBatch(command: nil, expiring: expiring, written: captured, probed: deferred, capture: plan.capture,
+                                   home: own.homeDB)
         sendCommand([args]) { [self] replies, slot in
             let reply = replies[0]
             if ReplyParts.isError(reply) && !plan.script { finish(slot, reply); return }
@@ -286,7 +293,7 @@ final class KeyedOp {
             TransactionSync.record(written, ran: true, access: access) { [self] in finish(slot, reply) }
             return
         }
-        sync(capture.states(elements, of: written), reply: reply, slot: slot)
+        sync(states(capture, elements), reply: reply, slot: slot)
     }
 
     private func runTransaction(_ capture: CaptureBatch, _ written: [TierKey], _ watch: WatchGuard?) {
@@ -345,7 +352,7 @@ final class KeyedOp {
             // An error means nothing changed, except from a script: it may have written first
             // (the promotions did land: copies of what is below, so nothing changed).
             if ReplyParts.isError(reply) && !plan.script { restored { [self] in promoted { self.finish(slot, reply) } }; return }
-            let states = capture.states(elements, of: written)
+            let states = self.states(capture, elements)
             for k in written { core.generations.bump(k) }
             writtenKeys = written
             restored { [self] in promoted { self.sync(states, reply: reply, slot: slot) } }
@@ -363,7 +370,31 @@ final class KeyedOp {
 
     // MARK: - Below
 
+    /// The captured keys' states, and a delete for each probed key the command left absent
+    /// (`presentDeferred` gets the others).
+    private func states(_ capture: CaptureBatch, _ elements: [ArraySlice<UInt8>]) -> [(TierKey, KeyState)] {
+        var out = capture.states(elements, of: captured)
+        if plan.capture == .dump {
+            for (k, state) in out { if case .value(let v, _, _) = state { core.collections.noteSize(k, bytes: v.count) } }
+        }
+        presentDeferred = []
+        for (k, expiry) in zip(deferred, capture.probedExpiries(elements)) {
+            if let expiry { presentDeferred.append((k, expiry)) } else { out.append((k, .absent)) }
+        }
+        return out
+    }
+
     private func sync(_ states: [(TierKey, KeyState)], reply: [UInt8], slot: ReplySlot) {
+        let present = presentDeferred
+        presentDeferred = []
+        if !present.isEmpty {
+            DeferredWrite.record(present, access: access) { [self] in syncStates(states, reply: reply, slot: slot) }
+        } else {
+            syncStates(states, reply: reply, slot: slot)
+        }
+    }
+
+    private func syncStates(_ states: [(TierKey, KeyState)], reply: [UInt8], slot: ReplySlot) {
         if states.isEmpty { finish(slot, reply); return }
         var remaining = states.count
         var failedWrites: [(TierKey, TierError)] = []
@@ -417,54 +448,4 @@ final class KeyedOp {
         var seen = Set<TierKey>()
         return keys.filter { seen.insert($0).inserted }
     }
-}
-
-/// Commands for one route that may touch other databases than the client's: each key's command
-/// is wrapped in SELECT when its db differs, and the client's db is selected again at the end.
-struct DBBatch {
-    let home: Int
-    private var current: Int
-    private(set) var commands: [[[UInt8]]] = []
-    /// Indices in `commands` of the commands added with `add` (not the SELECTs).
-    private(set) var mine: [Int] = []
-
-    init(home: Int) {
-        self.home = home
-        self.current = home
-    }
-
-    /// Adds `args` to run in `db`; returns its index in the batch.
-    @discardableResult
-    mutating func add(_ args: [[UInt8]], db: Int) -> Int {
-        if db != current {
-            commands.append([Array("SELECT".utf8), Array(String(db).utf8)])
-            current = db
-        }
-        commands.append(args)
-        mine.append(commands.count - 1)
-        return commands.count - 1
-    }
-
-    /// Adds a command that runs in whatever db is current, outside `mine`.
-    mutating func raw(_ args: [[UInt8]]) { commands.append(args) }
-
-    /// Selects the home db again now, if a key moved it.
-    mutating func selectHome() {
-        if current != home {
-            commands.append([Array("SELECT".utf8), Array(String(home).utf8)])
-            current = home
-        }
-    }
-
-    /// The commands, with the home db selected again if a key moved it.
-    mutating func finish() -> [[[UInt8]]] {
-        if current != home {
-            commands.append([Array("SELECT".utf8), Array(String(home).utf8)])
-            current = home
-        }
-        return commands
-    }
-
-    /// The replies to the commands added with `add`, in order.
-    func ours(_ replies: [[UInt8]]) -> [ArraySlice<UInt8>] { mine.map { replies[$0][...] } }
 }

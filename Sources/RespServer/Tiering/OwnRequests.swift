@@ -46,9 +46,14 @@ struct CaptureBatch {
     /// Where the command is in `commands` (in a transaction: after MULTI and the promotions).
     let commandIndex: Int
 
+    /// Indices in `elements` of each probed key's `EXISTS` reply.
+    private let probes: [Int]
+
     /// `promotions` (copies found below) go inside the transaction, before the command.
-    init(command: [[UInt8]]?, expiring: [(TierKey, Int)], written: [TierKey], capture: KeyCapture, home: Int,
-         promotions: [(TierKey, Found)] = []) {
+    /// `probed` keys are not read, only asked for their expiry, which says whether they still exist
+    /// (`CollectionCapture`).
+    init(command: [[UInt8]]?, expiring: [(TierKey, Int)], written: [TierKey], probed: [TierKey] = [],
+         capture: KeyCapture, home: Int, promotions: [(TierKey, Found)] = []) {
         transaction = command != nil
         self.capture = capture
         self.expiring = expiring
@@ -74,6 +79,7 @@ struct CaptureBatch {
             let p = batch.add(reads[1], db: k.db)
             captures.append((r - shift, p - shift))
         }
+        probes = probed.map { batch.add([Array("PTTL".utf8), $0.bytes], db: $0.db) - shift }
         commands = batch.finish()
         if transaction { commands.append([Array("EXEC".utf8)]) }
         self.captures = captures
@@ -97,6 +103,17 @@ struct CaptureBatch {
     /// (no transaction).
     func reads(_ replies: [[UInt8]]) -> [[UInt8]] {
         captures.flatMap { [replies[$0.read], replies[$0.pttl]] }
+    }
+
+    /// Each probed key's expiry (`.some(nil)`: none), or nil if the command left it absent, from
+    /// `elements`. An unreadable reply counts as present without expiry: the flusher then reads
+    /// what hot holds.
+    func probedExpiries(_ elements: [ArraySlice<UInt8>]) -> [Int64??] {
+        let now = wallClockMillis()
+        return probes.map { i in
+            guard ReplyParts.integer(elements[i]) != nil else { return .some(nil) }
+            return KeyCapture.expiry(elements[i], now: now)
+        }
     }
 
     /// Each written key's state, from `elements`; a key the command left as it was (of another

@@ -44,7 +44,12 @@ final class TierAccess {
     /// then warm, then cold. A key with a delete still owed below, or found absent everywhere
     /// moments ago, is absent without asking. Concurrent lookups of one key, from any loop, share
     /// one read of each tier.
-    func lookup(_ key: TierKey, _ done: @escaping (Result<Found?, TierError>) -> Void) {
+    ///
+    /// `locked`: the caller holds the key's lock (a command's bring-up), so nothing of this
+    /// process writes the key meanwhile, and a miss it read from the tiers themselves teaches
+    /// `AbsentBelow` that no tier holds the key: the command's own store then skips the deletes
+    /// (one request each on Cosmos DB or Blob Storage for every new key).
+    func lookup(_ key: TierKey, locked: Bool = false, _ done: @escaping (Result<Found?, TierError>) -> Void) {
         guard hasLowerTiers, core.isTiered(key) else { done(.success(nil)); return }
         core.stats.lookups.add(1)
         if let state = core.pendingState(key) {
@@ -62,10 +67,16 @@ final class TierAccess {
             self.readBelow(key) { result in
                 if case .success(nil) = result {
                     self.core.negative.rememberAbsent(key, since: generation, now: self.loop.nowMillis)
+                    if locked && self.core.generations.unchanged(since: generation) { self.noteAbsentEverywhere(key) }
                 }
                 finish(result)
             }
         }, done: done)
+    }
+
+    private func noteAbsentEverywhere(_ key: TierKey) {
+        if warm != nil { core.absentBelow.noteAbsent(key, in: .warm) }
+        if cold != nil { core.absentBelow.noteAbsent(key, in: .cold) }
     }
 
     /// True if no lower tier can hold `key` now, so a lookup would find nothing: no write-behind

@@ -48,6 +48,7 @@ final class TieringCore: @unchecked Sendable {
     /// flusher reads hot instead.
     private let pendingStates = Mutex<[TierKey: KeyState]>([:])
     let stats = TieringStats()
+    let collections: CollectionCapture
     /// Where the lower tiers keep each Redis database (nil: its file could not be read; SWAPDB is
     /// then refused).
     let databases: DatabaseMap?
@@ -58,6 +59,7 @@ final class TieringCore: @unchecked Sendable {
         settings = RuntimeSettings(config)
         allowFlush = config.tiersAllowFlush
         strictScripts = config.tiersScriptsStrict
+        collections = CollectionCapture(limit: config.collectionCaptureLimit)
         negative = NegativeCache(generations: generations, ttlMillis: Int64(config.negativeCacheMillis))
         settings.negative = negative
         let path = config.dataDir + "/tierproxy-keylog.tpl"
@@ -112,7 +114,10 @@ final class TieringCore: @unchecked Sendable {
     func isTiered(_ key: TierKey) -> Bool { rules.rule(for: key.bytes).policy != .hotOnly }
 
     func pendingState(_ key: TierKey) -> KeyState? { pendingStates.withLock { $0[key] } }
-    func setPendingState(_ key: TierKey, _ state: KeyState?) { pendingStates.withLock { $0[key] = state } }
+    func setPendingState(_ key: TierKey, _ state: KeyState?) {
+        collections.clearDeferred(key)
+        pendingStates.withLock { $0[key] = state }
+    }
     func clearPendingStates(_ keys: [TierKey]) { pendingStates.withLock { states in for k in keys { states[k] = nil } } }
     func dropPendingStates(db: Int?) {
         pendingStates.withLock { states in
@@ -131,7 +136,7 @@ final class TieringCore: @unchecked Sendable {
             ("rules", "\(rules.rules.count)"),
         ]
         lines += ["lookups", "warm_hits", "cold_hits", "misses", "negative_cache_hits", "promotions", "lower_writes",
-                  "lower_deletes", "lower_write_failures", "write_through_fallbacks", "lower_read_errors"].map { ($0, "\(totals.tiering($0))") }
+                  "lower_deletes", "lower_write_failures", "write_through_fallbacks", "lower_read_errors", "collection_writes_deferred"].map { ($0, "\(totals.tiering($0))") }
         lines.append(("keys_locked", "\(locks.heldCount)"))
         if let log = keyLog {
             let b = log.backlog
@@ -174,13 +179,16 @@ final class TieringStats: @unchecked Sendable {
     let tierErrors = AtomicCounter()
     /// Write-through writes a lower tier did not take, recorded in the key log instead.
     let writeThroughFallbacks = AtomicCounter()
+    /// Writes of large collections read once per flush instead of after the write (`CollectionCapture`).
+    let deferredCollectionWrites = AtomicCounter()
 
     /// Every counter with its INFO field name, for /metrics and `TIERS RESETSTAT`.
     var all: [(String, AtomicCounter)] {
         [("lookups", lookups), ("warm_hits", warmHits), ("cold_hits", coldHits), ("misses", misses),
          ("negative_cache_hits", negativeHits), ("promotions", promotions), ("lower_writes", lowerWrites),
          ("lower_deletes", lowerDeletes), ("lower_write_failures", lowerFailures),
-         ("write_through_fallbacks", writeThroughFallbacks), ("lower_read_errors", tierErrors)]
+         ("write_through_fallbacks", writeThroughFallbacks), ("lower_read_errors", tierErrors),
+         ("collection_writes_deferred", deferredCollectionWrites)]
     }
 }
 

@@ -3,8 +3,10 @@ import Tiers
 
 /// Drains the key log into the lower tiers from one loop (docs/semantics.md §3 and 10): each
 /// pending key is flushed under its lock with the state its last write captured, or, after a
-/// restart (the captured states were in memory), with the state hot holds now. A key hot no
-/// longer holds then is deleted below: an older copy there must not come back.
+/// restart (the captured states were in memory) or after a write of a large collection
+/// (`CollectionCapture`), with the state hot holds now. A key hot no longer holds then is
+/// deleted below (an older copy there must not come back), unless hot lost it behind the
+/// proxy's back after a deferred write saw it present.
 final class WriteBehindFlusher {
     private let access: TierAccess
     private let hot: HotClient
@@ -95,7 +97,16 @@ final class WriteBehindFlusher {
                     done(.failure(.unavailable("hot: \(String(decoding: r[0].prefix(200), as: UTF8.self))")))
                     return
                 }
-                write(KeyCapture.dumped(r[0], r[1], now: wallClockMillis()))
+                let now = wallClockMillis()
+                let state = KeyCapture.dumped(r[0], r[1], now: now)
+                if case .value(let payload, _, _) = state { core.collections.noteSize(key, bytes: payload.count) }
+                if state == .absent && core.collections.lostBeforeFlush(key, now: now) {
+                    Log.warning("Hot lost a written collection before its write-behind flush; the lower tiers keep its last flushed state")
+                    core.locks.release([key])
+                    done(.success(()))
+                    return
+                }
+                write(state)
             }
         }
     }

@@ -1,8 +1,9 @@
 import Synchronization
 
 /// Which keys this process knows one lower tier does not hold: it deleted them there (under the
-/// key's lock) and nothing of this process has written them there since. Lookups teach it
-/// nothing: one runs without the lock, and its "not there" may predate a write.
+/// key's lock), or a lookup under the key's lock read every tier and found nothing, and nothing
+/// of this process has written them there since. Other lookups teach it nothing: one without
+/// the lock may have begun before a write.
 /// A write-through that puts a key in one tier skips the delete in the other when that tier is
 /// known not to hold it (docs/semantics.md "Writes": the delete is one request per write on
 /// Cosmos DB or Blob Storage). Shared by every loop; bounded: when a tier's set is full it is
