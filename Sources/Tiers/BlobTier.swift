@@ -185,9 +185,22 @@ public final class BlobTier: Tier {
 
     /// One List Blobs page, reduced to the names of the blobs of database `db` (every blob when nil).
     private func listPage(_ marker: String?, db: Int?, _ done: @escaping (Result<PagedPurge<String>.Page, TierError>) -> Void) {
+        listBlobs(marker, prefix: nil, pageSize: config.listPageSize) { r in
+            done(r.map { listing in
+                let names = listing.blobs.filter { blob in
+                    !blob.name.isEmpty && (db == nil || EntryMetadata.db(fromField: blob.metadata[EntryMetadata.dbField]) == db)
+                }.map(\.name)
+                return (names, listing.nextMarker)
+            })
+        }
+    }
+
+    /// One List Blobs page with metadata, from `marker`, of the names starting with `prefix`.
+    func listBlobs(_ marker: String?, prefix: String?, pageSize: Int, _ done: @escaping (Result<BlobListing, TierError>) -> Void) {
         let what = "blob list \(config.container)"
         var query = [("restype", "container"), ("comp", "list"), ("include", "metadata"),
-                     ("maxresults", String(min(5000, max(1, config.listPageSize))))]
+                     ("maxresults", String(min(5000, max(1, pageSize))))]
+        if let prefix { query.append(("prefix", prefix)) }
         if let marker { query.append(("marker", marker)) }
         send(what, method: "GET", blob: nil, query: query) { [self] r in
             done(r.flatMap { response in
@@ -195,10 +208,7 @@ public final class BlobTier: Tier {
                 guard let listing = BlobListing.parse(response.body) else {
                     return .failure(client.failed(.failed("\(what): the response is not a blob listing: \(response.bodySnippet)")))
                 }
-                let names = listing.blobs.filter { blob in
-                    !blob.name.isEmpty && (db == nil || EntryMetadata.db(fromField: blob.metadata[EntryMetadata.dbField]) == db)
-                }.map(\.name)
-                return .success((names, listing.nextMarker))
+                return .success(listing)
             })
         }
     }

@@ -212,16 +212,8 @@ public final class CosmosTier: Tier {
     /// values of the items of database `db` (every item when nil).
     private func readFeedPage(_ continuation: String?, db: Int?,
                               _ done: @escaping (Result<PagedPurge<(id: String, partitionKey: JSONValue)>.Page, TierError>) -> Void) {
-        let what = "cosmos read feed \(collectionLink)"
-        var headers = [("x-ms-max-item-count", String(max(1, config.feedPageSize)))]
-        if let continuation { headers.append(("x-ms-continuation", continuation)) }
-        send(what, verb: "GET", type: "docs", link: collectionLink, path: collectionPath + "/docs", partitionKey: nil,
-             body: nil, headers: headers) { [self] r in
-            done(r.flatMap { response in
-                guard response.status == 200 else { return .failure(client.failed(tierError(for: response, what))) }
-                guard case .array(let docs)? = JSONValue.parse(response.body)?["Documents"] else {
-                    return .failure(client.failed(.failed("\(what): the response has no Documents array")))
-                }
+        readFeed(continuation, pageSize: config.feedPageSize) { [self] r in
+            done(r.map { docs, next in
                 var items = [(id: String, partitionKey: JSONValue)]()
                 for doc in docs {
                     guard let id = doc["id"]?.string else { continue }
@@ -238,8 +230,25 @@ public final class CosmosTier: Tier {
                     // An item without the partition key property sits in the "undefined" partition, {}.
                     items.append((id, doc[pkProperty] ?? .object([])))
                 }
-                let next = response.header("x-ms-continuation").flatMap { $0.isEmpty ? nil : $0 }
-                return .success((items, next))
+                return (items, next)
+            })
+        }
+    }
+
+    /// One page of the container's feed (List Documents): its items and the continuation token.
+    func readFeed(_ continuation: String?, pageSize: Int,
+                  _ done: @escaping (Result<(docs: [JSONValue], next: String?), TierError>) -> Void) {
+        let what = "cosmos read feed \(collectionLink)"
+        var headers = [("x-ms-max-item-count", String(max(1, pageSize)))]
+        if let continuation { headers.append(("x-ms-continuation", continuation)) }
+        send(what, verb: "GET", type: "docs", link: collectionLink, path: collectionPath + "/docs", partitionKey: nil,
+             body: nil, headers: headers) { [self] r in
+            done(r.flatMap { response in
+                guard response.status == 200 else { return .failure(client.failed(tierError(for: response, what))) }
+                guard case .array(let docs)? = JSONValue.parse(response.body)?["Documents"] else {
+                    return .failure(client.failed(.failed("\(what): the response has no Documents array")))
+                }
+                return .success((docs, response.header("x-ms-continuation").flatMap { $0.isEmpty ? nil : $0 }))
             })
         }
     }

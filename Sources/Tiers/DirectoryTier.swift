@@ -142,7 +142,7 @@ public final class DirectoryTier: SharedTier {
     }
 
     /// Queues `work` on the worker for `hash`; if the tier is closed, runs `closed` on `loop` instead.
-    private func submit(_ hash: UInt64, on loop: EventLoop, closed: @escaping (TierError) -> Void,
+    func submit(_ hash: UInt64, on loop: EventLoop, closed: @escaping (TierError) -> Void,
                         _ work: @escaping () -> () -> Void) {
         let worker = workers[Int(hash % UInt64(workers.count))]
         if !worker.submit(Job(loop: loop, work: work)) {
@@ -172,7 +172,7 @@ public final class DirectoryTier: SharedTier {
 }
 
 /// The file work of a `DirectoryTier`, run on its worker threads.
-private struct DirectoryFiles {
+struct DirectoryFiles {
     let compressThreshold: Int
     let sync: DirectoryTier.Sync
     let valueLimit: Int
@@ -245,7 +245,7 @@ private struct DirectoryFiles {
     }
 
     /// A fan-out directory name: two lower-case hex digits.
-    private static func isFanOut(_ name: String) -> Bool {
+    static func isFanOut(_ name: String) -> Bool {
         name.utf8.count == 2 && name.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
     }
 

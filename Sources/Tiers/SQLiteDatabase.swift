@@ -177,7 +177,7 @@ final class SQLiteDatabase {
     // MARK: - Plumbing
 
     /// Binds db (?1) and key (?2), then runs `body` while the key's bytes are pinned.
-    private func bindKey(_ stmt: OpaquePointer, _ key: TierKey, _ body: () -> Int32) -> Int32 {
+    func bindKey(_ stmt: OpaquePointer, _ key: TierKey, _ body: () -> Int32) -> Int32 {
         sqlite3_bind_int64(stmt, 1, Int64(key.db))
         return key.bytes.withUnsafeBytes { p in
             if p.count == 0 {
@@ -211,7 +211,7 @@ final class SQLiteDatabase {
         }
     }
 
-    private func prepare(_ sql: String) throws(TierError) -> OpaquePointer {
+    func prepare(_ sql: String) throws(TierError) -> OpaquePointer {
         var stmt: OpaquePointer?
         let rc = sqlite3_prepare_v2(db, sql, -1, &stmt, nil)
         guard rc == SQLITE_OK, let stmt else { throw error(rc, "preparing a statement") }
@@ -220,7 +220,7 @@ final class SQLiteDatabase {
 
     private var closedError: TierError { .unavailable("SQLite database \(path) is closed") }
 
-    private func error(_ rc: Int32, _ doing: String) -> TierError {
+    func error(_ rc: Int32, _ doing: String) -> TierError {
         let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? String(cString: sqlite3_errstr(rc))
         return Self.classify(rc, "SQLite \(path) failed \(doing): \(message)")
     }

@@ -154,7 +154,7 @@ public final class SQLiteTier: SharedTier {
     }
 
     /// Queues `body` as a job with one result.
-    private func submitOne<T>(_ loop: EventLoop, writes: Bool, _ done: @escaping (Result<T, TierError>) -> Void,
+    func submitOne<T>(_ loop: EventLoop, writes: Bool, _ done: @escaping (Result<T, TierError>) -> Void,
                               _ body: @escaping (SQLiteDatabase, Int64) throws(TierError) -> T) {
         submit(loop, count: 1, writes: writes, { (r: [Result<T, TierError>]) in done(r[0]) }) { db, now in
             let result: Result<T, TierError>

@@ -11,6 +11,8 @@ public protocol SharedTier: AnyObject {
     /// Deletes every entry of database `db` (nil: of every database); completes with how many were deleted.
     func purge(db: Int?, on loop: EventLoop, _ done: @escaping (Result<Int, TierError>) -> Void)
     func check(on loop: EventLoop, _ done: @escaping (Result<String, TierError>) -> Void)
+    /// `Tier.list`, completing on `loop`.
+    func list(db: Int, after: String?, limit: Int, on loop: EventLoop, _ done: @escaping (Result<KeyPage, TierError>) -> Void)
 }
 
 extension SharedTier {
@@ -60,5 +62,9 @@ final class LoopBoundTier: Tier {
 
     func check(_ done: @escaping (Result<String, TierError>) -> Void) {
         shared.check(on: loop, done)
+    }
+
+    func list(db: Int, after: String?, limit: Int, _ done: @escaping (Result<KeyPage, TierError>) -> Void) {
+        shared.list(db: db, after: after, limit: limit, on: loop, done)
     }
 }

@@ -58,6 +58,9 @@ public protocol Tier: AnyObject {
     func deleteMany(_ keys: [TierKey], _ done: @escaping ([Result<Void, TierError>]) -> Void)
     /// Deletes every entry of database `db` (nil: of every database); completes with how many were deleted.
     func purge(db: Int?, _ done: @escaping (Result<Int, TierError>) -> Void)
+    /// Up to about `limit` keys of database `db` from the position `after` (nil: the start; else a
+    /// `KeyPage.next` this tier gave). Expired entries may be listed (their expiry says so).
+    func list(db: Int, after: String?, limit: Int, _ done: @escaping (Result<KeyPage, TierError>) -> Void)
     /// Connects with the configured credentials and reports "ok" or what is wrong (for `tiers check`).
     func check(_ done: @escaping (Result<String, TierError>) -> Void)
 }

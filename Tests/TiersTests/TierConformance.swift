@@ -140,6 +140,32 @@ enum TierConformance {
             try t.put(again, Entry(value: [9]))
             #expect(try t.get(again)?.value == [9])
         },
+        TierScenario("list a database page by page", ownStore: true) { t in
+            let entries = TierConformance.purgeEntries(t)
+            for (k, e) in entries { try t.put(k, e) }
+            try t.delete(entries[1].0)
+            for db in [0, 1] {
+                var listed = [ListedKey]()
+                var after: String?
+                var pages = 0
+                repeat {
+                    let page = try t.list(db: db, after: after, limit: 2)
+                    listed += page.keys
+                    after = page.next
+                    pages += 1
+                } while after != nil && pages < 100
+                let wanted = entries.enumerated().filter { $0.offset != 1 && $0.element.0.db == db }.map(\.element)
+                #expect(listed.count == wanted.count, "db \(db): \(listed.count) listed, \(wanted.count) stored")
+                #expect(Set(listed.map(\.key)) == Set(wanted.map(\.0)), "db \(db)")
+                for (k, e) in wanted {
+                    guard let l = listed.first(where: { $0.key == k }) else { continue }
+                    // A sealed entry keeps its type inside the seal: nil is its honest answer.
+                    #expect(l.type == nil || l.type == e.type, "type of \(k.bytes.prefix(16))")
+                    #expect(l.expiresAtMillis == e.expiresAtMillis, "expiry of \(k.bytes.prefix(16))")
+                }
+            }
+            #expect(try t.list(db: 7, after: nil, limit: 10).keys.isEmpty)
+        },
         TierScenario("purge every database", ownStore: true) { t in
             let entries = TierConformance.purgeEntries(t)
             for (k, e) in entries { try t.put(k, e) }
@@ -240,6 +266,9 @@ final class TierUnderTest {
     }
     func purge(db: Int?) throws -> Int {
         try harness.wait("purge") { done in self.tier.purge(db: db, done) }.get()
+    }
+    func list(db: Int, after: String?, limit: Int) throws -> KeyPage {
+        try harness.wait("list") { done in self.tier.list(db: db, after: after, limit: limit, done) }.get()
     }
     func check() throws -> String {
         try harness.wait("check") { done in self.tier.check(done) }.get()

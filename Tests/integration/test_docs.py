@@ -19,7 +19,8 @@ pytestmark = pytest.mark.proxy_process
 
 RUNBOOKS = sorted((REPO / "docs" / "runbooks").glob("*.md"))
 RUNTIME = {"rule": "rules", "tier-timeout": "tier-timeout", "negative-cache-ms": "negative-cache-ms",
-           "tier-slowlog-threshold": "tier-slowlog-threshold", "loglevel": "loglevel"}
+           "tier-slowlog-threshold": "tier-slowlog-threshold", "loglevel": "loglevel",
+           "tiers-keyspace": "tiers-keyspace"}
 
 
 def named(kind: str) -> dict[str, set[str]]:

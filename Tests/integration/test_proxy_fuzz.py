@@ -131,7 +131,7 @@ TIERS_HELP = [
     "    Reset the counters INFO tiers, INFO proxy and TIERS STATS report (/metrics stays monotonic).",
     "CONFIG GET <pattern> [<pattern> ...]",
     "    Settings that may change at runtime, matching a glob: rules, tier-timeout, negative-cache-ms, "
-    "tier-slowlog-threshold, loglevel.",
+    "tier-slowlog-threshold, loglevel, tiers-keyspace.",
     "CONFIG SET <name> <value> [<name> <value> ...]",
     "    Change them for every loop at once (rules: \"PATTERN policy P [ttl S] [tier T]; ...\").",
     "HELP",

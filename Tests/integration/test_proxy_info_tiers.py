@@ -140,7 +140,8 @@ def test_tiers_stats_rules_resetstat(prx):
 def test_tiers_config_get_set(prx, tmp_path):
     c = prx.client(protocol=2)
     got = c.execute_command("TIERS", "CONFIG", "GET", "*")
-    assert got[::2] == [b"rules", b"tier-timeout", b"negative-cache-ms", b"tier-slowlog-threshold", b"loglevel"]
+    assert got[::2] == [b"rules", b"tier-timeout", b"negative-cache-ms", b"tier-slowlog-threshold", b"loglevel",
+                        b"tiers-keyspace"]
     assert c.execute_command("TIERS", "CONFIG", "GET", "tier-*") == [b"tier-timeout", b"5000", b"tier-slowlog-threshold", b"500"]
     assert c.execute_command("TIERS", "CONFIG", "SET", "tier-timeout", "1234", "negative-cache-ms", "0") == b"OK"
     assert c.info("tiers")["tier_timeout_ms"] == 1234

@@ -73,6 +73,8 @@ struct Config {
     var tierTimeoutMillis = 0
     var tiersAllowFlush = false
     var tiersScriptsStrict = false
+    /// SCAN, KEYS, DBSIZE, RANDOMKEY see the lower tiers (`tiers-keyspace`).
+    var tiersKeyspace = true
     var keyLogSync = KeyLog.Sync.everysec
     var negativeCacheMillis = 0
     /// Metrics and health HTTP endpoint (0 = off) and the address it listens on.

@@ -261,6 +261,13 @@ private let proxyDirectives: [Directive] = [
     Directive(name: "tiers-allow-flush", defaultArgs: "no", doc: [
         "FLUSHDB/FLUSHALL through the proxy: refused (no), or applied to hot and the lower tiers (yes).",
     ]) { c, a in c.tiersAllowFlush = try Units.bool(try one(a, "tiers-allow-flush")) },
+    Directive(name: "tiers-keyspace", defaultArgs: "yes", doc: [
+        "SCAN, KEYS, DBSIZE and RANDOMKEY see the lower tiers too (yes): SCAN walks hot, then warm,",
+        "then cold with one cursor; KEYS and DBSIZE count each key once; RANDOMKEY answers a key from",
+        "below when hot has none. Each lists the lower tiers' keys (Cosmos/Blob: requests and RU per",
+        "page; see the README). no: they answer what hot holds, as plain Redis. Only with a lower",
+        "tier; TIERS CONFIG SET tiers-keyspace changes it at runtime.",
+    ]) { c, a in c.tiersKeyspace = try Units.bool(try one(a, "tiers-keyspace")) },
     Directive(name: "tiers-scripts", defaultArgs: "lenient", doc: [
         "Scripts and functions reach the lower tiers through the keys they declare (numkeys). A",
         "script that writes keys it did not declare is invisible to the proxy: those writes stay in",

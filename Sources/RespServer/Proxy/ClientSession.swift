@@ -468,6 +468,8 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
             FlushOp.run(args, all: all, session: self, access: access, done: finished)
         case .swapdb:
             SwapOp.run(args, session: self, access: access, done: finished)
+        case .keyspace(let command):
+            KeyspaceOp.run(command, args, session: self, access: access, done: finished)
         case .refused(let message):
             sendComposed([[Array("PING".utf8)]]) { [self] _, slot in
                 fill(slot, ReplyParts.errorReply(message))

@@ -2,7 +2,7 @@ import Tiers
 import Synchronization
 
 /// The tiering settings an operator may change while clients run (`TIERS CONFIG SET`): rules,
-/// tier-timeout, negative-cache-ms, tier-slowlog-threshold and loglevel. Every loop reads them on
+/// tier-timeout, negative-cache-ms, tier-slowlog-threshold, loglevel and tiers-keyspace. Every loop reads them on
 /// each tiered command, so reads take no lock: numbers are atomics, and the rules are an immutable
 /// box published by pointer. A replaced box is never freed (rule changes are rare operator
 /// actions), so a loop that loaded the old pointer a moment ago still reads valid memory.
@@ -15,6 +15,7 @@ final class RuntimeSettings: @unchecked Sendable {
     private let rulesPointer: Atomic<Int>
     private let timeout: Atomic<Int>
     private let slowlog: Atomic<Int>
+    private let keyspaceBelow: Atomic<Bool>
     let logKeys: Bool
     /// Set once by `TieringCore` (its ttl is the negative-cache-ms setting).
     var negative: NegativeCache?
@@ -23,6 +24,7 @@ final class RuntimeSettings: @unchecked Sendable {
         rulesPointer = Atomic(RuntimeSettings.publish(PlacementRules(config.rules)))
         timeout = Atomic(config.tierTimeoutMillis)
         slowlog = Atomic(config.tierSlowlogThresholdMillis)
+        keyspaceBelow = Atomic(config.tiersKeyspace)
         logKeys = config.logKeys
     }
 
@@ -36,9 +38,11 @@ final class RuntimeSettings: @unchecked Sendable {
     }
     var tierTimeoutMillis: Int { timeout.load(ordering: .relaxed) }
     var slowlogThresholdMillis: Int { slowlog.load(ordering: .relaxed) }
+    /// SCAN, KEYS, DBSIZE and RANDOMKEY see the lower tiers (`tiers-keyspace`).
+    var keyspaceSeesBelow: Bool { keyspaceBelow.load(ordering: .relaxed) }
 
     /// The names `TIERS CONFIG GET|SET` know, in the order `TIERS CONFIG GET *` lists them.
-    static let names = ["rules", "tier-timeout", "negative-cache-ms", "tier-slowlog-threshold", "loglevel"]
+    static let names = ["rules", "tier-timeout", "negative-cache-ms", "tier-slowlog-threshold", "loglevel", "tiers-keyspace"]
 
     func get(_ name: String) -> String? {
         switch name {
@@ -47,6 +51,7 @@ final class RuntimeSettings: @unchecked Sendable {
         case "negative-cache-ms": return "\(negative?.ttlMillis ?? 0)"
         case "tier-slowlog-threshold": return "\(slowlogThresholdMillis)"
         case "loglevel": return ["debug", "verbose", "notice", "warning"][Log.level.rawValue]
+        case "tiers-keyspace": return keyspaceSeesBelow ? "yes" : "no"
         default: return nil
         }
     }
@@ -92,6 +97,9 @@ final class RuntimeSettings: @unchecked Sendable {
             case "tier-slowlog-threshold":
                 let n = try Units.int(value, -1...3_600_000)
                 return { [self] in slowlog.store(n, ordering: .relaxed) }
+            case "tiers-keyspace":
+                let on = try Units.bool(value)
+                return { [self] in keyspaceBelow.store(on, ordering: .relaxed) }
             default:   // loglevel
                 var c = Config()
                 try configDirectives["loglevel"]!.apply(&c, [value])

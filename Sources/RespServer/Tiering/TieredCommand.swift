@@ -22,6 +22,9 @@ enum TieredCommand {
         case blocking(BlockingPlan)
         /// SWAPDB: hot's databases and the lower tiers' (`DatabaseMap`) swap together.
         case swapdb
+        /// SCAN, KEYS, DBSIZE, RANDOMKEY: answered from hot and the lower tiers' listings
+        /// (`KeyspaceOp`; hot alone with `tiers-keyspace no`).
+        case keyspace(KeyspaceOp.Command)
         /// Refused by the proxy with this error (e.g. `tiers-scripts strict`).
         case refused(String)
     }
@@ -184,6 +187,12 @@ enum TieredCommand {
             return .flush(all: name.description == "flushall")
         case "swapdb":
             return argc == 3 ? .swapdb : nil
+        case "scan":
+            return argc >= 2 ? .keyspace(.scan) : nil
+        case "keys":
+            return argc == 2 ? .keyspace(.keys) : nil
+        case "dbsize", "randomkey":
+            return argc == 1 ? .keyspace(name.description == "dbsize" ? .dbsize : .randomkey) : nil
         default:
             break
         }
@@ -204,6 +213,7 @@ enum TieredCommand {
     static let names: Set<CommandName> = Set((
         "get mget set setex psetex setnx getset getex getdel mset msetnx append incr incrby incrbyfloat "
         + "decr decrby setrange getrange strlen exists type del unlink expire pexpire expireat pexpireat "
-        + "persist ttl pttl expiretime pexpiretime rename renamenx copy touch flushdb flushall watch swapdb"
+        + "persist ttl pttl expiretime pexpiretime rename renamenx copy touch flushdb flushall watch swapdb "
+        + "scan keys dbsize randomkey"
     ).split(separator: " ").map { CommandName(String($0)) })
 }
