@@ -183,6 +183,13 @@ public final class Connection {
         return false
     }
 
+    /// A flush the owner did not ask for (at establishment, or after a TLS read): an owner
+    /// waiting for `connectionDrained` (its own flush found the connection not ready) must hear
+    /// that the output went, as no later write event will say it.
+    func flushOnOwnAccord() {
+        if flush() && notifyWhenDrained { delegate?.connectionDrained(self) }
+    }
+
     public var input: Buffer { Buffer(bufferevent_get_input(bev)!) }
     public var output: Buffer { Buffer(bufferevent_get_output(bev)!) }
     public var fd: Int32 { bufferevent_getfd(bev) }
@@ -242,7 +249,7 @@ public final class Connection {
             if let channel = tls { return tlsHandshake(channel, atEnd: false) }
             isEstablished = true
             delegate?.connectionEstablished(self)
-            if !isClosed { flush() }
+            if !isClosed { flushOnOwnAccord() }
             return
         }
         // Only connecting and plain writes get here: TLS connections read and write themselves.

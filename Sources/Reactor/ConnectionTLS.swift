@@ -31,7 +31,7 @@ extension Connection {
         guard let b = bev, !tlsFailed else { return }
         let (bytes, outcome) = channel.decrypt(into: bufferevent_get_input(b))
         // Reading may have produced records of our own to send (a KeyUpdate's answer, an alert).
-        if evbuffer_get_length(channel.cipherOut) > 0 || !output.isEmpty { _ = tlsFlush() }
+        if evbuffer_get_length(channel.cipherOut) > 0 || !output.isEmpty { flushOnOwnAccord() }
         if bytes > 0 {
             delegate?.connectionReadable(self)
             if isClosed { return }
@@ -57,7 +57,7 @@ extension Connection {
         if let t = handshakeTimer { event_free(t); handshakeTimer = nil }
         if !isReading, let e = readEvent { event_del(e) }
         delegate?.connectionEstablished(self)
-        if !isClosed { flush() }
+        if !isClosed { flushOnOwnAccord() }
     }
 
     /// `flush()` for TLS: encrypts and writes what the socket takes now; the rest waits for our
