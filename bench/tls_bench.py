@@ -12,7 +12,9 @@ redis-benchmark -c 50 -r 100000 GET and SET at -P 1 and -P 16 against four targe
 Medians; the plain ratio (tierproxy / direct) and the TLS ratio (tierproxy TLS / direct TLS) of
 the same run, and the points between them (issue 12: the TLS ratio no more than 10 points below
 the plain one). Both proxies run the core only (--warm none --cold none) with --threads.
-Client certificates are not asked for (tls-auth-clients no on both TLS servers).
+Client certificates are not asked for (tls-auth-clients no on both TLS servers). The proxy CPU
+column is utime+stime of each proxy process (/proc/PID/stat) over its runs, per request: robust
+to the machine's noise where requests per second are not.
 
 Usage: bench/tls_bench.py [--rounds 5] [--requests 200000] [--p1-requests 100000] [--threads 2]
                           [--write-results]
@@ -109,7 +111,7 @@ def main():
                 p.kill()
     lines = ["| test | direct rps | tierproxy rps | plain ratio | direct TLS rps | tierproxy TLS rps | TLS ratio "
              "| TLS − plain (points) | within 10 points | TLS clients only rps (ratio to direct TLS) "
-             "| proxy CPU µs/req plain / TLS / TLS clients only |",
+             "| proxy CPU µs/req plain / TLS / TLS clients only (TLS ÷ plain) |",
              "|---|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|"]
     for test, pipeline in cases:
         med = {name: statistics.median(r["rps"] for r in results[(test, pipeline, name)]) for name, *_ in targets}
@@ -121,7 +123,8 @@ def main():
                      f"| {med['direct TLS']:,.0f} | {med['tierproxy TLS']:,.0f} | {tls:.2f} | {points:+.0f} "
                      f"| {'yes' if points >= -10 else 'no'} "
                      f"| {med['TLS clients only']:,.0f} ({med['TLS clients only'] / med['direct TLS']:.2f}) "
-                     f"| {cpu['tierproxy']:.1f} / {cpu['tierproxy TLS']:.1f} / {cpu['TLS clients only']:.1f} |")
+                     f"| {cpu['tierproxy']:.1f} / {cpu['tierproxy TLS']:.1f} / {cpu['TLS clients only']:.1f} "
+                     f"(×{cpu['tierproxy TLS'] / cpu['tierproxy']:.2f}) |")
     table = "\n".join(lines) + (
         f"\n\n{args.rounds} rounds alternating (the first target rotates), medians; redis-benchmark -c 50 -r 100000, "
         f"-n {args.p1_requests} at -P 1, {args.requests} at -P 16; all three proxies `--threads {args.threads}`, core only. "

@@ -68,3 +68,70 @@ static inline void tp_ssl_ctx_set_key_pass(SSL_CTX *c, const char *pass) {
     SSL_CTX_set_default_passwd_cb(c, tp_ssl_password_cb);
     SSL_CTX_set_default_passwd_cb_userdata(c, (void *)pass);
 }
+
+/* TLS over two libevent evbuffers: a BIO that OpenSSL reads ciphertext from (`in`, which the
+   connection fills with one readv per wakeup) and writes ciphertext to (`out`, which the
+   connection writes with one writev), so OpenSSL itself makes no system call and a pipelined
+   batch costs one read and one write, as on a plain connection. `eof`: the socket reached end of
+   stream, so an empty `in` is the end rather than "come back later". (libevent's functions are
+   declared inside the bodies, out of Swift's sight: CLibevent declares them for Swift.) */
+#include <pthread.h>
+#include <stdlib.h>
+
+struct evbuffer;
+typedef struct { struct evbuffer *in; struct evbuffer *out; int eof; } tp_tls_pipe;
+
+static inline int tp_tls_pipe_write(BIO *b, const char *data, int len) {
+    extern int evbuffer_add(struct evbuffer *, const void *, size_t);
+    tp_tls_pipe *p = (tp_tls_pipe *)BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    return evbuffer_add(p->out, data, (size_t)len) == 0 ? len : -1;
+}
+static inline int tp_tls_pipe_read(BIO *b, char *data, int len) {
+    extern int evbuffer_remove(struct evbuffer *, void *, size_t);
+    tp_tls_pipe *p = (tp_tls_pipe *)BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    int n = evbuffer_remove(p->in, data, (size_t)len);
+    if (n > 0) return n;
+    if (p->eof) return 0;
+    BIO_set_retry_read(b);
+    return -1;
+}
+static inline long tp_tls_pipe_ctrl(BIO *b, int cmd, long num, void *ptr) {
+    extern size_t evbuffer_get_length(const struct evbuffer *);
+    (void)num; (void)ptr;
+    tp_tls_pipe *p = (tp_tls_pipe *)BIO_get_data(b);
+    switch (cmd) {
+    case BIO_CTRL_FLUSH: return 1;                  /* `out` is written by the connection */
+    case BIO_CTRL_PENDING: return (long)evbuffer_get_length(p->in);
+    case BIO_CTRL_WPENDING: return (long)evbuffer_get_length(p->out);
+    case BIO_CTRL_EOF: return p->eof && evbuffer_get_length(p->in) == 0;
+    default: return 0;
+    }
+}
+static inline int tp_tls_pipe_create(BIO *b) { BIO_set_init(b, 1); return 1; }
+
+/* A function's static rather than a file's: Swift's importer emits only what functions hold. */
+static inline BIO_METHOD **tp_tls_pipe_method_slot(void) { static BIO_METHOD *m; return &m; }
+static inline void tp_tls_pipe_method_make(void) {
+    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "tierproxy evbuffer pipe");
+    if (!m) return;
+    BIO_meth_set_write(m, tp_tls_pipe_write);
+    BIO_meth_set_read(m, tp_tls_pipe_read);
+    BIO_meth_set_ctrl(m, tp_tls_pipe_ctrl);
+    BIO_meth_set_create(m, tp_tls_pipe_create);
+    *tp_tls_pipe_method_slot() = m;
+}
+
+/* One BIO for both directions of `ssl` (the SSL owns it and frees it with itself); the pipe and
+   its buffers stay the caller's. Returns 0 if out of memory. */
+static inline int tp_tls_pipe_attach(SSL *ssl, tp_tls_pipe *pipe) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, tp_tls_pipe_method_make);
+    if (!*tp_tls_pipe_method_slot()) return 0;
+    BIO *b = BIO_new(*tp_tls_pipe_method_slot());
+    if (!b) return 0;
+    BIO_set_data(b, pipe);
+    SSL_set_bio(ssl, b, b);
+    return 1;
+}

@@ -27,6 +27,8 @@ public final class TLSServer {
         public var sessionCaching = true
         public var sessionCacheSize = 20 * 1024
         public var sessionCacheTimeout = 300
+        /// Milliseconds an accepted connection has to finish its handshake (0: no limit).
+        public var handshakeTimeoutMillis = 10_000
         public init() {}
     }
 

@@ -71,4 +71,5 @@ func helpText() -> String {
     return s
 }
 
+CrashReport.withoutMemoryDumps()
 exit(runMain())

@@ -12,6 +12,9 @@ import Reactor
         #expect(c.tlsSettings.authClients == .yes)
         #expect(c.tlsSettings.protocols == ["tlsv1.2", "tlsv1.3"])
         #expect(c.tlsSettings.sessionCaching && c.tlsSettings.sessionCacheSize == 20480 && c.tlsSettings.sessionCacheTimeout == 300)
+        #expect(c.tlsSettings.handshakeTimeoutMillis == 10_000)
+        let quick = try ConfigLoader(arguments: ["--tls-handshake-timeout", "250"]).load(environment: [:])
+        #expect(quick.tlsSettings.handshakeTimeoutMillis == 250)
         var none = c
         try ClientTLS.prepare(&none)        // no tls-port: nothing is loaded, nothing is required
         #expect(none.clientTLS == nil)

@@ -1,8 +1,11 @@
 """No secret ever leaks: every secret-bearing setting in `SECRETS` is used for real (the proxy
 authenticates with it) at `loglevel debug`, the proxy is exercised (start, traffic through every
 tier, SIGHUP, INFO of every section, every TIERS subcommand, /metrics and /healthz/memory,
---print-config, --check-config, `tiers check`, the upstream failing), and every output is searched
-for every secret.
+--print-config, --check-config, `tiers check`, the upstream failing, then a crash: SIGSEGV, and
+SIGABRT after a restart, each reported by Swift's crash catcher), and every output is searched for
+every secret. The `tls-acl` scenario has clients over TLS with an encrypted key (its passphrase),
+auth-mode proxy (requirepass, a user's >password) and the lower tiers encrypted (current and old
+keys).
 
 To cover a new secret, add one `Row` to `SECRETS`: the scenario it belongs to (a proxy
 configuration; add a scenario if it needs its own), and `use`, which puts the secret where the
@@ -12,17 +15,20 @@ secret). Secrets the proxy obtains at run time (tokens) are rows with `collect` 
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import sys
 import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Optional
 
 import pytest
 import redis
 
 from harness import RawConn, free_port, run_proxy_cli, wait_for
+from tls_support import _openssl, make_pki
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from Tests.emulators.harness import InProcessEmulators  # noqa: E402
@@ -42,8 +48,12 @@ class Ctx:
     emu: InProcessEmulators
     flags: dict = field(default_factory=dict)
     env: dict = field(default_factory=dict)
+    tmp: Path = Path(".")
     check: bytes = b""                             # TIERS CHECK's lines
     client_auth: Optional[tuple] = None            # (user, password) clients also AUTH with
+    proxy_auth: Optional[tuple] = None             # auth-mode proxy: (user, password) every connection AUTHs with
+    conf: list = field(default_factory=list)       # conf file lines (requirepass, user)
+    tls: Optional[tuple] = None                    # (tls-port, CA file): clients also come over TLS
 
     @property
     def admin(self) -> redis.Redis:
@@ -113,6 +123,38 @@ def entra_upstream(c: Ctx, s: str):
     c.flags["upstream-auth"] = "entra"
 
 
+def proxy_upstream(c: Ctx, s: str):
+    """auth-mode proxy: the proxy's own upstream user (clients never send it)."""
+    acl_user(c, "tp", s)
+    c.flags["upstream"] = f"redis://tp:{s}@127.0.0.1:{c.srv.port}"
+
+
+def tls_key_pass(c: Ctx, s: str):
+    """Client TLS with an encrypted key: the passphrase opens it at start and at every SIGHUP reload."""
+    pki = make_pki(c.tmp / "pki")
+    _openssl("pkey", "-in", "server.key", "-aes256", "-passout", f"pass:{s}", "-out", "encrypted.key", cwd=pki.dir)
+    port = free_port()
+    c.flags.update({"tls-port": str(port), "tls-cert-file": pki.server_crt, "tls-key-file": str(pki.dir / "encrypted.key"),
+                    "tls-key-file-pass": s, "tls-auth-clients": "no"})
+    c.tls = (port, pki.ca_crt)
+
+
+def requirepass(c: Ctx, s: str):
+    c.conf += ["auth-mode proxy", f"requirepass {s}"]
+    c.proxy_auth = ("default", s)
+
+
+def proxy_user(c: Ctx, s: str):
+    c.conf.append(f"user carol on >{s} ~* &* +@all")
+    c.client_auth = ("carol", s)
+
+
+def tier_key(directive: str):
+    def use(c: Ctx, s: str):
+        c.flags[directive] = s
+    return use
+
+
 def issued_tokens(c: Ctx) -> list[str]:
     return list(c.identity.recorded)
 
@@ -138,6 +180,14 @@ SECRETS: list[Row] = [
     Row("Key Vault / Cosmos / Storage Entra ID tokens", "vault", collect=issued_tokens),
     Row("upstream-auth entra (Redis, Cosmos, Storage Entra ID tokens)", "entra", use=entra_upstream,
         collect=issued_tokens),
+    Row("upstream (auth-mode proxy's own upstream password)", "tls-acl", "Proxy-Up-Pw-6d2c9e01b4", proxy_upstream),
+    Row("tls-key-file-pass (encrypted client-TLS key)", "tls-acl", "Tls-Key-Pass-4e7b1a9c3d", tls_key_pass),
+    Row("requirepass (auth-mode proxy)", "tls-acl", "Require-Pw-2b8e5f0a7c", requirepass),
+    Row("user … >password (auth-mode proxy)", "tls-acl", "User-Pw-9a3c7e1d5b", proxy_user),
+    Row("tier-encryption-key", "tls-acl", base64.b64encode(b"tier-key-current-0123456789abcd!").decode(),
+        tier_key("tier-encryption-key")),
+    Row("tier-encryption-old-keys", "tls-acl", base64.b64encode(b"tier-key-older-0123456789abcdef!").decode(),
+        tier_key("tier-encryption-old-keys")),
 ]
 
 
@@ -159,20 +209,32 @@ def fragments(secret: str) -> list[str]:
 def exercise(prx, c: Ctx) -> list[str]:
     """Everything a user can make the proxy say; returns the replies and pages as text."""
     said: list[str] = []
-    r = prx.client(socket_timeout=30)
+    login = dict(username=c.proxy_auth[0], password=c.proxy_auth[1]) if c.proxy_auth else {}
+    r = prx.client(socket_timeout=30, **login)
     for i in range(20):
         r.set(f"leak:{i}", f"v{i}")
         assert r.get(f"leak:{i}") == f"v{i}".encode()
     r.delete("leak:0")
+    if c.tls:                                      # and the same over TLS, through the tiers too
+        tls_port, ca = c.tls
+        t = redis.Redis(host="127.0.0.1", port=tls_port, ssl=True, ssl_ca_certs=ca, ssl_check_hostname=False,
+                        socket_timeout=30, **login)
+        assert t.set("leak:tls", "v") and t.get("leak:1") == b"v1"
+        said.append(repr(t.info("everything")))
+        assert t.execute_command("TIERS", "WHERE", "leak:1")
     prx.signal(signal.SIGHUP)
     wait_for(lambda: "Received SIGHUP" in prx.output(), 20, desc="the SIGHUP")
-    if c.client_auth:                              # clients' own AUTH and HELLO … AUTH pass through
+    if c.tls:
+        wait_for(lambda: "TLS certificates for clients reloaded" in prx.output(), 20, desc="the TLS reload")
+    if c.client_auth:                              # clients' own AUTH and HELLO … AUTH (passed through or the proxy's)
         with RawConn(prx.port, timeout=60) as conn:
             said.append(repr(conn.cmd("AUTH", *c.client_auth, timeout=60)))
             said.append(repr(conn.cmd("AUTH", c.client_auth[0], "wrong-" + c.client_auth[1], timeout=60)))
             said.append(repr(conn.cmd("HELLO", "3", "AUTH", *c.client_auth, timeout=60)))
             said.append(repr(conn.cmd("GET", "leak:1", timeout=60)))
     with RawConn(prx.port, timeout=60) as conn:
+        if c.proxy_auth:
+            assert conn.cmd("AUTH", *c.proxy_auth, timeout=60).v == b"OK"
         for section in ("everything", "all", "server", "clients", "tiers", "keyspace", "stats"):
             said.append(repr(conn.cmd("INFO", section, timeout=60)))
         for sub in (("HELP",), ("WHERE", "leak:1"), ("CHECK",), ("STATS",), ("RULES",), ("CONFIG", "GET", "*"),
@@ -187,15 +249,39 @@ def exercise(prx, c: Ctx) -> list[str]:
         with urllib.request.urlopen(f"http://127.0.0.1:{prx.flags['metrics-port']}{path}", timeout=30) as page:
             said.append(page.read().decode(errors="replace"))
     flag_args = [x for k, v in c.flags.items() if k not in ("metrics-port",) for x in (f"--{k}", str(v))]
-    for cli in (["--print-config"], ["--check-config", *flag_args], ["tiers", "check", *flag_args]):
+    if prx.config_file:
+        flag_args.insert(0, str(prx.config_file))
+    for cli in (["--print-config", *flag_args], ["--check-config", *flag_args], ["tiers", "check", *flag_args]):
         out = run_proxy_cli(cli, timeout=60, env=c.env)
         said.append(out.stdout.decode(errors="replace") + out.stderr.decode(errors="replace"))
     # The upstream fails: the error paths log too.
     c.srv.kill()
     with RawConn(prx.port, timeout=60) as conn:
+        if c.proxy_auth:
+            said.append(repr(conn.cmd("AUTH", *c.proxy_auth, timeout=60)))
         said.append(repr(conn.cmd("GET", "leak:1", timeout=60)))
         said.append(repr(conn.cmd("SELECT", "1", timeout=60)))
+    crash(prx)
     return said
+
+
+def crash(prx):
+    """Crash output: a segmentation fault, and again an abort after a restart, each reported by
+    Swift's crash catcher (its report goes to the proxy's stdout, which `output()` reads)."""
+    for sig, name in ((signal.SIGSEGV, "Signal 11"), (signal.SIGABRT, "Signal 6")):
+        if sig == signal.SIGABRT:
+            prx.kill()
+            prx.start(wait="port")
+        mark = len(prx.output())
+        prx.signal(sig)
+        # The report ends with "Backtrace took"; the process may outlive a signal it did not
+        # raise itself (the catcher returns and nothing faults again), or die on it.
+        wait_for(lambda: "Backtrace took" in prx.output()[mark:] or not prx.alive(), 60, desc=f"the {name} report")
+        report = prx.output()[mark:]
+        assert name in report and "Thread 0" in report, report[-2000:]
+        # No register dumps: they show the bytes each register points at (CrashReport.swift).
+        assert "Registers:" not in report and "\nrdi 0x" not in report, report[-2000:]
+    prx.kill()
 
 
 SCENARIOS = sorted({row.scenario for row in SECRETS})
@@ -225,7 +311,7 @@ def test_no_secret_in_any_output(scenario, make_redis, make_proxy, tmp_path):
                 .create_container_if_not_exists("state", partition_key=PartitionKey(path="/id"), default_ttl=-1)
         admin.execute_command("ACL", "SETUSER", "default", "on", ">Admin-Pw-0d1e2f", "~*", "&*", "+@all")
         srv.password = "Admin-Pw-0d1e2f"
-        ctx = Ctx(srv, emu, flags={"dir": str(tmp_path), "loglevel": "debug", TIER_CA_FLAG: emu.info["ca_cert"],
+        ctx = Ctx(srv, emu, tmp=tmp_path, flags={"dir": str(tmp_path), "loglevel": "debug", TIER_CA_FLAG: emu.info["ca_cert"],
                                    "tiers-create": "yes", "metrics-port": str(free_port())},
                   env={k: "" for k in ("AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN_FILE", "IDENTITY_ENDPOINT",
                                        "IDENTITY_HEADER", "AZURE_TENANT_ID", "AZURE_CLIENT_ID", "COSMOS_KEY",
@@ -238,7 +324,11 @@ def test_no_secret_in_any_output(scenario, make_redis, make_proxy, tmp_path):
             if value:
                 literal[row.setting] = value
         upstream = ctx.flags.pop("upstream", srv.url)
-        prx = make_proxy(upstream, flags=ctx.flags, env=ctx.env)
+        conf = None
+        if ctx.conf:
+            conf = tmp_path / "secrets.conf"
+            conf.write_text("\n".join(ctx.conf) + "\n")
+        prx = make_proxy(upstream, flags=ctx.flags, env=ctx.env, config_file=conf)
         ctx.flags["upstream"] = upstream
         said = exercise(prx, ctx)
         outputs = {"proxy log": prx.output(), "replies and pages": "\n".join(said)}

@@ -56,6 +56,11 @@ let clientTLSDirectives: [Directive] = [
     Directive(name: "tls-session-cache-timeout", defaultArgs: "300", doc: [
         "Seconds a cached TLS session may be resumed.",
     ]) { c, a in c.tlsSettings.sessionCacheTimeout = try Units.int(try one(a, "tls-session-cache-timeout"), 0...Int(Int32.max)) },
+    Directive(name: "tls-handshake-timeout", defaultArgs: "10000", doc: [
+        "Milliseconds a client on tls-port has to finish its TLS handshake; one that has not is closed",
+        "(logged as a failed accept), so connections that never complete one hold no socket. 0 = no",
+        "limit. (Not a Redis directive: Redis has no such limit.)",
+    ]) { c, a in c.tlsSettings.handshakeTimeoutMillis = try Units.int(try one(a, "tls-handshake-timeout"), 0...3_600_000) },
 ]
 
 /// tls-protocols as Redis reads it: words separated by spaces (one quoted argument or several),
