@@ -120,6 +120,10 @@ def test_write_behind_backlog_survives_sigkill(make_stack, fsync):
         with s.client() as c:
             wait_for(lambda: c.info("tiers")["key_log_unwritten"] == 0, 10, desc="the key log writer to catch up")
 
+    # The refused flushes are retried, and said in the log (rate-limited), not only counted.
+    wait_for(lambda: "Write-behind flushes failed" in s.output(), 20, interval=0.2,
+             desc="a log line for the refused flushes")
+
     s.proxy.kill()                                     # SIGKILL: no chance to flush
     s.emu.clear_faults(("cosmos",))
     s.proxy.start()

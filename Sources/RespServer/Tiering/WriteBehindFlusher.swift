@@ -24,13 +24,38 @@ final class WriteBehindFlusher {
         var options = Flusher.Options()
         options.maxInFlight = 4096
         options.batchSize = 512
-        let f = Flusher(log: log, loop: access.loop, options: options) { [unowned self] items, done in flush(items, done) }
+        let f = Flusher(log: log, loop: access.loop, options: options) { [unowned self] items, done in
+            flush(items) { [unowned self] results in
+                noteFailures(results)
+                done(results)
+            }
+        }
         flusher = f
         access.core.flusher = f
         f.start()
     }
 
     func stop() { flusher?.stop() }
+
+    /// Flushes that failed (they are retried) are said in the log, at most once every ten
+    /// seconds with how many there were: `flush_failures` alone let a flush that could never
+    /// succeed go unseen.
+    private var failuresUnsaid = 0
+    private var lastFailureLogMillis: Int64 = 0
+
+    private func noteFailures(_ results: [Result<Void, TierError>]) {
+        var first: TierError?
+        for case .failure(let e) in results {
+            failuresUnsaid += 1
+            first = first ?? e
+        }
+        guard let e = first else { return }
+        let now = access.loop.nowMillis
+        guard now - lastFailureLogMillis >= 10_000 else { return }
+        Log.warning("Write-behind flushes failed (\(failuresUnsaid) since the last report; they are retried): \(e)")
+        failuresUnsaid = 0
+        lastFailureLogMillis = now
+    }
 
     /// A batch: the keys whose locks are free now and whose state was captured go below in one
     /// `storeMany`; the others (held by a write, or pending since before a restart) one by one.
