@@ -11,6 +11,7 @@ import contextlib
 import os
 import shlex
 import shutil
+import select
 import socket
 import subprocess
 import tempfile
@@ -684,3 +685,20 @@ class Proxy:
 def run_tool(args: list[str], timeout: float = 60.0, input: Optional[bytes] = None) -> subprocess.CompletedProcess:
     return subprocess.run(args, capture_output=True, timeout=timeout, input=input,
                           stdin=None if input is not None else subprocess.DEVNULL)
+
+
+def send_until_held(sock: socket.socket, chunk: bytes, most: int, quiet_s: float) -> int:
+    """Writes `chunk` again and again without blocking until `most` bytes went out, or the
+    socket stayed unwritable for `quiet_s` (the peer stopped reading). Returns bytes sent."""
+    sock.setblocking(False)
+    sent = 0
+    while sent < most:
+        _, writable, _ = select.select([], [sock], [], quiet_s)
+        if not writable:
+            break
+        try:
+            sent += sock.send(chunk)
+        except BlockingIOError:
+            continue
+    sock.setblocking(True)
+    return sent

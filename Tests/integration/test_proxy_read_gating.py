@@ -4,13 +4,11 @@ TCP, not in the proxy's memory, whatever drains meanwhile (issue 13)."""
 
 from __future__ import annotations
 
-import select
-import socket
 
 import pytest
 
 from conftest import DIRECT
-from harness import Deadline, RawConn, encode_command as C, pin, rss_kb, wait_for
+from harness import Deadline, RawConn, encode_command as C, pin, rss_kb, send_until_held, wait_for
 
 
 def connected_clients(admin) -> int:
@@ -44,22 +42,6 @@ def test_nothing_after_quit_runs_when_the_shared_link_drains(target):
     ran = admin.keys("after:*")
     assert not ran, f"{len(ran)} commands after QUIT ran, e.g. {sorted(ran)[:3]}"
 
-
-def send_until_held(sock: socket.socket, chunk: bytes, most: int, quiet_s: float) -> int:
-    """Writes `chunk` again and again without blocking until `most` bytes went out, or the
-    socket stayed unwritable for `quiet_s` (the peer stopped reading). Returns bytes sent."""
-    sock.setblocking(False)
-    sent = 0
-    while sent < most:
-        _, writable, _ = select.select([], [sock], [], quiet_s)
-        if not writable:
-            break
-        try:
-            sent += sock.send(chunk)
-        except BlockingIOError:
-            continue
-    sock.setblocking(True)
-    return sent
 
 
 @pytest.mark.proxy_process

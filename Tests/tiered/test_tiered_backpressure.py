@@ -4,34 +4,16 @@ after a large request filled the shared upstream connection past its high-water 
 
 from __future__ import annotations
 
-import select
-import socket
 
 import pytest
 
 from tierstack import RawConn, wait_for
-from harness import encode_command as C, rss_kb
+from harness import encode_command as C, rss_kb, send_until_held
 
 pytestmark = pytest.mark.tiers_only
 
 TIMEOUT_MS = 8000
 
-
-def send_until_held(sock: socket.socket, chunk: bytes, most: int, quiet_s: float) -> int:
-    """Writes `chunk` without blocking until `most` bytes went out or the socket stayed
-    unwritable for `quiet_s`. Returns the bytes sent."""
-    sock.setblocking(False)
-    sent = 0
-    while sent < most:
-        _, writable, _ = select.select([], [sock], [], quiet_s)
-        if not writable:
-            break
-        try:
-            sent += sock.send(chunk)
-        except BlockingIOError:
-            continue
-    sock.setblocking(True)
-    return sent
 
 
 def test_client_held_in_tcp_while_its_tiered_command_waits_on_a_lower_tier(make_stack):
