@@ -4,7 +4,8 @@
 The same tierproxy build twice: `metrics off` (the default, no endpoint) and `metrics on`
 (`--metrics-port`, scraped every second by a thread of this script, as a Prometheus would, for the
 whole run). redis-benchmark -c 50 -r 100000 GET and SET at -P 1 and -P 16, the two targets
-alternating (the starting one rotates) for --rounds rounds; medians, the ratio of the medians, and
+alternating (the starting one rotates) for --rounds rounds, with fresh proxy processes each
+round (warmed up before they are measured); medians, the ratio of the medians, and
 the median of each round's own on/off ratio (the two runs of a round are back to back, so slow
 drift of the machine cancels), which the issue wants within 2%. `--pin` puts this script, Redis
 and redis-benchmark on CPU 0 and every thread of the proxies on CPU 1, so the scheduler cannot
@@ -55,6 +56,41 @@ class Scraper:
         self.thread.join(10)
 
 
+def start_proxies(binary, tmp, upstream_port, threads, pin):
+    """One round's four proxies: GETs on the embedded tiers, SETs on the core, each pair with
+    metrics off and on; warmed up (first requests fault pages in and fill caches)."""
+    mport, mport2 = free_port(), free_port()
+    tiered = [Proxy("metrics off", binary, tmp, upstream_port, threads, "sqlite:{dir}/warm.db", "dir:{dir}/cold"),
+              Proxy("metrics on", binary, tmp, upstream_port, threads, "sqlite:{dir}/warm.db", "dir:{dir}/cold",
+                    env={"TIERPROXY_METRICS_PORT": str(mport)})]
+    core = [Proxy("metrics off", binary, tmp, upstream_port, threads, "none", "none"),
+            Proxy("metrics on", binary, tmp, upstream_port, threads, "none", "none",
+                  env={"TIERPROXY_METRICS_PORT": str(mport2)})]
+    for t in tiered + core:
+        if pin:
+            for tid in os.listdir(f"/proc/{t.proc.pid}/task"):
+                os.sched_setaffinity(int(tid), {1})
+        run_benchmark(t.port, "get" if t in tiered else "set", 16, 50000, t.proc.pid)
+    return {"get": tiered, "set": core}, {id(tiered[1]): mport, id(core[1]): mport2}
+
+
+def run_case(t, case, args, metrics_port):
+    """One redis-benchmark run on `t` (scraped every second when it has a metrics port); the
+    result and (scrapes answered, scrapes failed)."""
+    n = args.p1_requests if case[1] == 1 else args.requests
+    lookups0 = t.info_tiers().get("lookups", 0)
+    scraped = (0, 0)
+    if metrics_port:
+        with Scraper(metrics_port) as s:
+            r = run_benchmark(t.port, case[0], case[1], n, t.proc.pid)
+        scraped = (s.ok, s.failed)
+    else:
+        r = run_benchmark(t.port, case[0], case[1], n, t.proc.pid)
+    if case[0] == "get" and t.info_tiers().get("lookups", 0) != lookups0:
+        problem(f"{t.name} GET -P {case[1]}: hot hits made lower-tier lookups")
+    return r, scraped
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
@@ -73,46 +109,31 @@ def main():
     binary = snapshot_binary(built, tmp)
     redis_t = start_redis(tmp)
     populate(redis_t.port)
-    mport = free_port()
-    mport2 = free_port()
-    tiered = [Proxy("metrics off", binary, tmp, redis_t.port, args.threads, "sqlite:{dir}/warm.db", "dir:{dir}/cold"),
-              Proxy("metrics on", binary, tmp, redis_t.port, args.threads, "sqlite:{dir}/warm.db", "dir:{dir}/cold",
-                    env={"TIERPROXY_METRICS_PORT": str(mport)})]
-    core = [Proxy("metrics off", binary, tmp, redis_t.port, args.threads, "none", "none"),
-            Proxy("metrics on", binary, tmp, redis_t.port, args.threads, "none", "none",
-                  env={"TIERPROXY_METRICS_PORT": str(mport2)})]
-    targets = tiered + core
-    if args.pin:
-        for t in targets:
-            for tid in os.listdir(f"/proc/{t.proc.pid}/task"):
-                os.sched_setaffinity(int(tid), {1})
-    ports = {id(tiered[1]): mport, id(core[1]): mport2}
     cases = [("get", 1), ("get", 16), ("set", 1), ("set", 16)]
     results = {(name, c): [] for name in ("metrics off", "metrics on") for c in cases}
     scrapes = [0, 0]
     try:
         for rnd in range(args.rounds):
-            for case in cases:
-                pair = tiered if case[0] == "get" else core
-                k = rnd % len(pair)
-                for t in pair[k:] + pair[:k]:
-                    n = args.p1_requests if case[1] == 1 else args.requests
-                    lookups0 = t.info_tiers().get("lookups", 0)
-                    if id(t) in ports:
-                        with Scraper(ports[id(t)]) as s:
-                            r = run_benchmark(t.port, case[0], case[1], n, t.proc.pid)
-                        scrapes[0] += s.ok
-                        scrapes[1] += s.failed
-                    else:
-                        r = run_benchmark(t.port, case[0], case[1], n, t.proc.pid)
-                    if case[0] == "get" and t.info_tiers().get("lookups", 0) != lookups0:
-                        problem(f"{t.name} GET -P {case[1]}: hot hits made lower-tier lookups")
-                    t.alive(f"{case} round {rnd + 1}")
-                    results[(t.name, case)].append(r)
+            # Fresh processes every round: a process's own memory layout can make it a few
+            # percent faster or slower for its whole life, which pairing the same two processes
+            # in every round would count as the metrics' cost.
+            targets, ports = start_proxies(binary, tmp, redis_t.port, args.threads, args.pin)
+            try:
+                for case in cases:
+                    pair = targets["get" if case[0] == "get" else "set"]
+                    k = rnd % len(pair)
+                    for t in pair[k:] + pair[:k]:
+                        r, scraped = run_case(t, case, args, ports.get(id(t)))
+                        scrapes[0] += scraped[0]
+                        scrapes[1] += scraped[1]
+                        t.alive(f"{case} round {rnd + 1}")
+                        results[(t.name, case)].append(r)
+            finally:
+                for pair in targets.values():
+                    for t in pair:
+                        t.stop()
             print(f"round {rnd + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     finally:
-        for t in targets:
-            t.stop()
         redis_t.stop()
     if scrapes[1]:
         problem(f"{scrapes[1]} scrapes failed (of {sum(scrapes)})")

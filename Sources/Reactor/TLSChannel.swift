@@ -77,8 +77,8 @@ final class TLSChannel {
         var vec = iovec()
         // Only part of a record left: OpenSSL would just say WANT_READ. At the end of the stream
         // it is asked until it says how the stream ended (close_notify, an alert, a cut record).
-        while pipe.pointee.eof != 0 || SSL_pending(ssl) > 0 || hasWholeRecord() {
-            guard evbuffer_reserve_space(input, TLSChannel.recordSize, &vec, 1) == 1 else {
+        while let room = plaintextRoom() {
+            guard evbuffer_reserve_space(input, room, &vec, 1) == 1 else {
                 return (total, .failed("out of memory"))
             }
             ERR_clear_error()
@@ -93,15 +93,27 @@ final class TLSChannel {
         return (total, .ok)
     }
 
-    /// `cipherIn` holds at least one whole record: its 5-byte header (type, version, length)
-    /// and the length it gives.
-    private func hasWholeRecord() -> Bool {
+    /// Room for the next SSL_read, or nil when it would only say WANT_READ. Sized to what can
+    /// come out (what OpenSSL holds decrypted, else the next record's length, which bounds its
+    /// plaintext): a small request then fits in the space `input` already has, where a full
+    /// record's 16 KB would take a new block for each one.
+    private func plaintextRoom() -> Int? {
+        let pending = Int(SSL_pending(ssl))
+        if pending > 0 { return min(pending, TLSChannel.recordSize) }
+        if let length = wholeRecordLength() { return max(1, min(length, TLSChannel.recordSize)) }
+        return pipe.pointee.eof != 0 ? TLSChannel.recordSize : nil
+    }
+
+    /// The length of the record at the front of `cipherIn` if all of it is there: its 5-byte
+    /// header (type, version, length) and the length it gives.
+    private func wholeRecordLength() -> Int? {
         let have = evbuffer_get_length(cipherIn)
-        guard have >= 5 else { return false }
+        guard have >= 5 else { return nil }
         var header = (UInt8(0), UInt8(0), UInt8(0), UInt8(0), UInt8(0))
         let copied = withUnsafeMutableBytes(of: &header) { evbuffer_copyout(cipherIn, $0.baseAddress, 5) }
-        guard copied == 5 else { return false }
-        return have >= 5 + (Int(header.3) << 8 | Int(header.4))
+        guard copied == 5 else { return nil }
+        let length = Int(header.3) << 8 | Int(header.4)
+        return have >= 5 + length ? length : nil
     }
 
     /// Encrypts from the front of `output` (start-frozen, as a bufferevent's output is) into

@@ -36,6 +36,7 @@ func runMain() -> Int32 {
             return 0
         }
         try Log.configure(level: config.loglevel, format: config.logFormat, path: config.logfile)
+        HeapSettings.apply()
         for w in tlsWarnings { Log.warning(w) }
         try Server(config: config, environment: env).run()
         return 0
