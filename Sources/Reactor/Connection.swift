@@ -32,9 +32,18 @@ public final class Connection {
     var handshakeTimer: OpaquePointer?
     /// TLS: a failure already reported (to the owner, from the loop): nothing more is done.
     var tlsFailed = false
-    /// Weak on purpose: the strong reference a weak load yields keeps the owner alive for the
-    /// length of a callback in which it may drop its last other reference (closing itself).
-    public weak var delegate: ConnectionDelegate?
+    /// Not weak: a weak reference gives its object a side table, and every retain and release
+    /// of that object (a client session, many times per request) then takes the runtime's slow
+    /// path. The owner holds this connection and closes it before it goes (`close()` clears this,
+    /// `deinit` closes), so no callback finds it gone; `tellOwner` holds it strongly for the
+    /// length of each callback, in which it may drop its last other reference (closing itself).
+    public unowned(unsafe) var delegate: ConnectionDelegate?
+    /// One callback to the owner, which stays alive until it returns.
+    @inline(__always) func tellOwner(_ call: (ConnectionDelegate) -> Void) {
+        guard let owner = delegate else { return }
+        withExtendedLifetime(owner) { call(owner) }
+    }
+
     /// True once `close()` ran.
     public private(set) var isClosed = false
     /// Outgoing connections can't be written until the handshake completes.
@@ -94,7 +103,7 @@ public final class Connection {
     func report(_ message: String) {
         loop.execute { [weak self] in
             guard let self, !self.isClosed else { return }
-            self.delegate?.connectionClosed(self, error: message)
+            self.tellOwner { $0.connectionClosed(self, error: message) }
         }
     }
 
@@ -153,11 +162,11 @@ public final class Connection {
         if let channel = tls { return tlsReadable(channel) }
         let n = readOnce(into: bufferevent_get_input(b), size: Connection.readSize)
         if n > 0 {
-            delegate?.connectionReadable(self)
+            tellOwner { $0.connectionReadable(self) }
         } else if n == 0 {
-            delegate?.connectionClosed(self, error: nil)
+            tellOwner { $0.connectionClosed(self, error: nil) }
         } else if errno != EAGAIN && errno != EINTR {
-            delegate?.connectionClosed(self, error: String(cString: strerror(errno)))
+            tellOwner { $0.connectionClosed(self, error: String(cString: strerror(errno))) }
         }
     }
 
@@ -187,7 +196,7 @@ public final class Connection {
     /// waiting for `connectionDrained` (its own flush found the connection not ready) must hear
     /// that the output went, as no later write event will say it.
     func flushOnOwnAccord() {
-        if flush() && notifyWhenDrained { delegate?.connectionDrained(self) }
+        if flush() && notifyWhenDrained { tellOwner { $0.connectionDrained(self) } }
     }
 
     public var input: Buffer { Buffer(bufferevent_get_input(bev)!) }
@@ -238,7 +247,7 @@ public final class Connection {
             writeEventOn = false
             bufferevent_disable(b, Int16(EV_WRITE))
         }
-        if notifyWhenDrained { delegate?.connectionDrained(self) }
+        if notifyWhenDrained { tellOwner { $0.connectionDrained(self) } }
     }
 
     fileprivate func event(_ what: Int16) {
@@ -248,16 +257,16 @@ public final class Connection {
             // TLS: connected is not established; the handshake starts now (its ClientHello).
             if let channel = tls { return tlsHandshake(channel, atEnd: false) }
             isEstablished = true
-            delegate?.connectionEstablished(self)
+            tellOwner { $0.connectionEstablished(self) }
             if !isClosed { flushOnOwnAccord() }
             return
         }
         // Only connecting and plain writes get here: TLS connections read and write themselves.
         if what & Int16(BEV_EVENT_ERROR) != 0 {
             let err = errno
-            delegate?.connectionClosed(self, error: err == 0 ? "connection error" : String(cString: strerror(err)))
+            tellOwner { $0.connectionClosed(self, error: err == 0 ? "connection error" : String(cString: strerror(err))) }
         } else if what & (Int16(BEV_EVENT_EOF) | Int16(BEV_EVENT_TIMEOUT)) != 0 {
-            delegate?.connectionClosed(self, error: nil)
+            tellOwner { $0.connectionClosed(self, error: nil) }
         }
     }
 

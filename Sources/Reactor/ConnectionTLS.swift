@@ -33,13 +33,13 @@ extension Connection {
         // Reading may have produced records of our own to send (a KeyUpdate's answer, an alert).
         if evbuffer_get_length(channel.cipherOut) > 0 || !output.isEmpty { flushOnOwnAccord() }
         if bytes > 0 {
-            delegate?.connectionReadable(self)
+            tellOwner { $0.connectionReadable(self) }
             if isClosed { return }
         }
         switch outcome {
         case .failed(let message): tlsFail(message, now: true)
-        case .ended: delegate?.connectionClosed(self, error: nil)
-        case .ok: if atEnd { delegate?.connectionClosed(self, error: nil) }
+        case .ended: tellOwner { $0.connectionClosed(self, error: nil) }
+        case .ok: if atEnd { tellOwner { $0.connectionClosed(self, error: nil) } }
         }
     }
 
@@ -56,7 +56,7 @@ extension Connection {
         isEstablished = true
         if let t = handshakeTimer { event_free(t); handshakeTimer = nil }
         if !isReading, let e = readEvent { event_del(e) }
-        delegate?.connectionEstablished(self)
+        tellOwner { $0.connectionEstablished(self) }
         if !isClosed { flushOnOwnAccord() }
     }
 
@@ -120,7 +120,7 @@ extension Connection {
             writeEventOn = false
             event_del(e)
         }
-        if notifyWhenDrained && output.count <= drainedAt { delegate?.connectionDrained(self) }
+        if notifyWhenDrained && output.count <= drainedAt { tellOwner { $0.connectionDrained(self) } }
     }
 
     /// Reports a TLS failure once; `now` inside our own callbacks, else from the loop (never
@@ -130,7 +130,7 @@ extension Connection {
         tlsFailed = true
         if let e = readEvent { event_del(e) }
         if let e = tlsWriteEvent { event_del(e) }
-        if now { delegate?.connectionClosed(self, error: message) } else { report(message) }
+        if now { tellOwner { $0.connectionClosed(self, error: message) } } else { report(message) }
     }
 
     /// A handshake not done in time closes the connection (a client that connects and sends

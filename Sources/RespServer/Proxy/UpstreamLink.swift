@@ -18,7 +18,10 @@ protocol UpstreamLinkDelegate: AnyObject {
 /// unless it waits for Key Vault or an Entra ID token).
 final class UpstreamLink: ConnectionDelegate {
     let connection: Connection
-    weak var delegate: UpstreamLinkDelegate?
+    /// Not weak, as `Connection.delegate` is not (a weak reference sends every retain of the
+    /// owner, the shared upstream or a pinned session, down the runtime's slow path): the owner
+    /// closes this link before it goes (`close()` clears it); `tellOwner` holds it for a callback.
+    unowned(unsafe) var delegate: UpstreamLinkDelegate?
     /// The owner's bytes, held while the handshake is unanswered.
     private var held: Buffer?
     private var handshakeOwed: Int
@@ -80,12 +83,19 @@ final class UpstreamLink: ConnectionDelegate {
 
     deinit { uncount() }
 
+    /// One callback to the owner, which stays alive until it returns.
+    @inline(__always) private func tellOwner(_ call: (UpstreamLinkDelegate) -> Void) {
+        guard let owner = delegate else { return }
+        withExtendedLifetime(owner) { call(owner) }
+    }
+
     private func uncount() {
         if counted { counted = false; metrics.add(gauge, -1) }
     }
 
     func close() {
         closed = true
+        delegate = nil
         uncount()
         connectTimer?.cancel()
         connectTimer = nil
@@ -104,10 +114,10 @@ final class UpstreamLink: ConnectionDelegate {
 
     func connectionReadable(_ c: Connection) {
         if awaitingCredential { return }
-        if handshakeOwed > 0 { readHandshake() } else { delegate?.linkReadable(self) }
+        if handshakeOwed > 0 { readHandshake() } else { tellOwner { $0.linkReadable(self) } }
     }
 
-    func connectionDrained(_ c: Connection) { delegate?.linkDrained(self) }
+    func connectionDrained(_ c: Connection) { tellOwner { $0.linkDrained(self) } }
 
     func connectionClosed(_ c: Connection, error: String?) {
         // Before the connection is established (TLS: handshake and certificate check done) the
@@ -130,7 +140,7 @@ final class UpstreamLink: ConnectionDelegate {
             }
         case .success(let h) where h.replies == 0:
             releaseHeld()
-            if connection.flush() && connection.notifyWhenDrained { delegate?.linkDrained(self) }
+            if connection.flush() && connection.notifyWhenDrained { tellOwner { $0.linkDrained(self) } }
         case .success(let h):
             handshakeOwed = h.replies
             connection.output.append(h.bytes)
@@ -177,14 +187,14 @@ final class UpstreamLink: ConnectionDelegate {
         input.drain(ends[handshakeOwed - 1])
         handshakeOwed = 0
         releaseHeld()
-        if connection.flush() && connection.notifyWhenDrained { delegate?.linkDrained(self) }
-        if !input.isEmpty { delegate?.linkReadable(self) }
+        if connection.flush() && connection.notifyWhenDrained { tellOwner { $0.linkDrained(self) } }
+        if !input.isEmpty { tellOwner { $0.linkReadable(self) } }
     }
 
     private func fail(_ reason: String) {
         metrics.add(.upstreamFailures)
         connectTimer?.cancel()
         connectTimer = nil
-        delegate?.linkFailed(self, reason: reason)
+        tellOwner { $0.linkFailed(self, reason: reason) }
     }
 }
