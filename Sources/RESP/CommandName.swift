@@ -88,6 +88,13 @@ public struct CommandName: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// One word into the hasher instead of the five stored ones: names are looked up in a table
+    /// for every request, and most fit in `w0`. (Equal names mix to equal words, as `==` needs.)
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(w0 ^ (w1 &* 0x9E37_79B9_7F4A_7C15) ^ (w2 &* 0xC2B2_AE3D_27D4_EB4F)
+                       ^ (w3 &* 0x1656_67B1_9E37_79F9) ^ UInt64(truncatingIfNeeded: length) << 56)
+    }
+
     /// Starts a name whose argument is `length` bytes long; bytes follow through `setByte`.
     mutating func start(length: Int) {
         self = CommandName()
