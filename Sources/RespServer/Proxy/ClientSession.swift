@@ -186,179 +186,190 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
         }
     }
 
-    /// Sends complete requests on their way, in order. Returns false if it stopped early to pin.
+    /// Sends complete requests on their way, in order, each as `RequestRouter` decides. Returns
+    /// true if every frame was dispatched, false if it stopped at one that must wait (to pin, for
+    /// earlier replies, behind a tiered command) or ends the stream (QUIT): what follows that
+    /// request stays in the input, and the parser starts again there when reading resumes.
     private func dispatch(_ frames: [RequestFrame]) -> Bool {
+        if failure != nil { answerWithFailure(frames); return true }
         let input = client.input
-        if failure != nil {
-            var consumed = 0, answered = 0
-            for frame in frames {
-                consumed += frame.length
-                if !frame.isEmpty { answered += 1 }
-            }
-            input.drain(consumed)
-            if answered > 0 { answerWithFailure(count: answered) }
-            return true
-        }
-        var forward = 0          // bytes at the front of `input` ready to go
-        var replies = 0          // replies those bytes will bring (shared route)
+        var batch = ForwardBatch()
         for frame in frames {
-            if frame.isEmpty {
-                if !sequenced {
-                    // No reply either way, but Redis ends a CLIENT REPLY SKIP on it: let it see it.
-                    forward += frame.length
-                    continue
-                }
-                send(&forward, &replies)
-                input.drain(frame.length)
-                continue
+            let (facts, tiered, exec) = self.facts(for: frame, at: batch.bytes)
+            var action = RequestRouter.route(facts, in: mode(batch))
+            if !action.joinsBatch && batch.bytes > 0 {
+                // Whatever this request does, what came before it goes first. Route it again on
+                // the state that sending left (an upstream that cannot be resolved answers at once).
+                send(&batch)
+                action = RequestRouter.route(facts, in: mode(batch))
             }
-            if frame.name == Commands.quit && sequenced {
+            if action.headsUpstream { noteSent(frame, at: batch.bytes) }
+            if action == .pin {
+                pin()
+                if isClosed { abandonNextHandler(); return false }
+                action = RequestRouter.route(facts, in: mode(batch))
+            }
+            switch action {
+            case .dropEmpty:
+                input.drain(frame.length)
+            case .passEmpty:
+                batch.bytes += frame.length
+            case .quit:
                 // Redis answers +OK and closes, ignoring what follows; so does the proxy, in order.
-                send(&forward, &replies)
                 quitting = true
-                client.isReading = false
+                updateReading()
                 input.drain(input.count)
                 parser.reset()
                 afterReplies()
                 return false
-            }
-            var reauthenticate = false
-            if let gate = worker.proxyAuth {
-                switch gate.judge(frame, &auth, inTransaction: inTransaction, args: { arguments(frame, at: forward) }) {
-                case .pass: break
-                case .reset: reauthenticate = true
-                case .rewrite(let bytes):
-                    // Sent as the client's own bytes: parsed again from here.
-                    send(&forward, &replies)
-                    input.drain(frame.length)
-                    input.prepend(bytes)
-                    parser.reset()
-                    reparse = true
-                    return false
-                case .answer(let reply, let endsTransaction):
-                    send(&forward, &replies)
-                    if !answerInPlace(frame, reply, endsTransaction: endsTransaction) { return waitForEarlierReplies() }
-                    continue
-                }
-            }
-            if sequenced && frame.name == Commands.tiers {
-                // Not a Redis command: answered by the proxy, in its place among the replies.
-                send(&forward, &replies)
+            case .rewrite(let bytes):
+                // Sent as the client's own bytes: parsed again from here.
+                input.drain(frame.length)
+                input.prepend(bytes)
+                parser.reset()
+                reparse = true
+                return false
+            case .answer(let reply, let endsTransaction):
+                if !answerInPlace(frame, reply, endsTransaction: endsTransaction) { return waitForEarlierReplies() }
+            case .answerTiers:
                 let args = arguments(frame, at: 0)
                 input.drain(frame.length)
                 let plan = TiersCommand.plan(args, session: self)
                 expectReply(handler: plan.handler)
                 sendProxyRequest(plan.upstreamCommand)
-                continue
-            }
-            var tiered = tieredRoute(frame, at: forward)
-            if foldsInDoubt > 0 && !takesKeyLocks(tiered?.0) {
-                // An earlier command may have run on a key hot had lost (`KeyedOp+Fold`): what
-                // takes no key lock waits until every earlier reply is in.
-                send(&forward, &replies)
+            case .waitBehindFolds, .waitForBarrier, .waitBeforeReplication:
                 return waitForEarlierReplies()
-            }
-            if case (.blocking(let plan), let args)? = tiered, let core = worker.tierAccess?.core,
-               dbChangesInFlight > 0 || BlockingRun.fastPath(plan, args, db: db, access: worker.tierAccess!) {
-                // Nothing to bring up (or its db is not settled yet): it runs as it is, and what
-                // it took is captured once it has answered (`BlockedWrite`).
-                let written = plan.written.map { TierKey(db: $0.db ?? db, args[$0.index]) }
-                if !written.isEmpty {
-                    let mark = BlockingMark(plan.deletes.map { TierKey(db: $0.db ?? db, args[$0.index]) }, core: core)
-                    nextHandler = { [unowned self] reply, slot in
-                        BlockedWrite.answered(written, reply: reply, session: self) { [weak self] in
-                            withExtendedLifetime(mark) { self?.fill(slot, reply) }
-                        }
-                    }
-                }
-                tiered = nil
-            } else if case (.keyed(let plan), let args)? = tiered, let blind = plan.blind, let handler = pipelined(blind, plan, args) {
-                // Travels as it is, pipelined; its reply is read on the way back.
-                nextHandler = handler
-                tiered = nil
-            }
-            if frame.name == Commands.script { noticeScriptLoad(frame, at: forward) }
-            if frame.name == Commands.function { noticeFunctionChange(frame, at: forward) }
-            if (frame.name == Commands.auth || frame.name == Commands.hello) && worker.proxyAuth == nil { authenticatedItself = true }
-            if worker.proxyAuth == nil && (frame.name == Commands.auth || (frame.name == Commands.hello && (2..<max(frame.argc, 2)).contains(where: {
-                argument(frame, $0, at: forward).lowercased() == "auth" }))) { ownUser = true }
-            if frame.name == Commands.watch && !inTransaction && worker.tierAccess != nil {
-                watchedKeys += (1..<max(frame.argc, 1)).map { TierKey(db: db, argumentBytes(frame, $0, at: forward)) }
-            }
-            if frame.name == Commands.quit {
-                // Uncounted mode: the proxy is a plain pipe. Redis answers QUIT (or, under
-                // CLIENT REPLY OFF, does not) and decides what follows; when it closes, so do we.
-                quitting = true
-            }
-            if !pinned {
-                // A client with many shared requests in flight is pinned instead: its own
-                // connection lets TCP, and Redis's buffers, hold what it has not read yet.
-                if worker.canShare(frame) && sharedOwed + replies < Worker.maxSharedInFlight && tiered == nil {
-                    if sequenced { expectReply(for: frame, at: forward) }
-                    forward += frame.length
-                    replies += 1
-                    continue
-                }
-                send(&forward, &replies)
-                // A tiered command that may share runs on the shared route (it waits for every
-                // earlier reply anyway); anything else that may not share pins the client.
-                if tiered == nil || !worker.canShare(frame) {
-                    if sharedOwed > 0 {
-                        // Pin only once every shared reply is in; re-parse from this request then.
-                        waitingToPin = true
-                        client.isReading = false
-                        parser.reset()
-                        abandonNextHandler()   // the request is dispatched again after the pin
-                        Log.debug("Client waits for \(sharedOwed) shared replies before pinning (\(frame.name))")
-                        return false
-                    }
-                    pin()
-                    if isClosed { abandonNextHandler(); return false }
-                }
-            }
-            if let (route, args) = tiered {
-                send(&forward, &replies)
-                if !allAnswered && !mayOverlap(route) {
-                    // Its bring-up and its db must follow every earlier reply: wait for them.
-                    waitingForBarrier = true
-                    client.isReading = false
-                    parser.reset()
-                    return false
-                }
-                input.drain(frame.length)
-                startTiered(route, args)
+            case .forwardShared:
+                if sequenced { expectReply(for: frame, at: batch.bytes) }
+                batch.bytes += frame.length
+                batch.replies += 1
+            case .waitToPin:
+                // Pin only once every shared reply is in; re-parse from this request then.
+                waitingToPin = true
+                updateReading()
+                parser.reset()
+                abandonNextHandler()   // the request is dispatched again after the pin
+                Log.debug("Client waits for \(sharedOwed) shared replies before pinning (\(frame.name))")
                 return false
-            }
-            let replication = sequenced && PipeMode.startsReplication(frame.name)
-            if replication {
-                // Perhaps a replica link from here on: the replies before it are framed first.
-                send(&forward, &replies)
-                guard allAnswered else { return waitForEarlierReplies() }
-                pipe.awaitingReplication = true
-            }
-            if inTransaction && sequenced && pinned && frame.name == Commands.exec, let access = worker.tierAccess,
-               let capture = ExecCapture(writes: transactionWrites, db: db, core: access.core) {
-                send(&forward, &replies)
+            case .pin:
+                preconditionFailure("a pinned session is never routed to pin")
+            case .runTiered:
+                input.drain(frame.length)
+                startTiered(tiered!.0, tiered!.1)
+                return false
+            case .runExec:
                 input.drain(frame.length)
                 noticeTransaction(frame.name)
-                startExec(capture)
+                startExec(exec!)
                 return false
-            }
-            if inTransaction { noteTransactionWrite(frame, at: forward) }
-            if sequenced { expectReply(for: frame, at: forward) }
-            notice(frame, at: forward)
-            noticeTransaction(frame.name)
-            if sequenced { owed += 1 }
-            forward += frame.length
-            if reauthenticate { send(&forward, &replies); reauthenticateUpstream() }
-            if replication {
-                // The answer's first byte decides whether a pipe follows; the rest waits for it.
-                send(&forward, &replies)
-                return waitForEarlierReplies()
+            case .forward(let reauthenticate, let replication):
+                forwardOnOwnConnection(frame, &batch)
+                if reauthenticate { send(&batch); reauthenticateUpstream() }
+                if replication {
+                    // The answer's first byte decides whether a pipe follows; the rest waits for it.
+                    pipe.awaitingReplication = true
+                    send(&batch)
+                    return waitForEarlierReplies()
+                }
             }
         }
-        send(&forward, &replies)
+        send(&batch)
         return true
+    }
+
+    /// The session's mode as the router sees it, with `batch` (not sent yet) counted as sent.
+    private func mode(_ batch: ForwardBatch) -> SessionMode {
+        SessionMode(sequenced: sequenced, pinned: pinned, sharedInFlight: sharedOwed + batch.replies,
+                    allAnswered: allAnswered && batch.replies == 0, foldsInDoubt: foldsInDoubt > 0)
+    }
+
+    /// What the router weighs about `frame` (at `offset` in the input), with its tiered route
+    /// and its transaction capture when it has them. The ways that let a tiered command travel
+    /// as it is are tried here (a blind write pipelined, a blocking command with nothing to
+    /// bring up); each leaves its reply's handler in `nextHandler`.
+    private func facts(for frame: RequestFrame, at offset: Int) -> (RequestFacts, (TieredCommand.Route, [[UInt8]])?, ExecCapture?) {
+        var f = RequestFacts()
+        if frame.isEmpty { f.isEmpty = true; return (f, nil, nil) }
+        f.isQuit = frame.name == Commands.quit
+        if f.isQuit && sequenced { return (f, nil, nil) }
+        if let gate = worker.proxyAuth {
+            f.gate = gate.judge(frame, &auth, inTransaction: inTransaction, args: { arguments(frame, at: offset) })
+            switch f.gate {
+            case .rewrite, .answer: return (f, nil, nil)
+            case .pass, .reset: break
+            }
+        }
+        f.isTiers = frame.name == Commands.tiers
+        if f.isTiers && sequenced { return (f, nil, nil) }
+        f.mayShare = !pinned && worker.canShare(frame)
+        f.startsReplication = PipeMode.startsReplication(frame.name)
+        var tiered = tieredRoute(frame, at: offset)
+        f.takesKeyLocks = takesKeyLocks(tiered?.0)
+        // Only routes that take key locks have fast ways, and only those pass folds in doubt.
+        if foldsInDoubt > 0 && !f.takesKeyLocks { return (f, nil, nil) }
+        if case (.blocking(let plan), let args)? = tiered, let core = worker.tierAccess?.core,
+           dbChangesInFlight > 0 || BlockingRun.fastPath(plan, args, db: db, access: worker.tierAccess!) {
+            // Nothing to bring up (or its db is not settled yet): it runs as it is, and what
+            // it took is captured once it has answered (`BlockedWrite`).
+            let written = plan.written.map { TierKey(db: $0.db ?? db, args[$0.index]) }
+            if !written.isEmpty {
+                let mark = BlockingMark(plan.deletes.map { TierKey(db: $0.db ?? db, args[$0.index]) }, core: core)
+                nextHandler = { [unowned self] reply, slot in
+                    BlockedWrite.answered(written, reply: reply, session: self) { [weak self] in
+                        withExtendedLifetime(mark) { self?.fill(slot, reply) }
+                    }
+                }
+            }
+            tiered = nil
+        } else if case (.keyed(let plan), let args)? = tiered, let blind = plan.blind, let handler = pipelined(blind, plan, args) {
+            // Travels as it is, pipelined; its reply is read on the way back.
+            nextHandler = handler
+            tiered = nil
+        }
+        if let (route, _) = tiered { f.tiered = .run(mayOverlap: mayOverlap(route)) }
+        var exec: ExecCapture?
+        if inTransaction && frame.name == Commands.exec, let access = worker.tierAccess {
+            exec = ExecCapture(writes: transactionWrites, db: db, core: access.core)
+            f.capturesExec = exec != nil
+        }
+        return (f, tiered, exec)
+    }
+
+    /// What the session keeps of a request it sends: scripts and functions loaded, who the
+    /// client authenticated as, its WATCHed keys, an uncounted QUIT (Redis answers it, or under
+    /// CLIENT REPLY OFF does not, and decides what follows; when it closes, so do we).
+    private func noteSent(_ frame: RequestFrame, at offset: Int) {
+        let name = frame.name
+        if name == Commands.script { noticeScriptLoad(frame, at: offset) }
+        if name == Commands.function { noticeFunctionChange(frame, at: offset) }
+        if (name == Commands.auth || name == Commands.hello) && worker.proxyAuth == nil { authenticatedItself = true }
+        if worker.proxyAuth == nil && (name == Commands.auth || (name == Commands.hello && (2..<max(frame.argc, 2)).contains(where: {
+            argument(frame, $0, at: offset).lowercased() == "auth" }))) { ownUser = true }
+        if name == Commands.watch && !inTransaction && worker.tierAccess != nil {
+            watchedKeys += (1..<max(frame.argc, 1)).map { TierKey(db: db, argumentBytes(frame, $0, at: offset)) }
+        }
+        if name == Commands.quit { quitting = true }
+    }
+
+    /// A request forwarded as it is on the client's own connection (sequenced or not).
+    private func forwardOnOwnConnection(_ frame: RequestFrame, _ batch: inout ForwardBatch) {
+        if inTransaction { noteTransactionWrite(frame, at: batch.bytes) }
+        if sequenced { expectReply(for: frame, at: batch.bytes) }
+        notice(frame, at: batch.bytes)
+        noticeTransaction(frame.name)
+        if sequenced { owed += 1 }
+        batch.bytes += frame.length
+    }
+
+    /// A failed session's requests each get the failure as their reply, then it closes.
+    private func answerWithFailure(_ frames: [RequestFrame]) {
+        var consumed = 0, answered = 0
+        for frame in frames {
+            consumed += frame.length
+            if !frame.isEmpty { answered += 1 }
+        }
+        client.input.drain(consumed)
+        if answered > 0 { answerWithFailure(count: answered) }
     }
 
     /// auth-mode proxy: answers `frame` (at the input's front) itself, after every earlier reply;
@@ -389,7 +400,7 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     /// again then (`afterReplies`). Returns false, as `dispatch` does when it stops early.
     private func waitForEarlierReplies() -> Bool {
         waitingForBarrier = true
-        client.isReading = false
+        updateReading()
         parser.reset()
         return false
     }
@@ -412,22 +423,22 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
                                    strictScripts: core.strictScripts).map { ($0, args) }
     }
 
-    /// Moves `forward` bytes from the client's input to the route they belong to.
-    private func send(_ forward: inout Int, _ replies: inout Int) {
-        guard forward > 0 else { return }
-        defer { forward = 0; replies = 0 }
+    /// Moves the batch's bytes from the client's input to the route they belong to.
+    private func send(_ batch: inout ForwardBatch) {
+        guard batch.bytes > 0 else { return }
+        defer { batch = ForwardBatch() }
         if !pinned {
-            sharedOwed += replies
-            if !worker.shared.send(from: self, bytes: forward, replies: replies) { pauseForSharedLink() }
+            sharedOwed += batch.replies
+            if !worker.shared.send(from: self, bytes: batch.bytes, replies: batch.replies) { pauseForSharedLink() }
             return
         }
         guard let up = dedicated else { return }
-        client.input.move(forward, to: up.output)
+        client.input.move(batch.bytes, to: up.output)
         if !up.flush() && up.output.count > worker.config.proxyBufferHighWater {
             // Redis is behind: stop reading this client until the upstream socket drains.
-            client.isReading = false
             up.drainedAt = worker.config.proxyBufferHighWater / 2
             up.notifyWhenDrained = true
+            updateReading()
         }
     }
 
@@ -1295,6 +1306,13 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
             failPendingIntercepts()
         }
     }
+}
+
+/// Requests at the front of the client's input that go out together: their bytes, and the
+/// replies they owe on the shared connection.
+struct ForwardBatch {
+    var bytes = 0
+    var replies = 0
 }
 
 /// A reply the proxy will compose, holding its place in the client's reply order.
