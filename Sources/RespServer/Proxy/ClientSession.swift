@@ -55,19 +55,9 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     private var softLimitSince: Int64 = 0
     private(set) var isClosed = false
 
-    // Replies the proxy rewrites or makes itself (TIERS, INFO's # Tiers …), kept in request order.
-    /// Requests whose reply goes to a handler instead of the client, by request sequence number.
-    private var intercepts: [Intercept] = []
-    /// The keys of GETs in `intercepts`, back to back (reused: a hit costs no allocation).
-    private var getKeys: [UInt8] = []
-    private var interceptHead = 0
-    /// Output waiting behind a reply slot not yet filled; empty means replies go straight out.
-    private var held: [HeldPart] = []
-    /// The start of an intercepted reply still arriving.
-    private var capture: Buffer?
-    /// Requests sent that owe a reply, and replies taken, counted since the session began.
-    private var requestsSent = 0
-    private var repliesTaken = 0
+    /// Replies the proxy reads, rewrites or makes itself (TIERS, INFO's # Tiers, tiered
+    /// commands'), kept in request order.
+    private var sequencer = ReplySequencer()
     /// The database this client's commands run in (tracked from SELECT/RESET replies).
     private(set) var db: Int
 
@@ -114,8 +104,7 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
 
     private var allOwed: Int { sharedOwed + owed }
     /// Every reply asked for so far has reached the client's output.
-    private var allAnswered: Bool { allOwed == 0 && held.isEmpty && capture == nil }
-    private var interceptsPending: Bool { interceptHead < intercepts.count }
+    private var allAnswered: Bool { allOwed == 0 && sequencer.isSettled }
 
     // MARK: - Requests: client → upstream
 
@@ -641,48 +630,33 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     }
 
     /// Notes that the next request sent owes a reply, and who takes it (nil: the client).
-    private func expectReply(handler: ReplyHandler?) {
-        if let handler { intercepts.append(Intercept(seq: requestsSent, handler: handler)) }
-        requestsSent += 1
-    }
+    private func expectReply(handler: ReplyHandler?) { sequencer.expect(handler) }
 
     /// Notes that `frame` (forwarded as it is) owes a reply, and who reads it on the way back.
-    /// A tiered GET only wants its reply if it is nil: it keeps its key, no closure.
+    /// A tiered GET only wants its reply if it is nil: the sequencer keeps its key, no closure.
     private func expectReply(for frame: RequestFrame, at offset: Int) {
         guard frame.name == Commands.get && frame.argc == 2 && worker.tierAccess != nil && !inTransaction else {
-            expectReply(handler: replyHandler(for: frame, at: offset))
+            sequencer.expect(replyHandler(for: frame, at: offset))
             return
         }
-        let start = getKeys.count
-        if let inline = frame.inlineArgs {
-            getKeys.append(contentsOf: inline[1])
-        } else {
-            let span = worker.spans[frame.spanStart + 1]
-            client.input.withSegments(offset: offset + span.offset, limit: span.count) { segment in
-                getKeys.append(contentsOf: segment)
-                return true
+        sequencer.expectGet { keys in
+            if let inline = frame.inlineArgs {
+                keys.append(contentsOf: inline[1])
+            } else {
+                let span = worker.spans[frame.spanStart + 1]
+                client.input.withSegments(offset: offset + span.offset, limit: span.count) { segment in
+                    keys.append(contentsOf: segment)
+                    return true
+                }
             }
         }
-        intercepts.append(Intercept(seq: requestsSent, handler: nil, key: start..<getKeys.count))
-        requestsSent += 1
     }
 
-    /// Who takes `intercept`'s reply: its handler, or for a GET the read-through of its key.
-    private func handler(for intercept: Intercept) -> ReplyHandler {
-        if let h = intercept.handler { return h }
-        let key = Array(getKeys[intercept.key])
-        return { [unowned self] reply, slot in
-            ReadThrough.get(TierKey(db: self.db, key), nullReply: reply, session: self, slot: slot)
-        }
-    }
-
-    /// Moves past the head intercept (its reply has been taken).
-    private func dropIntercept() {
-        interceptHead += 1
-        if interceptHead == intercepts.count {
-            intercepts.removeAll(keepingCapacity: true)
-            getKeys.removeAll(keepingCapacity: true)
-            interceptHead = 0
+    /// Hands an intercepted reply to whoever asked for it.
+    private func run(_ taker: ReplyTaker, _ reply: [UInt8], _ slot: ReplySlot) {
+        switch taker {
+        case .handler(let handler): handler(reply, slot)
+        case .readThrough(let key): ReadThrough.get(TierKey(db: db, key), nullReply: reply, session: self, slot: slot)
         }
     }
 
@@ -820,53 +794,18 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     /// The client is gone, but a tiered command of its may still wait for replies (holding
     /// key locks, with a write to copy below): those still reach their handlers.
     private func takeReplyAfterClose(from buffer: Buffer, count: Int, complete: Bool) {
-        guard interceptsPending && intercepts[interceptHead].seq == repliesTaken else {
-            buffer.drain(count)
-            if complete { repliesTaken += 1 }
-            return
+        if let (bytes, taker) = sequencer.takeAfterClose(from: buffer, count: count, complete: complete) {
+            run(taker, bytes, ReplySlot())
         }
-        if let (bytes, handler) = captureIntercepted(from: buffer, count: count, complete: complete) {
-            handler(bytes, ReplySlot())
-        }
-    }
-
-    /// Collects an intercepted reply; once it is complete, returns it with its handler (and
-    /// moves past that intercept).
-    private func captureIntercepted(from buffer: Buffer, count: Int, complete: Bool) -> ([UInt8], ReplyHandler)? {
-        let bytes: [UInt8]
-        if complete && capture == nil {
-            // The usual case, a whole reply at once: no buffer of its own.
-            bytes = buffer.copy(count)
-            buffer.drain(count)
-        } else {
-            let c = capture ?? Buffer.make()
-            capture = c
-            buffer.move(count, to: c)
-            guard complete else { return nil }
-            bytes = c.copy(c.count)
-            c.free()
-            capture = nil
-        }
-        let handler = handler(for: intercepts[interceptHead])
-        dropIntercept()
-        repliesTaken += 1
-        return (bytes, handler)
     }
 
     /// Handlers still waiting when their replies can no longer come get an error instead, so
     /// that what they hold (key locks) is let go.
     @discardableResult
     private func failPendingIntercepts() -> Int {
-        let pending = intercepts[interceptHead...].map(handler(for:))
-        intercepts.removeAll()
-        getKeys.removeAll()
-        interceptHead = 0
+        let pending = sequencer.failPending(inOrder: !isClosed)
         let error = ReplyParts.errorReply("ERR tierproxy: \(failure ?? "client connection closed")")
-        for h in pending {
-            let slot = ReplySlot()
-            if !isClosed { held.append(.slot(slot)) }
-            h(error, slot)
-        }
+        for (taker, slot) in pending { run(taker, error, slot) }
         return pending.count
     }
 
@@ -883,8 +822,7 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     func sharedFailed(replies: Int, reason: String, cutMidReply: Bool) {
         sharedOwed -= replies
         if isClosed {
-            capture?.free()
-            capture = nil
+            sequencer.discardCapture()
             failPendingIntercepts()
             return
         }
@@ -904,55 +842,16 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     /// Routes one reply (or its first part) from `buffer`: to the client's output, behind a slot
     /// still being filled, or to the handler that asked for it.
     private func takeReply(from buffer: Buffer, count: Int, complete: Bool, isNull: Bool? = nil) {
-        if interceptsPending && intercepts[interceptHead].seq == repliesTaken && intercepts[interceptHead].handler == nil
-            && capture == nil && !(isNull ?? mayBeNull(buffer, count: count, complete: complete)) {
-            // A GET hit: it goes out as it came, with no copy.
-            dropIntercept()
+        if let (bytes, taker, slot) = sequencer.take(from: buffer, count: count, complete: complete, isNull: isNull, to: client.output) {
+            run(taker, bytes, slot)
         }
-        if interceptsPending && intercepts[interceptHead].seq == repliesTaken {
-            guard let (bytes, handler) = captureIntercepted(from: buffer, count: count, complete: complete) else { return }
-            let slot = ReplySlot()
-            held.append(.slot(slot))
-            handler(bytes, slot)
-            return
-        }
-        if held.isEmpty {
-            buffer.move(count, to: client.output)
-        } else if case .bytes(let last)? = held.last {
-            buffer.move(count, to: last)
-        } else {
-            let part = Buffer.make()
-            buffer.move(count, to: part)
-            held.append(.bytes(part))
-        }
-        if complete { repliesTaken += 1 }
-    }
-
-    /// False if the reply starting at `buffer`'s front surely is not a null (`$-1`, `*-1`, `_`):
-    /// a complete reply is judged by its first bytes, a partial one by its size (nulls are short).
-    private func mayBeNull(_ buffer: Buffer, count: Int, complete: Bool) -> Bool {
-        if !complete { return count <= 5 }
-        let head = buffer.pullup(min(count, 2))
-        guard let t = head.first else { return false }
-        if t == UInt8(ascii: "_") { return true }
-        return (t == UInt8(ascii: "$") || t == UInt8(ascii: "*")) && head.count > 1 && head[1] == UInt8(ascii: "-")
     }
 
     /// A handler's reply is ready: it goes out in its place, with whatever waited behind it.
     func fill(_ slot: ReplySlot, _ reply: [UInt8]) {
         slot.reply = reply
         if isClosed { return }
-        while let first = held.first {
-            switch first {
-            case .bytes(let b):
-                b.moveAll(to: client.output)
-                b.free()
-            case .slot(let s):
-                guard let r = s.reply else { worker.flushLater(self); afterReplies(); return }
-                client.output.append(r)
-            }
-            held.removeFirst()
-        }
+        sequencer.release(into: client.output)
         // Many slots are filled in one loop pass (a key-log group commit completes hundreds):
         // one write per client per pass, not one per reply.
         worker.flushLater(self)
@@ -996,7 +895,7 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
         var lastEnd = 0
         var status = ParseStatus.ok
         // Reply ends, kept only when replies must be routed one by one (a handler is waiting).
-        let perReply = interceptsPending || !held.isEmpty || capture != nil
+        let perReply = sequencer.routesEachReply
         var spans: [(end: Int, counts: Bool)] = []
         swap(&spans, &worker.replySpans)       // reuse the loop's array without a copy-on-write
         spans.removeAll(keepingCapacity: true)
@@ -1013,7 +912,7 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
             return status == .ok
         }
         let unframed = status != .ok
-        if unframed && !PipeMode.canTakeOver(intercepts[interceptHead...], failedSeq: repliesTaken + counted, capturing: capture != nil) {
+        if unframed && !sequencer.pipeCanTakeOver(after: counted) {
             Log.warning("Unparseable reply from upstream; closing the client")
             close()
             return
@@ -1036,7 +935,7 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
             } else if !input.isEmpty { takeReply(from: input, count: input.count, complete: false) }
         } else {
             input.moveAll(to: client.output)
-            repliesTaken += counted
+            sequencer.passed(counted)
             if unframed { enterPipe(replica: false) }
         }
         if sequenced { owed -= counted }
@@ -1071,24 +970,19 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
         sequenced = false
         owed = 0
         midReply = false
-        intercepts.removeAll()
-        getKeys.removeAll()
-        interceptHead = 0
+        sequencer.dropIntercepts()
     }
 
     /// A push message: not a reply to anything, so it goes out in arrival order, never to a handler.
     private func appendUncounted(from buffer: Buffer, count: Int) {
-        if held.isEmpty { buffer.move(count, to: client.output); return }
-        let part = Buffer.make()
-        buffer.move(count, to: part)
-        held.append(.bytes(part))
+        sequencer.takeUncounted(from: buffer, count: count, to: client.output)
     }
 
     /// Bookkeeping after replies reached the client's output, whichever way they came.
     private func afterReplies() {
         noteInteraction()
         if closeWhenComposed {
-            if held.isEmpty { closeAfterFlush() }
+            if !sequencer.isHolding { closeAfterFlush() }
             return
         }
         if quitting {
@@ -1217,7 +1111,7 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
         dedicated = nil
         if isClosed { return }
         Log.verbose("Client failed: \(reason)")
-        if interceptsPending && !midReply && capture == nil {
+        if sequencer.interceptsPending && !midReply && !sequencer.isCapturing {
             // Replies the proxy's own requests still wait for will not come: their handlers
             // get an error now and finish (a tiered command answers with what Redis did say,
             // e.g. the protocol error before it closed), so their slots can go out.
@@ -1228,11 +1122,11 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
         // by sensible error replies: close. Except after QUIT (or malformed bytes Redis was
         // given to judge): Redis closed on purpose with every reply it owed delivered, and only
         // the proxy's own replies are still being composed; finish those, then close.
-        if quitting && !midReply && !interceptsPending && capture == nil && !held.isEmpty {
+        if quitting && !midReply && !sequencer.interceptsPending && !sequencer.isCapturing && sequencer.isHolding {
             closeWhenComposed = true
             return
         }
-        if midReply || !held.isEmpty || interceptsPending || capture != nil { close(); return }
+        if midReply || sequencer.isHolding || sequencer.interceptsPending || sequencer.isCapturing { close(); return }
         let unanswered = sequenced ? owed : 0
         owed = 0
         if unanswered > 0 || protocolErrorAfterOwed != nil || !client.output.isEmpty {
@@ -1294,15 +1188,13 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
         lingerTimer = nil
         dedicated?.close()
         dedicated = nil
-        for part in held { if case .bytes(let b) = part { b.free() } }
-        held.removeAll()
+        sequencer.discardHeld()
         client.close()
         worker.sessionClosed(self)
         // Replies still owed on the shared connection will reach their handlers; those owed
         // on the dedicated one never will.
         if pinned || sharedOwed == 0 {
-            capture?.free()
-            capture = nil
+            sequencer.discardCapture()
             failPendingIntercepts()
         }
     }
@@ -1313,32 +1205,4 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
 struct ForwardBatch {
     var bytes = 0
     var replies = 0
-}
-
-/// A reply the proxy will compose, holding its place in the client's reply order.
-final class ReplySlot {
-    var reply: [UInt8]?
-}
-
-/// Takes an intercepted reply's bytes and fills the slot (now or later, on this loop).
-typealias ReplyHandler = (_ reply: [UInt8], _ slot: ReplySlot) -> Void
-
-struct Intercept {
-    let seq: Int
-    /// Takes the reply. nil for a tiered GET: only a nil reply is read (by `ReadThrough.get`,
-    /// with the key at `key` in the session's `getKeys`); any other passes straight on.
-    let handler: ReplyHandler?
-    var key: Range<Int> = 0..<0
-}
-
-enum HeldPart {
-    case bytes(Buffer)
-    case slot(ReplySlot)
-}
-
-private func firstLine(_ s: String) -> String {
-    var line = s
-    if line.hasPrefix("-") { line.removeFirst() }
-    if let r = line.firstIndex(where: { $0 == "\r" || $0 == "\n" }) { line = String(line[..<r]) }
-    return line
 }
