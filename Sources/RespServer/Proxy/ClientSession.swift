@@ -33,8 +33,9 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     private var monitoring = false
     /// When the client last sent bytes or was given replies (loop milliseconds), for `timeout`.
     private var lastInteraction: Int64
-    /// Parsing stopped at a request that must wait for shared replies before pinning.
-    private var waitingToPin = false
+    /// Parsing goes on, or stopped at a request that waits (to pin, for earlier replies,
+    /// behind a tiered command).
+    private var phase = SessionPhase.reading
     /// QUIT arrived: nothing after it is sent; +OK follows the replies owed, then the close.
     private var quitting = false
     /// Redis has closed after QUIT; close once the proxy's own replies still pending are out.
@@ -62,10 +63,6 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     private(set) var db: Int
 
     // Tiering (Sources/RespServer/Tiering).
-    /// A tiered command is running: later requests wait in the input until it has answered.
-    private var keyedOpRunning = false
-    /// Parsing stopped at a tiered command that waits for every earlier reply first.
-    private var waitingForBarrier = false
     /// Between the client's MULTI and EXEC/DISCARD: commands are queued by Redis, not tiered.
     private var inTransaction = false
     /// Keys written by tiered commands queued in that transaction.
@@ -131,7 +128,7 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     }
 
     private func readRequests() {
-        if waitingToPin || keyedOpRunning || waitingForBarrier || isClosed { return }
+        if phase != .reading || isClosed { return }
         let input = client.input
         let available = input.count
         if available > worker.config.clientQueryBufferLimit {
@@ -155,22 +152,22 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
         if case .protocolError = status, !sequenced, let up = dedicated, failure == nil {
             // Replies are not countable in this mode, so the proxy cannot place the error itself:
             // Redis gets the same bytes and answers (or, under CLIENT REPLY OFF, doesn't) in order.
-            client.isReading = false
+            quitting = true
+            updateReading()
             input.moveAll(to: up.output)
             up.flush()
-            quitting = true
             return
         }
         if case .protocolError(let reason) = status {
             // Redis answers what came before the bad bytes, then the error, then closes.
             // Redis's exact bytes (an echoed byte in "expected '$', got 'X'" need not be UTF-8).
             let message = parser.errorReply ?? Array("-ERR \(reason)\r\n".utf8)
-            client.isReading = false
             input.drain(input.count)
             if allAnswered || !sequenced || failure != nil {
                 replyErrorAndClose(message)
             } else {
                 protocolErrorAfterOwed = message
+                updateReading()
             }
         }
     }
@@ -234,7 +231,7 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
                 batch.replies += 1
             case .waitToPin:
                 // Pin only once every shared reply is in; re-parse from this request then.
-                waitingToPin = true
+                phase = .waitingToPin
                 updateReading()
                 parser.reset()
                 abandonNextHandler()   // the request is dispatched again after the pin
@@ -388,7 +385,7 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     /// Stops at the request being dispatched until every earlier reply is out; it is parsed
     /// again then (`afterReplies`). Returns false, as `dispatch` does when it stops early.
     private func waitForEarlierReplies() -> Bool {
-        waitingForBarrier = true
+        phase = .waitingForEarlierReplies
         updateReading()
         parser.reset()
         return false
@@ -453,8 +450,8 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     /// Runs a tiered command while the client's later requests wait; they are parsed again
     /// once it has answered.
     private func startTiered(_ route: TieredCommand.Route, _ args: [[UInt8]]) {
-        keyedOpRunning = true
-        client.isReading = false
+        phase = .runningTiered
+        updateReading()
         parser.reset()
         let access = worker.tierAccess!
         let finished: () -> Void = { [self] in tieredFinished() }
@@ -504,8 +501,8 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     /// The client's EXEC, when its transaction wrote tiered keys: the states it leaves them in
     /// are read inside it (`ExecCapture`), and later requests wait until EXEC has answered.
     private func startExec(_ capture: ExecCapture) {
-        keyedOpRunning = true
-        client.isReading = false
+        phase = .runningTiered
+        updateReading()
         parser.reset()
         capture.run(session: self, access: worker.tierAccess!, hot: worker.hot, homeDB: worker.config.upstream.db) { [self] in
             tieredFinished()
@@ -545,14 +542,14 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     }
 
     private func tieredFinished() {
-        keyedOpRunning = false
+        if phase == .runningTiered { phase = .reading }
         resumeReading()
     }
 
     /// Parses again what waited in the input (a tiered command finished, or the replies it
     /// waited for arrived), unless the session is stopping.
     private func resumeReading() {
-        guard !isClosed, !shuttingDown, failure == nil, !closeWhenFlushed, !quitting else { return }
+        guard !readsNoMore else { return }
         updateReading()
         clientReadable()
     }
@@ -564,19 +561,23 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     /// waits over the high-water mark (on the shared or its own upstream connection, or a
     /// shared client's unread replies). Every event that lifts one of these calls `updateReading`.
     private var mayRead: Bool {
-        if isClosed || shuttingDown || failure != nil || closeWhenFlushed || quitting || protocolErrorAfterOwed != nil {
-            return false
-        }
-        if waitingToPin || keyedOpRunning || waitingForBarrier { return false }
+        if readsNoMore || phase != .reading { return false }
         if sharedLinkFull || dedicated?.notifyWhenDrained == true { return false }
         return pinned || !client.notifyWhenDrained
     }
 
+    /// Nothing more will be read from this client: QUIT, a protocol error, a failure, a close
+    /// or shutdown under way.
+    private var readsNoMore: Bool {
+        isClosed || shuttingDown || failure != nil || closeWhenFlushed || quitting || protocolErrorAfterOwed != nil
+    }
+
+    /// The only writer of `client.isReading`.
     private func updateReading() { client.isReading = mayRead }
 
     private func pauseForSharedLink() {
         sharedLinkFull = true
-        client.isReading = false
+        updateReading()
     }
 
     /// Sends `commands` on the client's route as one write (nothing of another client's can
@@ -992,8 +993,8 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
             }
             return
         }
-        if waitingToPin && sharedOwed == 0 {
-            waitingToPin = false
+        if phase == .waitingToPin && sharedOwed == 0 {
+            phase = .reading
             if shuttingDown { closeAfterFlush(); return }   // what waited was never sent
             pin()
             if isClosed { return }
@@ -1001,8 +1002,8 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
             clientReadable()          // re-parse from the request that asked to pin
             if isClosed { return }
         }
-        if waitingForBarrier && allAnswered && !isClosed {
-            waitingForBarrier = false
+        if phase == .waitingForEarlierReplies && allAnswered && !isClosed {
+            phase = .reading
             resumeReading()
             if isClosed { return }
         }
@@ -1016,9 +1017,9 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
         if reauthOwed != nil { EntraReauth.sendIfIdle(self) }
         if !isClosed && !pinned && client.output.count > worker.config.proxyBufferHighWater {
             // A shared client that does not read its replies: stop taking its requests.
-            client.isReading = false
             client.drainedAt = worker.config.proxyBufferHighWater / 2
             client.notifyWhenDrained = true
+            updateReading()
         }
     }
 
@@ -1027,8 +1028,8 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     /// MONITOR or CLIENT REPLY mode, no handshake under way.
     var idleForReauth: Bool {
         guard pinned, let up = dedicated, !up.isHandshaking else { return false }
-        return sequenced && !inTransaction && !ownUser && allAnswered && !keyedOpRunning && failure == nil
-            && !quitting && !shuttingDown && !pipe.on && !waitingToPin && !waitingForBarrier && !isClosed
+        return sequenced && !inTransaction && !ownUser && allAnswered && phase == .reading && failure == nil
+            && !quitting && !shuttingDown && !pipe.on && !isClosed
     }
 
     private func noteInteraction() {
@@ -1042,7 +1043,7 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     /// not counted, so the proxy cannot tell when it has left its last channel.
     var idleSince: Int64? {
         guard !isClosed && !subscribed && !monitoring && !pipe.replica && allAnswered
-                && !keyedOpRunning && !waitingToPin && !waitingForBarrier else { return nil }
+                && phase == .reading else { return nil }
         return lastInteraction
     }
 
@@ -1169,15 +1170,15 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
         guard !isClosed else { return }
         if client.flush() { close(); return }
         closeWhenFlushed = true
-        client.isReading = false
         client.drainedAt = 0
         client.notifyWhenDrained = true
+        updateReading()
     }
 
     /// Shutdown: read nothing more; close once every reply already requested has been written.
     func beginShutdown() {
         shuttingDown = true
-        client.isReading = false
+        updateReading()
         if allAnswered || !sequenced || failure != nil { closeAfterFlush() }
     }
 
