@@ -23,10 +23,12 @@ extension ClientSession {
         client.flush()
         afterReplies()
     }
+
     /// The client's output-buffer class, as Redis classifies it.
     var outputLimit: OutputLimit {
         pipe.outputLimit(subscribed ? worker.config.outputLimitPubsub : worker.config.outputLimitNormal)
     }
+
     /// Limits are enforced on what the proxy holds for the client, as Redis does on its buffer.
     func enforceOutputLimits() {
         let limit = outputLimit
@@ -54,7 +56,9 @@ extension ClientSession {
         // The client left (possibly mid-pipeline): release the upstream and every buffer now.
         close()
     }
+
     func linkFailed(_ link: UpstreamLink, reason: String) { dedicatedFailed(reason) }
+
     /// The dedicated upstream is gone, and the connection state with it: what follows is
     /// `FailurePolicy.afterUpstreamLoss`'s to decide.
     func dedicatedFailed(_ reason: String) {
@@ -93,6 +97,7 @@ extension ClientSession {
             }
         }
     }
+
     /// What the session holds as its own upstream connection is lost.
     func upstreamLoss(wasConnected: Bool) -> FailurePolicy.UpstreamLoss {
         FailurePolicy.UpstreamLoss(midReply: midReply, interceptsPending: sequencer.interceptsPending,
@@ -101,20 +106,25 @@ extension ClientSession {
                                    outputPending: !client.output.isEmpty, shuttingDown: shuttingDown,
                                    wasConnected: wasConnected)
     }
+
     var failureMessage: String { "ERR tierproxy: \(failure ?? "upstream unavailable")" }
+
     func answerWithFailure(count: Int) {
         for _ in 0..<count { writeError(failureMessage) }
         closeAfterFlush()
     }
+
     func writeError(_ message: String) {
         client.output.append("-")
         client.output.append(message)
         client.output.append("\r\n")
     }
+
     func replyErrorAndClose(_ reply: [UInt8]) {
         client.output.append(reply)
         closeAfterFlush()
     }
+
     func closeAfterFlush() {
         guard !isClosed else { return }
         if client.flush() { close(); return }
@@ -123,12 +133,14 @@ extension ClientSession {
         client.notifyWhenDrained = true
         updateReading()
     }
+
     /// Shutdown: read nothing more; close once every reply already requested has been written.
     func beginShutdown() {
         shuttingDown = true
         updateReading()
         if allAnswered || !sequenced || failure != nil { closeAfterFlush() }
     }
+
     func close() {
         guard !isClosed else { return }
         isClosed = true

@@ -21,6 +21,7 @@ extension ClientSession {
         if isClosed { takeReplyAfterClose(from: buffer, count: count, complete: complete) }
         else { takeReply(from: buffer, count: count, complete: complete, isNull: isNull) }
     }
+
     /// The client is gone, but a tiered command of its may still wait for replies (holding
     /// key locks, with a write to copy below): those still reach their handlers.
     func takeReplyAfterClose(from buffer: Buffer, count: Int, complete: Bool) {
@@ -28,6 +29,7 @@ extension ClientSession {
             run(taker, bytes, ReplySlot())
         }
     }
+
     /// Handlers still waiting when their replies can no longer come get an error instead, so
     /// that what they hold (key locks) is let go.
     @discardableResult
@@ -37,6 +39,7 @@ extension ClientSession {
         for (taker, slot) in pending { run(taker, error, slot) }
         return pending.count
     }
+
     /// `count` whole replies were handed over by `takeSharedReply`.
     func sharedRepliesArrived(_ count: Int) {
         sharedOwed -= count
@@ -52,6 +55,7 @@ extension ClientSession {
             run(taker, bytes, slot)
         }
     }
+
     /// A handler's reply is ready: it goes out in its place, with whatever waited behind it.
     func fill(_ slot: ReplySlot, _ reply: [UInt8]) {
         slot.reply = reply
@@ -64,6 +68,7 @@ extension ClientSession {
     }
 
     func linkReadable(_ link: UpstreamLink) { dedicatedReadable() }
+
     func dedicatedReadable() {
         guard let up = dedicated else { return }
         let input = up.input
@@ -78,40 +83,28 @@ extension ClientSession {
             holdUpstreamIfBehind(up)
             return
         }
-        var counted = 0
-        var base = 0
-        var lastEnd = 0
-        var status = ParseStatus.ok
-        // Reply ends, kept only when replies must be routed one by one (a handler is waiting).
+        // Replies are routed one by one only when they must be (a handler waits, output is held).
         let perReply = sequencer.routesEachReply
-        var spans: [(end: Int, counts: Bool)] = []
-        swap(&spans, &worker.replySpans)       // reuse the loop's array without a copy-on-write
-        spans.removeAll(keepingCapacity: true)
-        defer { swap(&spans, &worker.replySpans) }
-        input.withSegments { segment in
-            worker.replies.removeAll(keepingCapacity: true)
-            status = scanner.feed(segment, replies: &worker.replies)
-            for reply in worker.replies {
-                lastEnd = base + reply.end
-                if !reply.isPush { counted += 1 }
-                if perReply { spans.append((lastEnd, !reply.isPush)) }
-            }
-            base += segment.count
-            return status == .ok
-        }
+        var ends: [ReplyEnd] = []
+        swap(&ends, &worker.replyEnds)       // reuse the loop's array without a copy-on-write
+        ends.removeAll(keepingCapacity: true)
+        defer { swap(&ends, &worker.replyEnds) }
+        let (status, fed) = framer.scan({ input.withSegments($0) }, into: &ends, keepPushes: true)
+        var counted = 0
+        for e in ends where !e.isPush { counted += 1 }
         let unframed = status != .ok
         if unframed && !sequencer.pipeCanTakeOver(after: counted) {
             Log.warning("Unparseable reply from upstream; closing the client")
             close()
             return
         }
-        midReply = lastEnd != base
+        midReply = (ends.last?.end ?? 0) != fed
         if perReply {
             var consumed = 0
-            for (end, counts) in spans {
-                if counts { takeReply(from: input, count: end - consumed, complete: true) }
-                else { appendUncounted(from: input, count: end - consumed) }
-                consumed = end
+            for e in ends {
+                if e.isPush { appendUncounted(from: input, count: e.end - consumed) }
+                else { takeReply(from: input, count: e.end - consumed, complete: true) }
+                consumed = e.end
                 // A handler may answer at once and, say at shutdown, close this session (and
                 // with it the buffer being read): stop here if so.
                 if isClosed { return }
@@ -131,6 +124,7 @@ extension ClientSession {
         afterReplies()
         holdUpstreamIfBehind(up)
     }
+
     func holdUpstreamIfBehind(_ up: UpstreamLink) {
         let limit = outputLimit
         if !isClosed && limit.hard == 0 && limit.soft == 0 && client.output.count > worker.config.proxyBufferHighWater {
@@ -141,6 +135,7 @@ extension ClientSession {
             client.notifyWhenDrained = true
         }
     }
+
     /// From now on replies are not scanned (see `PipeMode`). Whatever the proxy still expected
     /// to read passes unread: only GET read-throughs can be left (`PipeMode.canTakeOver`).
     func enterPipe(replica: Bool) {
@@ -158,10 +153,12 @@ extension ClientSession {
         midReply = false
         sequencer.dropIntercepts()
     }
+
     /// A push message: not a reply to anything, so it goes out in arrival order, never to a handler.
     func appendUncounted(from buffer: Buffer, count: Int) {
         sequencer.takeUncounted(from: buffer, count: count, to: client.output)
     }
+
     /// Bookkeeping after replies reached the client's output, whichever way they came.
     func afterReplies() {
         noteInteraction()

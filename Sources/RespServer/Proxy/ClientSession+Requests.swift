@@ -76,6 +76,7 @@ extension ClientSession {
         send(&batch)
         return true
     }
+
     /// TIERS (at the input's front): answered by the proxy, in its place among the replies.
     func answerTiers(_ frame: RequestFrame) {
         let args = arguments(frame, at: 0)
@@ -115,6 +116,7 @@ extension ClientSession {
         SessionMode(sequenced: sequenced, pinned: pinned, sharedInFlight: sharedOwed + batch.replies,
                     allAnswered: allAnswered && batch.replies == 0, foldsInDoubt: foldsInDoubt > 0)
     }
+
     /// What the router weighs about `frame` (at `offset` in the input), with its tiered route
     /// and its transaction capture when it has them. The ways that let a tiered command travel
     /// as it is are tried here (a blind write pipelined, a blocking command with nothing to
@@ -148,6 +150,7 @@ extension ClientSession {
         }
         return (f, tiered, exec)
     }
+
     /// What the session keeps of a request it sends: scripts and functions loaded, who the
     /// client authenticated as, its WATCHed keys, an uncounted QUIT (Redis answers it, or under
     /// CLIENT REPLY OFF does not, and decides what follows; when it closes, so do we).
@@ -163,6 +166,7 @@ extension ClientSession {
         }
         if name == Commands.quit { quitting = true }
     }
+
     /// A request forwarded as it is on the client's own connection (sequenced or not).
     func forwardOnOwnConnection(_ frame: RequestFrame, _ batch: inout ForwardBatch) {
         if inTransaction { noteTransactionWrite(frame, at: batch.bytes) }
@@ -172,6 +176,7 @@ extension ClientSession {
         if sequenced { owed += 1 }
         batch.bytes += frame.length
     }
+
     /// A failed session's requests each get the failure as their reply, then it closes.
     func answerWithFailure(_ frames: [RequestFrame]) {
         var consumed = 0, answered = 0
@@ -182,6 +187,7 @@ extension ClientSession {
         client.input.drain(consumed)
         if answered > 0 { answerWithFailure(count: answered) }
     }
+
     /// auth-mode proxy: answers `frame` (at the input's front) itself, after every earlier reply;
     /// false if those are still owed (it is parsed again once they are out).
     func answerInPlace(_ frame: RequestFrame, _ reply: [UInt8], endsTransaction: Bool) -> Bool {
@@ -197,6 +203,7 @@ extension ClientSession {
         worker.flushLater(self)
         return true
     }
+
     /// auth-mode proxy: RESET made the upstream connection its default user; the proxy's own
     /// AUTH and SELECT go again, their replies unseen.
     func reauthenticateUpstream() {
@@ -204,6 +211,7 @@ extension ClientSession {
         for _ in 0..<handshake.replies { expectReply(handler: { [unowned self] _, slot in fill(slot, []) }) }
         sendProxyRequest(handshake.bytes, replies: handshake.replies)
     }
+
     /// Stops at the request being dispatched until every earlier reply is out; it is parsed
     /// again then (`afterReplies`). Returns false, as `dispatch` does when it stops early.
     func waitForEarlierReplies() -> Bool {
@@ -212,6 +220,7 @@ extension ClientSession {
         parser.reset()
         return false
     }
+
     /// Moves the batch's bytes from the client's input to the route they belong to.
     func send(_ batch: inout ForwardBatch) {
         guard batch.bytes > 0 else { return }
@@ -230,6 +239,7 @@ extension ClientSession {
             updateReading()
         }
     }
+
     /// Sends a request the proxy composed (in place of the client's), on the client's route.
     func sendProxyRequest(_ bytes: [UInt8], replies: Int = 1) {
         if !pinned {
@@ -243,6 +253,7 @@ extension ClientSession {
             owed += replies   // the dedicated connection failed: dedicatedFailed answers it
         }
     }
+
     /// The client's own transaction: inside it Redis queues commands, so the proxy tiers none.
     func noticeTransaction(_ name: CommandName) {
         if name == Commands.multi { inTransaction = true }
@@ -255,8 +266,10 @@ extension ClientSession {
             watchedKeys = []
         }
     }
+
     /// Notes that the next request sent owes a reply, and who takes it (nil: the client).
     func expectReply(handler: ReplyHandler?) { sequencer.expect(handler) }
+
     /// Notes that `frame` (forwarded as it is) owes a reply, and who reads it on the way back.
     /// A tiered GET only wants its reply if it is nil: the sequencer keeps its key, no closure.
     func expectReply(for frame: RequestFrame, at offset: Int) {
@@ -276,6 +289,7 @@ extension ClientSession {
             }
         }
     }
+
     /// The few forwarded commands whose replies the proxy reads or amends.
     func replyHandler(for frame: RequestFrame, at offset: Int) -> ReplyHandler? {
         let name = frame.name
@@ -316,6 +330,7 @@ extension ClientSession {
         }
         return nil
     }
+
     /// Gives this client an upstream connection of its own, for good.
     func pin() {
         pinned = true
@@ -329,6 +344,7 @@ extension ClientSession {
         // Redis has accepted them.
         dedicated = UpstreamLink(worker: worker, address: address, delegate: self)
     }
+
     /// Commands after which replies stop being one per request.
     func notice(_ frame: RequestFrame, at offset: Int) {
         let name = frame.name
@@ -349,6 +365,7 @@ extension ClientSession {
             }
         }
     }
+
     /// Every argument of `frame` (which starts `offset` bytes into the client input), whole.
     func arguments(_ frame: RequestFrame, at offset: Int) -> [[UInt8]] {
         if let inline = frame.inlineArgs { return inline }
@@ -357,12 +374,14 @@ extension ClientSession {
             return client.input.copy(span.count, offset: offset + span.offset)
         }
     }
+
     /// One argument of `frame` (which starts `offset` bytes into the client input), whole.
     func argumentBytes(_ frame: RequestFrame, _ index: Int, at offset: Int) -> [UInt8] {
         if let inline = frame.inlineArgs { return inline[index] }
         let span = worker.spans[frame.spanStart + index]
         return client.input.copy(span.count, offset: offset + span.offset)
     }
+
     /// A small argument of `frame` (which starts `offset` bytes into the client input), as text.
     func argument(_ frame: RequestFrame, _ index: Int, at offset: Int) -> String {
         if let inline = frame.inlineArgs {

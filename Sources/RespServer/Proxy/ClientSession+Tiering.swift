@@ -12,6 +12,7 @@ extension ClientSession {
         guard sequenced && !inTransaction else { return nil }
         return tieredCommand(frame, at: offset)
     }
+
     /// How `frame` is tiered, with its arguments, whatever the session's mode; nil if it is not
     /// (or is GET/MGET, which are only read on the way back).
     func tieredCommand(_ frame: RequestFrame, at offset: Int) -> (TieredCommand.Route, [[UInt8]])? {
@@ -24,7 +25,9 @@ extension ClientSession {
     }
 
     var tierAccess: TierAccess? { worker.tierAccess }
+
     var hot: HotClient { worker.hot }
+
     /// Runs a tiered command while the client's later requests wait; they are parsed again
     /// once it has answered.
     func startTiered(_ route: TieredCommand.Route, _ args: [[UInt8]]) {
@@ -57,6 +60,7 @@ extension ClientSession {
             break
         }
     }
+
     /// Whether a tiered command may travel as it is, its reply read on the way back: a blocking
     /// command with nothing to bring up, or a blind write whose keys' locks it could take. Its
     /// reply's handler is left in `nextHandler`.
@@ -82,6 +86,7 @@ extension ClientSession {
         }
         return false
     }
+
     /// A blind write's reply handler, with its keys' locks taken; nil when it must take the
     /// ordinary tiered way instead (a key busy, a SELECT still in flight, a rule's default expiry).
     func pipelined(_ blind: BlindWrite, _ plan: TieredCommand.KeyedPlan, _ args: [[UInt8]]) -> ReplyHandler? {
@@ -99,6 +104,7 @@ extension ClientSession {
         return BlindWriteRun.handler(blind, args, db: db, locked: keys, access: access, hot: worker.hot,
                                      homeDB: worker.config.upstream.db) { [unowned self] slot, reply in fill(slot, reply) }
     }
+
     /// The client's EXEC, when its transaction wrote tiered keys: the states it leaves them in
     /// are read inside it (`ExecCapture`), and later requests wait until EXEC has answered.
     func startExec(_ capture: ExecCapture) {
@@ -109,6 +115,7 @@ extension ClientSession {
             tieredFinished()
         }
     }
+
     /// The request whose reply `nextHandler` was to take is not sent now: let its locks go.
     func abandonNextHandler() {
         guard nextHandler != nil else { return }
@@ -116,12 +123,14 @@ extension ClientSession {
         if let access = worker.tierAccess { access.core.locks.release(nextHandlerLocks) }
         nextHandlerLocks = []
     }
+
     func takesKeyLocks(_ route: TieredCommand.Route?) -> Bool {
         switch route {
         case .keyed?, .blocking?: return true
         default: return false
         }
     }
+
     /// True if a tiered command may start while earlier replies are still owed, and later
     /// requests may go once it has been sent: its db is settled (no SELECT in flight), the proxy's
     /// own transaction cannot touch the client's watches, and the client uses the proxy's own
@@ -134,10 +143,12 @@ extension ClientSession {
         guard case .keyed = route else { return false }
         return dbChangesInFlight == 0 && watchedKeys.isEmpty && !authenticatedItself && !tracking.on
     }
+
     func tieredFinished() {
         if phase == .runningTiered { phase = .reading }
         resumeReading()
     }
+
     /// Sends `commands` on the client's route as one write (nothing of another client's can
     /// come between them on a shared connection); `done` gets every reply, and the slot of the
     /// last one, which it must fill with what the client is to see. The others show nothing.
@@ -161,6 +172,7 @@ extension ClientSession {
         }
         sendProxyRequest(bytes, replies: commands.count)
     }
+
     /// A tiered write queued in the client's own transaction: its keys are copied below once
     /// EXEC has run (see `TransactionSync`).
     func noteTransactionWrite(_ frame: RequestFrame, at offset: Int) {
@@ -173,11 +185,13 @@ extension ClientSession {
             break
         }
     }
+
     /// `SCRIPT LOAD body`: the body is remembered, so an EVALSHA of it is judged by its flags.
     func noticeScriptLoad(_ frame: RequestFrame, at offset: Int) {
         guard let access = worker.tierAccess, frame.argc == 3, argument(frame, 1, at: offset).lowercased() == "load" else { return }
         access.core.scripts.loaded(argumentBytes(frame, 2, at: offset))
     }
+
     /// `FUNCTION LOAD | DELETE | FLUSH | RESTORE`: once it has answered, the functions' flags
     /// are read again from hot (`FunctionFlags`).
     func noticeFunctionChange(_ frame: RequestFrame, at offset: Int) {

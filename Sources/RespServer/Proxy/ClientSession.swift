@@ -21,7 +21,7 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     var pinned = false
 
     var parser: RequestParser
-    var scanner = ReplyScanner()
+    var framer = ReplyFramer()
     /// Replies owed through the shared connection.
     var sharedOwed = 0
     /// Replies owed through the dedicated connection, in sequenced mode.
