@@ -61,9 +61,9 @@ import Testing
     }
 
     @Test func theAuthGateDecidesBeforeAnythingElse() {
-        let answer: [UInt8] = Array("-NOAUTH Authentication required.\r\n".utf8)
-        #expect(RequestRouter.route(RequestFacts(gate: .answer(answer)), in: shared) == .answer(answer, endsTransaction: false))
-        #expect(RequestRouter.route(RequestFacts(gate: .rewrite([1, 2])), in: pinned) == .rewrite([1, 2]))
+        #expect(RequestRouter.route(RequestFacts(gate: .answer(endsTransaction: false)), in: shared) == .answer(endsTransaction: false))
+        #expect(RequestRouter.route(RequestFacts(gate: .answer(endsTransaction: true)), in: pinned) == .answer(endsTransaction: true))
+        #expect(RequestRouter.route(RequestFacts(gate: .rewrite), in: pinned) == .rewrite)
         #expect(RequestRouter.route(RequestFacts(gate: .reset), in: pinned) == .forward(reauthenticate: true, replication: false))
     }
 
@@ -89,7 +89,7 @@ import Testing
 
     @Test func onlyWhatIsSentHasItsEffectsNoted() {
         #expect(RequestAction.forwardShared.headsUpstream && RequestAction.waitToPin.headsUpstream)
-        for action: RequestAction in [.dropEmpty, .quit, .answerTiers, .waitBehindFolds, .answer([], endsTransaction: false)] {
+        for action: RequestAction in [.dropEmpty, .quit, .answerTiers, .waitBehindFolds, .answer(endsTransaction: false)] {
             #expect(!action.headsUpstream, "\(action)")
         }
     }

@@ -14,7 +14,7 @@ extension ClientSession {
         let input = client.input
         var batch = ForwardBatch()
         for frame in frames {
-            let (facts, tiered, exec) = self.facts(for: frame, at: batch.bytes)
+            let (facts, tiered, exec, gateBytes) = self.facts(for: frame, at: batch.bytes)
             var action = RequestRouter.route(facts, in: mode(batch))
             if !action.joinsBatch && batch.bytes > 0 {
                 // Whatever this request does, what came before it goes first. Route it again on
@@ -23,7 +23,7 @@ extension ClientSession {
                 action = RequestRouter.route(facts, in: mode(batch))
             }
             if action.headsUpstream { noteSent(frame, at: batch.bytes) }
-            if action == .pin {
+            if case .pin = action {
                 pin()
                 if isClosed { abandonNextHandler(); return false }
                 action = RequestRouter.route(facts, in: mode(batch))
@@ -36,15 +36,15 @@ extension ClientSession {
             case .quit:
                 stopAtQuit()
                 return false
-            case .rewrite(let bytes):
+            case .rewrite:
                 // Sent as the client's own bytes: parsed again from here.
                 input.drain(frame.length)
-                input.prepend(bytes)
+                input.prepend(gateBytes ?? [])
                 parser.reset()
                 reparse = true
                 return false
-            case .answer(let reply, let endsTransaction):
-                if !answerInPlace(frame, reply, endsTransaction: endsTransaction) { return waitForEarlierReplies() }
+            case .answer(let endsTransaction):
+                if !answerInPlace(frame, gateBytes ?? [], endsTransaction: endsTransaction) { return waitForEarlierReplies() }
             case .answerTiers:
                 answerTiers(frame)
             case .waitBehindFolds, .waitForBarrier, .waitBeforeReplication:
@@ -117,30 +117,35 @@ extension ClientSession {
                     allAnswered: allAnswered && batch.replies == 0, foldsInDoubt: foldsInDoubt > 0)
     }
 
-    /// What the router weighs about `frame` (at `offset` in the input), with its tiered route
-    /// and its transaction capture when it has them. The ways that let a tiered command travel
+    /// What the router weighs about `frame` (at `offset` in the input), with its tiered route,
+    /// its transaction capture and the auth gate's bytes when it has them. The ways that let a tiered command travel
     /// as it is are tried here (a blind write pipelined, a blocking command with nothing to
     /// bring up); each leaves its reply's handler in `nextHandler`.
-    func facts(for frame: RequestFrame, at offset: Int) -> (RequestFacts, (TieredCommand.Route, [[UInt8]])?, ExecCapture?) {
+    func facts(for frame: RequestFrame, at offset: Int) -> (RequestFacts, (TieredCommand.Route, [[UInt8]])?, ExecCapture?, gateBytes: [UInt8]?) {
         var f = RequestFacts()
-        if frame.isEmpty { f.isEmpty = true; return (f, nil, nil) }
+        if frame.isEmpty { f.isEmpty = true; return (f, nil, nil, nil) }
         f.isQuit = frame.name == Commands.quit
-        if f.isQuit && sequenced { return (f, nil, nil) }
+        if f.isQuit && sequenced { return (f, nil, nil, nil) }
         if let gate = worker.proxyAuth {
-            f.gate = gate.judge(frame, &auth, inTransaction: inTransaction, args: { arguments(frame, at: offset) })
-            switch f.gate {
-            case .rewrite, .answer: return (f, nil, nil)
-            case .pass, .reset: break
+            switch gate.judge(frame, &auth, inTransaction: inTransaction, args: { arguments(frame, at: offset) }) {
+            case .pass: break
+            case .reset: f.gate = .reset
+            case .rewrite(let bytes):
+                f.gate = .rewrite
+                return (f, nil, nil, bytes)
+            case .answer(let reply, let endsTransaction):
+                f.gate = .answer(endsTransaction: endsTransaction)
+                return (f, nil, nil, reply)
             }
         }
         f.isTiers = frame.name == Commands.tiers
-        if f.isTiers && sequenced { return (f, nil, nil) }
+        if f.isTiers && sequenced { return (f, nil, nil, nil) }
         f.mayShare = !pinned && worker.canShare(frame)
         f.startsReplication = PipeMode.startsReplication(frame.name)
         var tiered = tieredRoute(frame, at: offset)
         f.takesKeyLocks = takesKeyLocks(tiered?.0)
         // Only routes that take key locks have fast ways, and only those pass folds in doubt.
-        if foldsInDoubt > 0 && !f.takesKeyLocks { return (f, nil, nil) }
+        if foldsInDoubt > 0 && !f.takesKeyLocks { return (f, nil, nil, nil) }
         if let t = tiered, travelsAsItIs(t) { tiered = nil }
         if let (route, _) = tiered { f.tiered = .run(mayOverlap: mayOverlap(route)) }
         var exec: ExecCapture?
@@ -148,7 +153,7 @@ extension ClientSession {
             exec = ExecCapture(writes: transactionWrites, db: db, core: access.core)
             f.capturesExec = exec != nil
         }
-        return (f, tiered, exec)
+        return (f, tiered, exec, nil)
     }
 
     /// What the session keeps of a request it sends: scripts and functions loaded, who the

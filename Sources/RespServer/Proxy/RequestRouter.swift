@@ -10,7 +10,7 @@ struct RequestFacts {
     /// The proxy's own `TIERS` command.
     var isTiers = false
     /// The auth-mode proxy's verdict on it (`.pass` when the proxy does not authenticate clients).
-    var gate: AuthVerdict = .pass
+    var gate = GateVerdict.pass
     /// It touches no connection state (`Worker.canShare`): it may go on the shared connection.
     var mayShare = false
     /// What the tiering code still has to do for it, once the ways that let it travel as it is
@@ -23,6 +23,17 @@ struct RequestFacts {
     var startsReplication = false
     /// The `EXEC` of the client's own transaction that wrote tiered keys (`ExecCapture`).
     var capturesExec = false
+}
+
+/// `AuthVerdict` as far as routing goes; the bytes it carries stay with the session, so that
+/// the facts and the action stay plain values (no reference counting per request).
+enum GateVerdict: Equatable {
+    case pass
+    case reset
+    /// Forward the bytes the gate gave instead.
+    case rewrite
+    /// Answer with the bytes the gate gave.
+    case answer(endsTransaction: Bool)
 }
 
 /// Whether a request is run by the tiering code, and if so whether it may start while earlier
@@ -54,10 +65,10 @@ enum RequestAction: Equatable {
     case passEmpty
     /// `QUIT`: `+OK` after the replies owed, then the close; nothing after it is read.
     case quit
-    /// The auth gate rewrote it: these bytes are parsed in its place.
-    case rewrite([UInt8])
+    /// The auth gate rewrote it: the gate's bytes are parsed in its place.
+    case rewrite
     /// The auth gate answers it in its place; a refused `EXEC` ends the transaction upstream.
-    case answer([UInt8], endsTransaction: Bool)
+    case answer(endsTransaction: Bool)
     /// `TIERS`: answered by the proxy in its place among the replies.
     case answerTiers
     /// Takes no key lock while a folded command is in doubt: it waits for every earlier reply.
@@ -107,8 +118,8 @@ enum RequestRouter {
         // Uncounted, QUIT goes to Redis, which answers it (or not) and closes.
         if r.isQuit && m.sequenced { return .quit }
         switch r.gate {
-        case .rewrite(let bytes): return .rewrite(bytes)
-        case .answer(let reply, let endsTransaction): return .answer(reply, endsTransaction: endsTransaction)
+        case .rewrite: return .rewrite
+        case .answer(let endsTransaction): return .answer(endsTransaction: endsTransaction)
         case .pass, .reset: break
         }
         if r.isTiers && m.sequenced { return .answerTiers }
