@@ -40,17 +40,11 @@ final class CommandTableLoader: UpstreamLinkDelegate {
     func linkReadable(_ l: UpstreamLink) {
         // Scan only to learn when the whole reply is in (rescanning: it stays in the buffer until
         // then); hiredis parses it.
-        var scanner = ReplyScanner()
-        var replies = [ReplyInfo]()
-        var complete = false
-        var status = ParseStatus.ok
-        l.input.withSegments { segment in
-            status = scanner.feed(segment, replies: &replies)
-            complete = replies.contains { !$0.isPush }
-            return status == .ok && !complete
-        }
+        var framer = ReplyFramer()
+        var ends: [ReplyEnd] = []
+        let (status, _) = framer.scan({ l.input.withSegments($0) }, into: &ends, until: 1)
         guard status == .ok else { scheduleRetry(); return }
-        guard complete else { return }
+        guard !ends.isEmpty else { return }
         let bytes = l.input.copy(l.input.count)
         if bytes.starts(with: Array("-NOAUTH".utf8)) {
             // Redis wants a password the proxy does not have: each client must AUTH itself.

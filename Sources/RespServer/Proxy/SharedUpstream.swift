@@ -8,7 +8,7 @@ import Reactor
 final class SharedUpstream: UpstreamLinkDelegate {
     private unowned(unsafe) let worker: Worker
     private var link: UpstreamLink?
-    private var scanner = ReplyScanner()
+    private var framer = ReplyFramer()
     /// Whose replies come next: sessions in the order their requests were written; nil for the
     /// proxy's own requests (a re-AUTH), whose replies no client sees.
     private var queue: [(session: ClientSession?, owed: Int)] = []
@@ -56,7 +56,7 @@ final class SharedUpstream: UpstreamLinkDelegate {
                                  cutMidReply: false)
             return nil
         }
-        scanner = ReplyScanner()
+        framer = ReplyFramer()
         if everLinked { worker.metrics.add(.upstreamReconnects) }
         everLinked = true
         let up = UpstreamLink(worker: worker, address: address, delegate: self)
@@ -111,25 +111,11 @@ final class SharedUpstream: UpstreamLinkDelegate {
     /// arriving go to that same session at once, so a large value streams through.
     func linkReadable(_ link: UpstreamLink) {
         let input = link.input
-        var ends: [Int] = []
-        var nulls: [Bool] = []                // which replies are nil (read-through wants those)
-        swap(&ends, &worker.replyEnds)        // reuse the loop's arrays without a copy-on-write
-        swap(&nulls, &worker.replyNulls)
+        var ends: [ReplyEnd] = []              // with which are nil (read-through wants those)
+        swap(&ends, &worker.replyEnds)        // reuse the loop's array without a copy-on-write
         ends.removeAll(keepingCapacity: true)
-        nulls.removeAll(keepingCapacity: true)
-        defer { swap(&ends, &worker.replyEnds); swap(&nulls, &worker.replyNulls) }
-        var base = 0
-        var status = ParseStatus.ok
-        input.withSegments { segment in
-            worker.replies.removeAll(keepingCapacity: true)
-            status = scanner.feed(segment, replies: &worker.replies)
-            for r in worker.replies where !r.isPush {
-                ends.append(base + r.end)
-                nulls.append(r.isNull)
-            }
-            base += segment.count
-            return status == .ok
-        }
+        defer { swap(&ends, &worker.replyEnds) }
+        let (status, _) = framer.scan({ input.withSegments($0) }, into: &ends)
         if status != .ok {
             Log.warning("Unparseable reply on the shared upstream connection; resetting it")
             failed("unparseable reply from upstream")
@@ -138,7 +124,8 @@ final class SharedUpstream: UpstreamLinkDelegate {
         var consumed = 0
         var touched: ClientSession? = nil
         var touchedReplies = 0
-        for (n, end) in ends.enumerated() {
+        for reply in ends {
+            let end = reply.end
             guard head < queue.count else {
                 Log.warning("Reply with no request waiting on the shared upstream connection; resetting it")
                 failed("reply with no request")
@@ -158,7 +145,7 @@ final class SharedUpstream: UpstreamLinkDelegate {
                 touched = session
                 touchedReplies = 0
             }
-            session.takeSharedReply(from: input, count: end - consumed, complete: true, isNull: nulls[n])
+            session.takeSharedReply(from: input, count: end - consumed, complete: true, isNull: reply.isNull)
             headMidReply = false
             consumed = end
             touchedReplies += 1

@@ -160,21 +160,12 @@ final class UpstreamLink: ConnectionDelegate {
     /// each, and once all are in, release the owner's bytes.
     private func readHandshake() {
         let input = connection.input
-        var scanner = ReplyScanner()
-        var replies: [ReplyInfo] = []
-        var ends: [Int] = []
-        var base = 0
-        var status = ParseStatus.ok
-        input.withSegments { segment in
-            replies.removeAll(keepingCapacity: true)
-            status = scanner.feed(segment, replies: &replies)
-            for r in replies where !r.isPush { ends.append(base + r.end) }
-            base += segment.count
-            return status == .ok && ends.count < handshakeOwed
-        }
+        var framer = ReplyFramer()
+        var ends: [ReplyEnd] = []
+        let (status, _) = framer.scan({ input.withSegments($0) }, into: &ends, until: handshakeOwed)
         guard status == .ok else { fail("unparseable reply to the proxy's AUTH/SELECT"); return }
         var start = 0
-        for end in ends.prefix(handshakeOwed) {
+        for end in ends.prefix(handshakeOwed).lazy.map(\.end) {
             if input.copy(1, offset: start).first == UInt8(ascii: "-") {
                 let text = String(decoding: input.copy(min(end - start, 512), offset: start), as: UTF8.self)
                 let line = text.dropFirst().split(whereSeparator: { $0 == "\r" || $0 == "\n" }).first ?? ""
@@ -184,7 +175,7 @@ final class UpstreamLink: ConnectionDelegate {
             start = end
         }
         guard ends.count >= handshakeOwed else { return }     // the rest is still arriving
-        input.drain(ends[handshakeOwed - 1])
+        input.drain(ends[handshakeOwed - 1].end)
         handshakeOwed = 0
         releaseHeld()
         if connection.flush() && connection.notifyWhenDrained { tellOwner { $0.linkDrained(self) } }

@@ -40,10 +40,7 @@ final class Worker {
 
     var frames: [RequestFrame] = []
     var spans: [ArgSpan] = []
-    var replies: [ReplyInfo] = []
-    var replyEnds: [Int] = []
-    var replyNulls: [Bool] = []
-    var replySpans: [(end: Int, counts: Bool)] = []
+    var replyEnds: [ReplyEnd] = []
 
 
     let tierSetup: TierSetup
@@ -85,7 +82,7 @@ final class Worker {
         self.clientTLS = config.clientTLS
         frames.reserveCapacity(256)
         spans.reserveCapacity(1024)
-        replies.reserveCapacity(256)
+        replyEnds.reserveCapacity(256)
         shared = SharedUpstream(worker: self)
         hot = HotClient(worker: self)
     }

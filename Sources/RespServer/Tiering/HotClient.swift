@@ -8,7 +8,7 @@ import Reactor
 final class HotClient: UpstreamLinkDelegate {
     private unowned let worker: Worker
     private var link: UpstreamLink?
-    private var scanner = ReplyScanner()
+    private var framer = ReplyFramer()
     /// Bytes of `link.input` the scanner has seen: the start of a reply still arriving (a large
     /// DUMP spans many reads), which must not be fed to it twice.
     private var scanned = 0
@@ -39,7 +39,7 @@ final class HotClient: UpstreamLinkDelegate {
     private func connect() -> UpstreamLink? {
         if let link { return link }
         guard let address = worker.upstreamAddress else { return nil }
-        scanner = ReplyScanner()
+        framer = ReplyFramer()
         scanned = 0
         let up = UpstreamLink(worker: worker, address: address, delegate: self)
         link = up
@@ -48,20 +48,11 @@ final class HotClient: UpstreamLinkDelegate {
 
     func linkReadable(_ link: UpstreamLink) {
         let input = link.input
-        var ends: [Int] = []
-        var base = scanned
-        var status = ParseStatus.ok
-        var infos: [ReplyInfo] = []
-        input.withSegments(offset: scanned) { segment in
-            infos.removeAll(keepingCapacity: true)
-            status = scanner.feed(segment, replies: &infos)
-            for r in infos where !r.isPush { ends.append(base + r.end) }
-            base += segment.count
-            return status == .ok
-        }
+        var ends: [ReplyEnd] = []
+        let (status, base) = framer.scan({ input.withSegments(offset: scanned, $0) }, from: scanned, into: &ends)
         guard status == .ok else { failed("unparseable reply from upstream"); return }
         var consumed = 0
-        for end in ends {
+        for end in ends.lazy.map(\.end) {
             collected.append(input.copy(end - consumed))
             input.drain(end - consumed)
             consumed = end
