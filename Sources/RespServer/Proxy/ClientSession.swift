@@ -17,6 +17,8 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     let client: Connection
     private(set) var dedicated: UpstreamLink?
     private var pinned = false
+    /// Requests sent now go on the worker's shared connection, one after another (`KeyBatch`).
+    var onSharedRoute: Bool { !pinned && failure == nil && !isClosed }
 
     private var parser: RequestParser
     private var scanner = ReplyScanner()
