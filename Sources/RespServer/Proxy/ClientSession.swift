@@ -19,6 +19,8 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     let client: Connection
     var dedicated: UpstreamLink?
     var pinned = false
+    /// Requests sent now go on the worker's shared connection, one after another (`KeyBatch`).
+    var onSharedRoute: Bool { !pinned && failure == nil && !isClosed }
 
     var parser: RequestParser
     var framer = ReplyFramer()

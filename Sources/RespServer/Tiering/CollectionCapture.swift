@@ -75,13 +75,14 @@ final class CollectionCapture: @unchecked Sendable {
 
 /// Records the deferred keys a write left present (`CollectionCapture`): each is marked written
 /// in the key log, so the flusher reads it from hot, then `then` runs (once the marks are
-/// durable under `keylog-fsync always`).
+/// durable under `keylog-fsync always`). `writes`: the deferred writes these marks stand for
+/// (several when a `KeyBatch` ran them in one transaction); one per key if nil.
 enum DeferredWrite {
-    static func record(_ keys: [(TierKey, Int64?)], access: TierAccess, then: @escaping () -> Void) {
+    static func record(_ keys: [(TierKey, Int64?)], writes: Int? = nil, access: TierAccess, then: @escaping () -> Void) {
         let core = access.core
         guard let log = core.keyLog, !keys.isEmpty else { then(); return }
         var remaining = keys.count
-        core.stats.deferredCollectionWrites.add(keys.count)
+        core.stats.deferredCollectionWrites.add(writes ?? keys.count)
         for (key, expiry) in keys {
             core.generations.bump(key)
             core.setPendingState(key, nil)

@@ -43,6 +43,18 @@ extension KeyedOp {
         return k
     }
 
+    /// The key this command may share a transaction with other clients' writes of it
+    /// (`KeyBatch`): one that would fold its bring-up, sent on the loop's shared connection,
+    /// with no default expiry to give.
+    func batchKey() -> TierKey? {
+        guard let k = lockKeys.first, lockKeys.allSatisfy({ $0 == k }), k.db == db, session.onSharedRoute, !own.beside,
+              !plan.promotesApart, !plan.runsAlone, !plan.script, session.watchedKeys.isEmpty,
+              plan.defaultTTL == .never || core.rules.rule(for: k.bytes).ttlSeconds == nil,
+              !plan.written.isEmpty, plan.written.allSatisfy({ tierKey($0) == k }),
+              plan.bringUp.allSatisfy({ tierKey($0) == k }) else { return nil }
+        return k
+    }
+
     /// The command ran while hot lacked `key`, which is not known to be absent below.
     func ranWithoutKey(_ key: TierKey, _ capture: CaptureBatch, _ written: [TierKey], _ slot: ReplySlot,
                        otherwise: @escaping () -> Void) {

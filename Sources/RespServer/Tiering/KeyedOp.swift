@@ -25,7 +25,8 @@ final class KeyedOp {
     let plan: TieredCommand.KeyedPlan
     let access: TierAccess
     let db: Int
-    private var lockKeys: [TierKey] = []
+    /// The keys this command holds; empty while a `KeyBatch` holds them for it.
+    var lockKeys: [TierKey] = []
     /// Keys the command wrote in hot: their generation moves again when the locks go.
     private var writtenKeys: [TierKey] = []
     /// Keys that existed (in hot or below) before the command: decides `ttl` for creators.
@@ -34,20 +35,22 @@ final class KeyedOp {
     /// (`CollectionCapture`): those found present are recorded for the flusher to read.
     var captured: [TierKey] = []
     var deferred: [TierKey] = []
-    private var presentDeferred: [(TierKey, Int64?)] = []
+    var presentDeferred: [(TierKey, Int64?)] = []
     /// Copies found below, promoted inside the command's transaction (`watchingBringUp`).
     var promotions: [(TierKey, Found)] = []
     /// The brought-up keys are WATCHed from before their EXISTS until the transaction's EXEC: if
     /// hot loses one in between, EXEC comes back null and bring-up runs again (bounded). Only on
     /// the client's own route, when the client watches nothing itself (its watches are
     /// `WatchGuard`'s) and the command will run as a transaction.
-    private var watchingBringUp = false
+    var watchingBringUp = false
     var bringUpAttempts = 0
     /// The one key whose bring-up rides in the command's own transaction (`KeyedOp+Fold`).
     var folded: TierKey?
     /// This command counts in the session's `foldsInDoubt`.
     var inDoubt = false
     private let done: () -> Void
+    /// Runs once this command has answered: the next of a failed batch's commands (`KeyBatch`).
+    var afterFinish: (() -> Void)?
     /// Where the bring-up and the capture go.
     let own: OwnRequests
     /// Called once the command itself is on its way to hot: the client's later requests may
@@ -88,6 +91,20 @@ final class KeyedOp {
         lockKeys = (plan.bringUp + plan.written).map(tierKey).filter(core.isTiered)
         let needsDefaultTTL = plan.defaultTTL != .never && plan.written.contains { core.rules.rule(for: args[$0.index]).ttlSeconds != nil }
         guard access.hasLowerTiers, !lockKeys.isEmpty || needsDefaultTTL else { passThrough(); return }
+        if let key = batchKey() {
+            switch core.batches.join(self, key: key) {
+            case .joined:
+                lockKeys = []      // its batch's leader takes the key for it
+                return
+            case .leads(let batch):
+                core.whenNotSwapping(on: access.loop) { [self] in
+                    core.locks.acquire(lockKeys, on: access.loop) { batch.granted() }
+                }
+                return
+            case .apart:
+                break
+            }
+        }
         // A SWAPDB under way is let through first: this command's keys name databases it moves.
         core.whenNotSwapping(on: access.loop) { [self] in
             core.locks.acquire(lockKeys, on: access.loop) { [self] in bringUp() }
@@ -96,7 +113,7 @@ final class KeyedOp {
 
     // MARK: - Bring up
 
-    private func bringUp() {
+    func bringUp() {
         watchingBringUp = false
         let keys = unique(plan.bringUp.map(tierKey).filter(core.isTiered)).filter(mayNeedBringingUp)
         if keys.isEmpty { execute(); return }
@@ -136,107 +153,9 @@ final class KeyedOp {
         return !access.isKnownAbsentBelow(key)
     }
 
-    private func lookUp(_ keys: [TierKey], _ slot: ReplySlot) {
-        var results = [Result<Found?, TierError>?](repeating: nil, count: keys.count)
-        var remaining = keys.count
-        for (i, k) in keys.enumerated() {
-            access.lookup(k, locked: true) { [self] result in
-                results[i] = result
-                remaining -= 1
-                if remaining == 0 { promote(zip(keys, results.map { $0! }), slot) }
-            }
-        }
-    }
-
-    private func promote<S: Sequence>(_ results: S, _ slot: ReplySlot) where S.Element == (TierKey, Result<Found?, TierError>) {
-        var found: [(TierKey, Found)] = []
-        for (k, r) in results {
-            switch r {
-            case .failure(let e):
-                unwatch { [self] in finish(slot, ReplyParts.errorReply("ERR tierproxy: \(e)")) }
-                return
-            case .success(let f?):
-                found.append((k, f))
-                existed.insert(k)
-            case .success(nil):
-                break
-            }
-        }
-        if found.isEmpty { session.fill(slot, []); execute(); return }
-        if watchingBringUp {
-            // Promoted inside the command's transaction (`CaptureBatch`), counted once it ran.
-            promotions = found
-            session.fill(slot, [])
-            execute()
-            return
-        }
-        var batch = DBBatch(home: own.homeDB)
-        for (k, f) in found { batch.add(Promotion.setCommand(k, f.entry), db: k.db) }
-        own.send(batch.finish()) { [self] replies, promoted in
-            session.fill(slot, [])
-            if let error = batch.ours(replies).first(where: Promotion.refused) {
-                finish(promoted, Array(error))     // e.g. OOM: what Redis says to a write it cannot take
-                return
-            }
-            core.stats.promotions.add(found.count)
-            for (_, f) in found { access.metrics.promoted(f.tier) }
-            var pending = found.count
-            for (k, f) in found {
-                access.copyUp(k, f) { [self] in
-                    pending -= 1
-                    if pending == 0 { session.fill(promoted, []); execute() }
-                }
-            }
-        }
-    }
-
-    /// Ends `watchingBringUp` when no EXEC will (the command does not run as planned).
-    private func unwatch(_ then: @escaping () -> Void) {
-        guard watchingBringUp else { then(); return }
-        watchingBringUp = false
-        session.sendComposed([[Array("UNWATCH".utf8)]]) { [self] _, slot in
-            session.fill(slot, [])
-            then()
-        }
-    }
-
-    /// After the transaction promoted them: counted, and a copy found in cold copied to warm.
-    private func promoted(_ then: @escaping () -> Void) {
-        let found = promotions
-        promotions = []
-        if found.isEmpty { then(); return }
-        core.stats.promotions.add(found.count)
-        for (_, f) in found { access.metrics.promoted(f.tier) }
-        var pending = found.count
-        for (k, f) in found {
-            access.copyUp(k, f) {
-                pending -= 1
-                if pending == 0 { then() }
-            }
-        }
-    }
-
-    /// The promotions alone, then `then`: when the transaction that was to carry them did not run.
-    private func promoteApart(_ slot: ReplySlot, then: @escaping () -> Void) {
-        var batch = DBBatch(home: db)
-        for (k, f) in promotions { batch.add(Promotion.setCommand(k, f.entry), db: k.db) }
-        session.sendComposed(batch.finish()) { [self] replies, promotedSlot in
-            session.fill(slot, [])
-            if let error = batch.ours(replies).first(where: Promotion.refused) {
-                promotions = []
-                finish(promotedSlot, Array(error))     // e.g. OOM: what Redis says to a write it cannot take
-                return
-            }
-            promoted { [self] in
-                session.fill(promotedSlot, [])
-                then()
-            }
-        }
-    }
-
     // MARK: - Run on hot
 
-    private func execute() {
+    func execute() {
         let allWritten = unique(plan.written.map(tierKey))
         let written = allWritten.filter(core.isTiered)
         let expiring = allWritten.compactMap { k in defaultTTL(for: k).map { (k, $0) } }
@@ -403,57 +322,6 @@ final class KeyedOp {
         }
     }
 
-    // MARK: - Below
-
-    /// The captured keys' states, and a delete for each probed key the command left absent
-    /// (`presentDeferred` gets the others).
-    private func states(_ capture: CaptureBatch, _ elements: [ArraySlice<UInt8>]) -> [(TierKey, KeyState)] {
-        var out = capture.states(elements, of: captured)
-        if plan.capture == .dump {
-            for (k, state) in out { if case .value(let v, _, _) = state { core.collections.noteSize(k, bytes: v.count) } }
-        }
-        presentDeferred = []
-        for (k, expiry) in zip(deferred, capture.probedExpiries(elements)) {
-            if let expiry { presentDeferred.append((k, expiry)) } else { out.append((k, .absent)) }
-        }
-        return out
-    }
-
-    private func sync(_ states: [(TierKey, KeyState)], reply: [UInt8], slot: ReplySlot) {
-        let present = presentDeferred
-        presentDeferred = []
-        if !present.isEmpty {
-            DeferredWrite.record(present, access: access) { [self] in syncStates(states, reply: reply, slot: slot) }
-        } else {
-            syncStates(states, reply: reply, slot: slot)
-        }
-    }
-
-    private func syncStates(_ states: [(TierKey, KeyState)], reply: [UInt8], slot: ReplySlot) {
-        if states.isEmpty { finish(slot, reply); return }
-        var remaining = states.count
-        var failedWrites: [(TierKey, TierError)] = []
-        for (key, state) in states {
-            LowerWrite.apply(key, state, access: access) { [self] result in
-                if case .failure(let e) = result { failedWrites.append((key, e)) }
-                remaining -= 1
-                if remaining == 0 { synced(failedWrites, reply: reply, slot: slot) }
-            }
-        }
-    }
-
-    /// A write a lower tier did not take must not leave an older value readable there: the key
-    /// is removed from hot too and its delete recorded durably (retried until it lands; reads
-    /// see it absent meanwhile). The client gets an error: its write may not have happened.
-    private func synced(_ failures: [(TierKey, TierError)], reply: [UInt8], slot: ReplySlot) {
-        guard let (_, error) = failures.first else { finish(slot, reply); return }
-        LowerWrite.removeEverywhere(failures.map { $0.0 }, access: access, hot: session.hot,
-                                    homeDB: session.worker.config.upstream.db) { [self] in
-            finish(slot, ReplyParts.errorReply("ERR tierproxy: the lower tier did not take the write, "
-                                               + "so the key was removed from every tier: \(error)"))
-        }
-    }
-
     // MARK: - Endings
 
     func finish(_ slot: ReplySlot, _ reply: [UInt8]) {
@@ -464,9 +332,12 @@ final class KeyedOp {
         sent = nil
         s?()
         done()
+        let next = afterFinish
+        afterFinish = nil
+        next?()
     }
 
-    private func release() {
+    func release() {
         // Bumped again at the end: a lookup that began while the lower tiers still held the old
         // state must not promote it once the keys are free.
         for k in writtenKeys { core.generations.bump(k) }

@@ -51,6 +51,8 @@ final class TieringCore: @unchecked Sendable {
     private let pendingStates = Mutex<[TierKey: KeyState]>([:])
     let stats = TieringStats()
     let collections: CollectionCapture
+    /// Writes of one key waiting on its lock, gathered to run as one transaction (`KeyBatch`).
+    let batches = KeyBatches()
     /// Where the lower tiers keep each Redis database (nil: its file could not be read; SWAPDB is
     /// then refused).
     let databases: DatabaseMap?

@@ -84,7 +84,7 @@ final class WriteBehindFlusher {
             access.storeMany(batch.map { ($0.1, $0.2) }) { outcome in
                 var stored: [TierKey] = []
                 for ((i, key, _), r) in zip(batch, outcome) {
-                    if r.isSuccess { stored.append(key) }
+                    if r.isSuccess && self.isLatest(items[i]) { stored.append(key) }
                     results[i] = r
                 }
                 core.clearPendingStates(stored)
@@ -93,19 +93,28 @@ final class WriteBehindFlusher {
             }
         }
         for i in single {
-            flush(items[i].op, items[i].key) { r in
+            flush(items[i]) { r in
                 results[i] = r
                 finished()
             }
         }
     }
 
-    private func flush(_ op: KeyLog.Op, _ key: TierKey, _ done: @escaping (Result<Void, TierError>) -> Void) {
+    /// True if no write of the item's key came after it. A write that waited on the key's lock
+    /// ahead of this flush left its state pending, and this flush stored that state; its newer
+    /// key-log mark flushes again, and must find the state still pending: with none, it would
+    /// read hot, and a key hot has lost since would be deleted below.
+    private func isLatest(_ item: KeyLog.Item) -> Bool {
+        access.core.keyLog?.pendingItem(item.key)?.sequence ?? item.sequence == item.sequence
+    }
+
+    private func flush(_ item: KeyLog.Item, _ done: @escaping (Result<Void, TierError>) -> Void) {
         let core = access.core
+        let op = item.op, key = item.key
         core.locks.acquire([key], on: access.loop) { [self] in
             func write(_ state: KeyState) {
-                access.store(key, state) { result in
-                    if case .success = result { core.setPendingState(key, nil) }
+                access.store(key, state) { [self] result in
+                    if case .success = result, isLatest(item) { core.setPendingState(key, nil) }
                     core.locks.release([key])
                     done(result)
                 }
