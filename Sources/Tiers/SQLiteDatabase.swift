@@ -48,6 +48,11 @@ final class SQLiteDatabase {
             // per write-behind SET). In WAL mode the cache survives between transactions since
             // this connection is the only writer. The cache grows only with pages used.
             try exec("PRAGMA cache_size=-\(Self.pageCacheKiB)")
+            // Checkpoints rarer than SQLite's default of every 1000 WAL pages: random-key writes
+            // put about one page per row in the WAL, and a checkpoint copies each distinct page
+            // once however often it was rewritten, so a longer WAL (at most about 32 MiB, reset
+            // at each checkpoint) copies fewer pages per row written.
+            try exec("PRAGMA wal_autocheckpoint=8192")
             let version = try userVersion()
             guard version <= Self.schemaVersion else {
                 throw TierError.failed("SQLite database \(path) has schema version \(version), newer than this tierproxy (\(Self.schemaVersion))")
