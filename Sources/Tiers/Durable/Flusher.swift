@@ -146,8 +146,12 @@ public final class Flusher {
         superseded.add(items.count - cleared)
         flushed.add(items.count)
         checkedOut.add(-items.count)
+        // The next batch goes at once only when a full one waits; a smaller backlog waits for
+        // the tick (at most `intervalMillis`). Refilling after every batch under a steady write
+        // load flushed a few keys at a time, so each key paid a batch's costs (a worker wake, a
+        // transaction, a WAL page per key, a timer): bigger batches make them per batch again.
         // Deferred: a closure that completes synchronously must not recurse into the next flush.
-        refill?.schedule()
+        if log.availableCount >= max(1, options.batchSize) { refill?.schedule() }
     }
 
     private func failed(_ item: KeyLog.Item, attempt: Int) {

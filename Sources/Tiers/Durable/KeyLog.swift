@@ -248,6 +248,9 @@ public final class KeyLog {
         withLock { pending.current(key)?.op == .delete }
     }
 
+    /// Pending keys not checked out: what `takeBatch` could hand out now.
+    public var availableCount: Int { withLock { pending.count - pending.checkedOut } }
+
     /// The latest pending op of `key`, if any.
     public func pendingItem(_ key: TierKey) -> Item? {
         withLock { pending.current(key) }
