@@ -34,15 +34,19 @@ final class KeyBatch {
     private var readBack = false
     private var probed = false
 
+    /// The leader's loop's (every member is of that loop). Kept apart from `members`, which may
+    /// be left empty when every client has left the shared route (closed, say) before the lock came.
+    private let access: TierAccess
+
     init(leader: KeyedOp, key: TierKey) {
         self.key = key
         capture = leader.plan.capture
         members = [leader]
+        access = leader.access
     }
 
     fileprivate func add(_ op: KeyedOp) { members.append(op) }
 
-    private var access: TierAccess { members[0].access }
     private var core: TieringCore { access.core }
 
     /// The key's lock is the batch's: no more members; run them.
