@@ -1,18 +1,23 @@
 #!/usr/bin/env python3
 """Issue 11 figure: what metrics cost on the hit path.
 
-The same tierproxy build twice: `metrics off` (the default, no endpoint) and `metrics on`
+The same tierproxy build three times: `metrics off` (the default, no endpoint), `metrics on`
 (`--metrics-port`, scraped every second by a thread of this script, as a Prometheus would, for the
-whole run). redis-benchmark -c 50 -r 100000 GET and SET at -P 1 and -P 16, the two targets
-alternating (the starting one rotates) for --rounds rounds, with fresh proxy processes each
-round (warmed up before they are measured); medians, the ratio of the medians, and
-the median of each round's own on/off ratio (the two runs of a round are back to back, so slow
-drift of the machine cancels), which the issue wants within 2%. `--pin` puts this script, Redis
-and redis-benchmark on CPU 0 and every thread of the proxies on CPU 1, so the scheduler cannot
-move them between runs. The hit path: GETs run on the embedded tiers with every key a hot
-hit; SETs run on the proxy core (`--warm none --cold none`), since a tiered SET is a write to the
-lower tier, not a hit. Checked per run: every scrape answered 200, and GETs made no lower-tier
-lookup (every key was populated in hot).
+whole run) and a second `metrics off` process, the A/A control: the two off processes run the
+same code, so their ratio is this bench's own noise floor, printed beside the on/off ratio.
+redis-benchmark -c 50 -r 100000 GET and SET at -P 1 and -P 16, the three targets alternating
+(the starting one rotates) for --rounds rounds; medians, the ratio of the medians, and the
+median of each round's own ratio to `metrics off` (the runs of a round are back to back, so slow
+drift of the machine cancels), which the issue wants within 2%.
+
+The processes live for the whole run (warmed up first) and start with address-space
+randomisation off (`setarch -R`), so that no process is a few percent faster or slower than
+another for its whole life only because of where its stacks, heap and libraries landed.
+`--pin` puts this script, Redis and redis-benchmark on CPU 0 and every thread of the proxies on
+CPU 1, so the scheduler cannot move them between runs. The hit path: GETs run on the embedded
+tiers with every key a hot hit; SETs run on the proxy core (`--warm none --cold none`), since a
+tiered SET is a write to the lower tier, not a hit. Checked per run: every scrape answered 200,
+and GETs made no lower-tier lookup (every key was populated in hot).
 
 Usage: bench/metrics_bench.py [--rounds 5] [--threads 1] [--pin] [--write-results]
 Everything is started here on free loopback ports and stopped at the end.
@@ -56,22 +61,33 @@ class Scraper:
         self.thread.join(10)
 
 
+NAMES = ("metrics off", "metrics on", "metrics off (A/A control)")
+
+
 def start_proxies(binary, tmp, upstream_port, threads, pin):
-    """One round's four proxies: GETs on the embedded tiers, SETs on the core, each pair with
-    metrics off and on; warmed up (first requests fault pages in and fill caches)."""
-    mport, mport2 = free_port(), free_port()
-    tiered = [Proxy("metrics off", binary, tmp, upstream_port, threads, "sqlite:{dir}/warm.db", "dir:{dir}/cold"),
-              Proxy("metrics on", binary, tmp, upstream_port, threads, "sqlite:{dir}/warm.db", "dir:{dir}/cold",
-                    env={"TIERPROXY_METRICS_PORT": str(mport)})]
-    core = [Proxy("metrics off", binary, tmp, upstream_port, threads, "none", "none"),
-            Proxy("metrics on", binary, tmp, upstream_port, threads, "none", "none",
-                  env={"TIERPROXY_METRICS_PORT": str(mport2)})]
-    for t in tiered + core:
-        if pin:
-            for tid in os.listdir(f"/proc/{t.proc.pid}/task"):
-                os.sched_setaffinity(int(tid), {1})
-        run_benchmark(t.port, "get" if t in tiered else "set", 16, 50000, t.proc.pid)
-    return {"get": tiered, "set": core}, {id(tiered[1]): mport, id(core[1]): mport2}
+    """The run's six proxies: GETs on the embedded tiers, SETs on the core, each trio metrics
+    off, on, and off again; warmed up (first requests fault pages in and fill caches). Their
+    metrics ports by id."""
+    prefix = ("setarch", os.uname().machine, "-R")
+    targets, ports = {}, {}
+    for case, warm, cold in (("get", "sqlite:{dir}/warm.db", "dir:{dir}/cold"), ("set", "none", "none")):
+        trio = []
+        for name in NAMES:
+            env, mport = {}, None
+            if name == "metrics on":
+                mport = free_port()
+                env = {"TIERPROXY_METRICS_PORT": str(mport)}
+            t = Proxy(name, binary, tmp, upstream_port, threads, warm, cold, env=env, prefix=prefix)
+            ports[id(t)] = mport
+            trio.append(t)
+        targets[case] = trio
+    for trio_case, trio in targets.items():
+        for t in trio:
+            if pin:
+                for tid in os.listdir(f"/proc/{t.proc.pid}/task"):
+                    os.sched_setaffinity(int(tid), {1})
+            run_benchmark(t.port, trio_case, 16, 200000, t.proc.pid)
+    return targets, ports
 
 
 def run_case(t, case, args, metrics_port):
@@ -110,45 +126,42 @@ def main():
     redis_t = start_redis(tmp)
     populate(redis_t.port)
     cases = [("get", 1), ("get", 16), ("set", 1), ("set", 16)]
-    results = {(name, c): [] for name in ("metrics off", "metrics on") for c in cases}
+    results = {(name, c): [] for name in NAMES for c in cases}
     scrapes = [0, 0]
+    targets, ports = start_proxies(binary, tmp, redis_t.port, args.threads, args.pin)
     try:
         for rnd in range(args.rounds):
-            # Fresh processes every round: a process's own memory layout can make it a few
-            # percent faster or slower for its whole life, which pairing the same two processes
-            # in every round would count as the metrics' cost.
-            targets, ports = start_proxies(binary, tmp, redis_t.port, args.threads, args.pin)
-            try:
-                for case in cases:
-                    pair = targets["get" if case[0] == "get" else "set"]
-                    k = rnd % len(pair)
-                    for t in pair[k:] + pair[:k]:
-                        r, scraped = run_case(t, case, args, ports.get(id(t)))
-                        scrapes[0] += scraped[0]
-                        scrapes[1] += scraped[1]
-                        t.alive(f"{case} round {rnd + 1}")
-                        results[(t.name, case)].append(r)
-            finally:
-                for pair in targets.values():
-                    for t in pair:
-                        t.stop()
+            for case in cases:
+                trio = targets[case[0]]
+                k = rnd % len(trio)
+                for t in trio[k:] + trio[:k]:
+                    r, scraped = run_case(t, case, args, ports.get(id(t)))
+                    scrapes[0] += scraped[0]
+                    scrapes[1] += scraped[1]
+                    t.alive(f"{case} round {rnd + 1}")
+                    results[(t.name, case)].append(r)
             print(f"round {rnd + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     finally:
+        for trio in targets.values():
+            for t in trio:
+                t.stop()
         redis_t.stop()
     if scrapes[1]:
         problem(f"{scrapes[1]} scrapes failed (of {sum(scrapes)})")
     lines = ["| test | metrics off rps | metrics on + scraped 1/s rps | ratio of medians | median of round ratios "
-             "| within 2% | p50 ms off / on | proxy CPU µs/req off / on |",
-             "|---|---:|---:|---:|---:|:---:|---:|---:|"]
+             "| within 2% | A/A control: median of round ratios | p50 ms off / on | proxy CPU µs/req off / on / control |",
+             "|---|---:|---:|---:|---:|:---:|---:|---:|---:|"]
     for case in cases:
-        a, b = results[("metrics off", case)], results[("metrics on", case)]
+        a, b, c = (results[(name, case)] for name in NAMES)
         med = lambda rs, f: statistics.median(x[f] for x in rs)
-        paired = statistics.median(y["rps"] / x["rps"] for x, y in zip(a, b))
+        paired = lambda ys: statistics.median(y["rps"] / x["rps"] for x, y in zip(a, ys))
+        on, control = paired(b), paired(c)
         lines.append(f"| {case[0].upper()} -P {case[1]} | {med(a, 'rps'):,.0f} | {med(b, 'rps'):,.0f} | "
-                     f"{med(b, 'rps') / med(a, 'rps'):.3f} | {paired:.3f} | {'yes' if abs(paired - 1) <= 0.02 else 'no'} | "
-                     f"{med(a, 'p50'):.3f} / {med(b, 'p50'):.3f} | "
-                     f"{med(a, 'cpu_us'):.1f} / {med(b, 'cpu_us'):.1f} |")
-    table = "\n".join(lines) + (f"\n\n{args.rounds} rounds alternating, medians, `--threads {args.threads}`"
+                     f"{med(b, 'rps') / med(a, 'rps'):.3f} | {on:.3f} | {'yes' if abs(on - 1) <= 0.02 else 'no'} | "
+                     f"{control:.3f} | {med(a, 'p50'):.3f} / {med(b, 'p50'):.3f} | "
+                     f"{med(a, 'cpu_us'):.2f} / {med(b, 'cpu_us'):.2f} / {med(c, 'cpu_us'):.2f} |")
+    table = "\n".join(lines) + (f"\n\n{args.rounds} rounds alternating, medians, `--threads {args.threads}`, "
+                                f"the same six processes for the whole run, address-space randomisation off"
                                 f"{', pinned (script, Redis, client on CPU 0; proxies on CPU 1)' if args.pin else ''}; "
                                 f"{scrapes[0]} scrapes answered during the 'on' runs. {tiered_bench.BINARY_NOTE}.")
     if PROBLEMS:

@@ -56,12 +56,12 @@ def start_redis(tmp):
 class Proxy(Target):
     """tierproxy with its output kept (warnings and crashes are reported)."""
 
-    def __init__(self, name, binary, tmp, upstream_port, threads, warm, cold, env=None, extra=()):
+    def __init__(self, name, binary, tmp, upstream_port, threads, warm, cold, env=None, extra=(), prefix=()):
         self.name, self.port = name, free_port()
         self.dir = tempfile.mkdtemp(prefix="proxy-", dir=tmp)
         warm = warm.format(dir=self.dir)
         cold = cold.format(dir=self.dir)
-        self.argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1",
+        self.argv = [*prefix, binary, "--port", str(self.port), "--bind", "127.0.0.1",
                      "--upstream", f"redis://127.0.0.1:{upstream_port}", "--threads", str(threads),
                      "--warm", warm, "--cold", cold, "--dir", self.dir, "--loglevel", "notice", *extra]
         self.log = os.path.join(self.dir, "proxy.log")
