@@ -131,7 +131,12 @@ public final class HTTPClient {
         } else {
             _ = tp_easy_setopt_long(easy, CURLOPT_HTTP_VERSION, Int(CURL_HTTP_VERSION_1_1))
         }
+        setHeaders(easy, request, t)
+        setMethod(easy, request, t)
+    }
 
+    /// The request's headers, and none of curl's own that would change what was signed.
+    private func setHeaders(_ easy: UnsafeMutableRawPointer, _ request: HTTPRequest, _ t: CurlTransfer) {
         var list: UnsafeMutablePointer<curl_slist>? = nil
         var hasContentType = false
         for (name, value) in request.headers {
@@ -145,7 +150,10 @@ public final class HTTPClient {
         list = curl_slist_append(list, "Expect:")
         t.headerList = list
         _ = tp_easy_setopt_slist(easy, CURLOPT_HTTPHEADER, list)
+    }
 
+    /// The method and, for methods that carry one, the body (copied: curl keeps a pointer).
+    private func setMethod(_ easy: UnsafeMutableRawPointer, _ request: HTTPRequest, _ t: CurlTransfer) {
         let method = request.method.uppercased()
         switch method {
         case "GET":

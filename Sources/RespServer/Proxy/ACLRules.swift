@@ -64,67 +64,87 @@ struct ACLUser {
     /// Applies one rule; the error's text never repeats a password.
     mutating func apply(_ rule: String) throws {
         let lower = rule.lowercased()
-        switch lower {
-        case "on": enabled = true; return
-        case "off": enabled = false; return
-        case "nopass": nopass = true; passwordHashes = []; return
-        case "resetpass": nopass = false; passwordHashes = []; return
-        case "allkeys": allKeys = true; keyPatterns = []; return
-        case "resetkeys": allKeys = false; keyPatterns = []; return
-        case "allchannels": allChannels = true; channelPatterns = []; return
-        case "resetchannels": allChannels = false; channelPatterns = []; return
-        case "allcommands": commandRules = [.all(true)]; return
-        case "nocommands": commandRules = [.all(false)]; return
-        case "reset":
-            self = ACLUser(name: name)
-            return
-        default: break
-        }
+        if applyFlag(lower) { return }
         let bytes = Array(rule.utf8)
         guard let first = bytes.first else { throw ConfigError("empty ACL rule") }
         switch first {
+        case UInt8(ascii: ">"), UInt8(ascii: "<"), UInt8(ascii: "#"), UInt8(ascii: "!"):
+            try applyPassword(rule, bytes)
+        case UInt8(ascii: "~"), UInt8(ascii: "%"):
+            try addKeyPattern(rule)
+        case UInt8(ascii: "&"):
+            try addChannelPattern(bytes)
+        case UInt8(ascii: "+"), UInt8(ascii: "-"):
+            try applyCommandRule(rule, lower)
+        case UInt8(ascii: "("):
+            throw ConfigError("ACL selectors '(...)' are not supported by tierproxy")
+        default:
+            // Not repeated: a word that is no rule may be a password written without its '>'.
+            throw ConfigError("Syntax error in an ACL rule starting with '\(String(rule.prefix(1)))'")
+        }
+    }
+
+    /// The one-word rules (`on`, `nopass`, `allkeys`, `reset` …); false if `lower` is none of them.
+    private mutating func applyFlag(_ lower: String) -> Bool {
+        switch lower {
+        case "on": enabled = true
+        case "off": enabled = false
+        case "nopass": nopass = true; passwordHashes = []
+        case "resetpass": nopass = false; passwordHashes = []
+        case "allkeys": allKeys = true; keyPatterns = []
+        case "resetkeys": allKeys = false; keyPatterns = []
+        case "allchannels": allChannels = true; channelPatterns = []
+        case "resetchannels": allChannels = false; channelPatterns = []
+        case "allcommands": commandRules = [.all(true)]
+        case "nocommands": commandRules = [.all(false)]
+        case "reset": self = ACLUser(name: name)
+        default: return false
+        }
+        return true
+    }
+
+    /// `>password`, `<password`, `#hash`, `!hash`.
+    private mutating func applyPassword(_ rule: String, _ bytes: [UInt8]) throws {
+        switch bytes[0] {
         case UInt8(ascii: ">"):
             addHash(ACLUser.hash(Array(bytes.dropFirst())))
         case UInt8(ascii: "<"):
             let h = ACLUser.hash(Array(bytes.dropFirst()))
             guard passwordHashes.contains(h) else { throw ConfigError("'<' rule: no such password") }
             passwordHashes.removeAll { $0 == h }
-        case UInt8(ascii: "#"), UInt8(ascii: "!"):
+        default:
             let hex = String(rule.dropFirst())
             guard hex.utf8.count == 64, hex.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }) else {
                 throw ConfigError("The password hash must be exactly 64 characters and contain only lowercase hexadecimal characters")
             }
-            if first == UInt8(ascii: "#") { addHash(hex) }
-            else {
-                guard passwordHashes.contains(hex) else { throw ConfigError("'!' rule: no such password hash") }
-                passwordHashes.removeAll { $0 == hex }
-            }
-        case UInt8(ascii: "~"), UInt8(ascii: "%"):
-            try addKeyPattern(rule)
-        case UInt8(ascii: "&"):
-            guard !allChannels else {
-                throw ConfigError("Adding a pattern after the * pattern (or the 'allchannels' flag) is not valid and does not have any effect. Try 'resetchannels' to start with an empty list of channels")
-            }
-            let pattern = GlobPattern(Array(bytes.dropFirst()))
-            if pattern.bytes == [UInt8(ascii: "*")] { allChannels = true; channelPatterns = [] }
-            else if !channelPatterns.contains(pattern) { channelPatterns.append(pattern) }
-        case UInt8(ascii: "+"), UInt8(ascii: "-"):
-            let allow = first == UInt8(ascii: "+")
-            let what = String(lower.dropFirst())
-            if what.hasPrefix("@") {
-                let category = String(what.dropFirst())
-                if category == "all" { commandRules = [.all(allow)]; return }
-                guard ACLUser.categories.contains(category) else { throw ConfigError("Unknown command or category name in ACL: '\(rule)'") }
-                commandRules.append(.category(category, allow))
-            } else {
-                guard !what.isEmpty, !what.contains(" ") else { throw ConfigError("Syntax error in ACL rule '\(rule)'") }
-                commandRules.append(.command(what, allow))
-            }
-        case UInt8(ascii: "("):
-            throw ConfigError("ACL selectors '(...)' are not supported by tierproxy")
-        default:
-            // Not repeated: a word that is no rule may be a password written without its '>'.
-            throw ConfigError("Syntax error in an ACL rule starting with '\(String(rule.prefix(1)))'")
+            if bytes[0] == UInt8(ascii: "#") { addHash(hex); return }
+            guard passwordHashes.contains(hex) else { throw ConfigError("'!' rule: no such password hash") }
+            passwordHashes.removeAll { $0 == hex }
+        }
+    }
+
+    /// `&pattern`.
+    private mutating func addChannelPattern(_ bytes: [UInt8]) throws {
+        guard !allChannels else {
+            throw ConfigError("Adding a pattern after the * pattern (or the 'allchannels' flag) is not valid and does not have any effect. Try 'resetchannels' to start with an empty list of channels")
+        }
+        let pattern = GlobPattern(Array(bytes.dropFirst()))
+        if pattern.bytes == [UInt8(ascii: "*")] { allChannels = true; channelPatterns = [] }
+        else if !channelPatterns.contains(pattern) { channelPatterns.append(pattern) }
+    }
+
+    /// `+cmd`, `-cmd`, `+@category`, `-@category`.
+    private mutating func applyCommandRule(_ rule: String, _ lower: String) throws {
+        let allow = lower.hasPrefix("+")
+        let what = String(lower.dropFirst())
+        if what.hasPrefix("@") {
+            let category = String(what.dropFirst())
+            if category == "all" { commandRules = [.all(allow)]; return }
+            guard ACLUser.categories.contains(category) else { throw ConfigError("Unknown command or category name in ACL: '\(rule)'") }
+            commandRules.append(.category(category, allow))
+        } else {
+            guard !what.isEmpty, !what.contains(" ") else { throw ConfigError("Syntax error in ACL rule '\(rule)'") }
+            commandRules.append(.command(what, allow))
         }
     }
 
