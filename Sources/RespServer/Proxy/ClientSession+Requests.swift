@@ -37,11 +37,7 @@ extension ClientSession {
                 stopAtQuit()
                 return false
             case .rewrite:
-                // Sent as the client's own bytes: parsed again from here.
-                input.drain(frame.length)
-                input.prepend(gateBytes ?? [])
-                parser.reset()
-                reparse = true
+                replaceWithRewrite(frame, gateBytes ?? [])
                 return false
             case .answer(let endsTransaction):
                 if !answerInPlace(frame, gateBytes ?? [], endsTransaction: endsTransaction) { return waitForEarlierReplies() }
@@ -63,9 +59,7 @@ extension ClientSession {
                 startTiered(tiered!.0, tiered!.1)
                 return false
             case .runExec:
-                input.drain(frame.length)
-                noticeTransaction(frame.name)
-                startExec(exec!)
+                runExec(frame, exec!)
                 return false
             case .forward(let reauthenticate, let replication):
                 forwardOnOwnConnection(frame, &batch)
@@ -75,6 +69,14 @@ extension ClientSession {
         }
         send(&batch)
         return true
+    }
+
+    /// A request the gate rewrote: sent as the client's own bytes, so parsed again from here.
+    private func replaceWithRewrite(_ frame: RequestFrame, _ bytes: [UInt8]) {
+        client.input.drain(frame.length)
+        client.input.prepend(bytes)
+        parser.reset()
+        reparse = true
     }
 
     /// TIERS (at the input's front): answered by the proxy, in its place among the replies.

@@ -105,6 +105,13 @@ extension ClientSession {
                                      homeDB: worker.config.upstream.db) { [unowned self] slot, reply in fill(slot, reply) }
     }
 
+    /// The client's own `EXEC` of a transaction that wrote tiered keys (`ExecCapture`).
+    func runExec(_ frame: RequestFrame, _ exec: ExecCapture) {
+        client.input.drain(frame.length)
+        noticeTransaction(frame.name)
+        startExec(exec)
+    }
+
     /// The client's EXEC, when its transaction wrote tiered keys: the states it leaves them in
     /// are read inside it (`ExecCapture`), and later requests wait until EXEC has answered.
     func startExec(_ capture: ExecCapture) {

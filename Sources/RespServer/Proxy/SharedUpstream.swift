@@ -140,11 +140,7 @@ final class SharedUpstream: UpstreamLinkDelegate {
                 if queue[head].owed == 0 { head += 1 }
                 continue
             }
-            if touched !== session {
-                if let t = touched { t.sharedRepliesArrived(touchedReplies) }
-                touched = session
-                touchedReplies = 0
-            }
+            SharedUpstream.turn(to: session, &touched, &touchedReplies)
             session.takeSharedReply(from: input, count: end - consumed, complete: true, isNull: reply.isNull)
             headMidReply = false
             consumed = end
@@ -152,23 +148,33 @@ final class SharedUpstream: UpstreamLinkDelegate {
             queue[head].owed -= 1
             if queue[head].owed == 0 { head += 1 }
         }
-        // The start of a reply still arriving belongs to the head session.
+        passPartialReply(input, &touched, &touchedReplies)
+        if let t = touched { t.sharedRepliesArrived(touchedReplies) }
+        compactQueue()
+    }
+
+    /// The start of a reply still arriving belongs to the head session (or to the proxy's own
+    /// request at the head, which keeps a little of it to read when it ends).
+    private func passPartialReply(_ input: Buffer, _ touched: inout ClientSession?, _ touchedReplies: inout Int) {
         let rest = input.count
-        if rest > 0 && head < queue.count && queue[head].session == nil {
+        guard rest > 0 && head < queue.count else { return }
+        guard let session = queue[head].session else {
             // The scanner has seen these bytes: they leave the input like a client's would.
             ownPartial += input.copy(min(rest, 512))
             input.drain(rest)
-        } else if rest > 0 && head < queue.count, let session = queue[head].session {
-            if touched !== session {
-                if let t = touched { t.sharedRepliesArrived(touchedReplies) }
-                touched = session
-                touchedReplies = 0
-            }
-            session.takeSharedReply(from: input, count: rest, complete: false)
-            headMidReply = true
+            return
         }
+        SharedUpstream.turn(to: session, &touched, &touchedReplies)
+        session.takeSharedReply(from: input, count: rest, complete: false)
+        headMidReply = true
+    }
+
+    /// Replies now go to `session`: the one they went to before hears how many it got.
+    private static func turn(to session: ClientSession, _ touched: inout ClientSession?, _ touchedReplies: inout Int) {
+        guard touched !== session else { return }
         if let t = touched { t.sharedRepliesArrived(touchedReplies) }
-        compactQueue()
+        touched = session
+        touchedReplies = 0
     }
 
     private func compactQueue() {
