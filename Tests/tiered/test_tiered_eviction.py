@@ -73,11 +73,13 @@ def test_a_copy_brought_up_is_read_before_hot_can_evict_it(make_stack):
     with s.client() as c:
         assert c.hset("ev:big", mapping=big) == 30
     s.evict("ev:big")
-    with s.hot() as h:
-        h.config_set("maxmemory-policy", "allkeys-lru")
-        h.config_set("maxmemory", h.info("memory")["used_memory"] + 1024 * 1024)
+    if s.tiered:
+        with s.hot() as h:
+            h.config_set("maxmemory-policy", "allkeys-lru")
+            h.config_set("maxmemory", h.info("memory")["used_memory"] + 1024 * 1024)
     with s.client() as c:
         assert c.hgetall("ev:big") == big, "the read came after hot had evicted the copy it brought up"
         assert c.hlen("ev:big") == 30
-    with s.hot() as h:
-        assert h.exists("ev:big") == 0, "hot kept the copy: the test did not make it evict"
+    if s.tiered:
+        with s.hot() as h:
+            assert h.exists("ev:big") == 0, "hot kept the copy: the test did not make it evict"
