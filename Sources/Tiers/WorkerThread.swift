@@ -102,9 +102,19 @@ final class WorkerThread<Job> {
             jobs += batch.count
             pthread_mutex_unlock(&mutex)
             process(batch)
+            if workerLingerMicros > 0 { withExtendedLifetime(batch) { _ = usleep(workerLingerMicros) } }
         }
     }
 }
+
+/// Test hook: `TIERPROXY_TEST_WORKER_LINGER_MS` makes every worker hold a batch it has served
+/// (its jobs and their closures) that long before dropping it, as a worker descheduled right
+/// after handing its completions to the loops does on a loaded machine. Tests use it to show
+/// that nothing a client sees depends on when a worker lets go of what a completion captured.
+private let workerLingerMicros: UInt32 = {
+    guard let raw = getenv("TIERPROXY_TEST_WORKER_LINGER_MS"), let ms = UInt32(String(cString: raw)) else { return 0 }
+    return min(ms, 10_000) * 1000
+}()
 
 /// Collects completions by loop during a batch and hands each loop its share in one `execute`,
 /// so a batch of 64 completions costs one wake-up per loop, not 64.

@@ -242,3 +242,24 @@ def test_many_clients_blocked_on_keys_below_while_others_push(make_stack):
         assert blocked_on(h) == 0
     with s.client() as c:
         assert [c.lrange(k, 0, -1) for k in lists] == [[]] * len(lists), "a popped element came back from below"
+
+
+def test_a_popped_key_reads_as_written_as_soon_as_its_reply_is_out(make_stack):
+    """A blocking pop marks the keys it may empty (a lookup then finds nothing below) until what
+    it did is below; the mark must be gone before its reply goes out. The tier worker is made to
+    hold each batch it served (and so every closure its completions captured) for a while, as a
+    worker descheduled just after waking the loop does on a loaded machine: hot then loses both
+    lists at once, and each must still read as the pop left it (before: TYPE answered none while
+    the worker held the closure that kept the mark)."""
+    s = make_stack("local", env={"TIERPROXY_TEST_WORKER_LINGER_MS": "1500"})
+    with s.client() as c:
+        assert c.rpush("bk:l", "a", "b") == 2
+        assert c.rpush("bk:l2", "z") == 1
+    s.evict("bk:l", "bk:l2")
+    with s.client() as c:
+        assert c.brpoplpush("bk:l", "bk:l2", 10) == b"b"
+    s.evict("bk:l", "bk:l2")
+    with s.client() as c:
+        assert c.type("bk:l") == b"list", "the pop's mark outlived its reply: bk:l read as absent"
+        assert c.lrange("bk:l", 0, -1) == [b"a"]
+        assert c.lrange("bk:l2", 0, -1) == [b"b", b"z"]

@@ -60,3 +60,26 @@ def test_thirty_megabytes_through_an_eight_megabyte_hot(make_stack, backend):
         with s.hot() as h:
             assert h.dbsize() < KEYS, "every key fits on hot: the reads did not need the lower tiers"
         assert len(s.warm.live_keys(db=0)) == KEYS, "warm does not hold every written key"
+
+
+def test_a_copy_brought_up_is_read_before_hot_can_evict_it(make_stack):
+    """Under maxmemory Redis makes room before each command it runs. A read of a key hot lacks
+    brings the key's copy up first: were that promotion and the read two commands, the read would
+    be where Redis makes room, and the copy just taken may be what it evicts (one of 600
+    collections once read empty so, on a loaded machine). Here the copy alone overfills hot, so
+    Redis evicts it at the very next command: the read must still see all of it."""
+    s = make_stack("local")
+    big = {b"f%02d" % i: b"x" * 100_000 for i in range(30)}    # 3 MB in hot, a few KB as a DUMP payload
+    with s.client() as c:
+        assert c.hset("ev:big", mapping=big) == 30
+    s.evict("ev:big")
+    if s.tiered:
+        with s.hot() as h:
+            h.config_set("maxmemory-policy", "allkeys-lru")
+            h.config_set("maxmemory", h.info("memory")["used_memory"] + 1024 * 1024)
+    with s.client() as c:
+        assert c.hgetall("ev:big") == big, "the read came after hot had evicted the copy it brought up"
+        assert c.hlen("ev:big") == 30
+    if s.tiered:
+        with s.hot() as h:
+            assert h.exists("ev:big") == 0, "hot kept the copy: the test did not make it evict"

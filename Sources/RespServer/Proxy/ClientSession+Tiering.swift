@@ -74,7 +74,8 @@ extension ClientSession {
                 let mark = BlockingMark(plan.deletes.map { TierKey(db: $0.db ?? db, args[$0.index]) }, core: core)
                 nextHandler = { [unowned self] reply, slot in
                     BlockedWrite.answered(written, reply: reply, session: self) { [weak self] in
-                        withExtendedLifetime(mark) { self?.fill(slot, reply) }
+                        mark?.release()     // before the reply (`BlockingMark`)
+                        self?.fill(slot, reply)
                     }
                 }
             }

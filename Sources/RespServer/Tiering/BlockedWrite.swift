@@ -50,7 +50,11 @@ enum BlockedWrite {
 }
 
 /// The keys a blocking command may delete (a pop of the last element), marked from before it is
-/// sent until what it did is below, or until it is dropped unanswered (its client left). While
+/// sent until what it did is below (`release()`, before its reply goes out), or until it is
+/// dropped unanswered (its client left: `deinit`). Not left to `deinit` when it answers: the
+/// closures that hold the mark may outlive the reply (a tier's worker thread drops its batch's
+/// closures only after handing the completions to the loop), and a lookup from a client that
+/// has seen the reply must not find the key still marked and answer it absent. While
 /// marked, a lookup of such a key finds nothing below (`TierAccess.lookup`): hot lacking it may
 /// mean the pop emptied it, and the copy below is then older, so bringing it up would hand the
 /// popped element out twice. A key hot evicted meanwhile is not brought up either; only a list
@@ -58,6 +62,8 @@ enum BlockedWrite {
 final class BlockingMark {
     private let keys: [TierKey]
     private let core: TieringCore
+    /// Released already; only the loop that sent the command releases it, and `deinit` runs after.
+    private var released = false
 
     init?(_ keys: [TierKey], core: TieringCore) {
         let tiered = keys.filter(core.isTiered)
@@ -67,5 +73,12 @@ final class BlockingMark {
         core.markBlockingDeletes(tiered)
     }
 
-    deinit { core.unmarkBlockingDeletes(keys) }
+    /// What the command did is below (or it took nothing): lookups may read the keys again.
+    func release() {
+        guard !released else { return }
+        released = true
+        core.unmarkBlockingDeletes(keys)
+    }
+
+    deinit { release() }
 }

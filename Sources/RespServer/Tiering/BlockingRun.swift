@@ -121,9 +121,11 @@ final class BlockingRun {
         let mark = BlockingMark(plan.deletes.map(tierKey), core: core)
         session.sendComposed([args]) { [session] replies, slot in
             let reply = replies[0]
-            guard !written.isEmpty else { session.fill(slot, reply); return }
+            guard !written.isEmpty else { mark?.release(); session.fill(slot, reply); return }
             BlockedWrite.answered(written, reply: reply, session: session) {
-                withExtendedLifetime(mark) { session.fill(slot, reply) }
+                // Before the reply: a client that saw it may look the keys up at once, from any loop.
+                mark?.release()
+                session.fill(slot, reply)
             }
         }
         finish()

@@ -30,7 +30,7 @@ extension KeyedOp {
             }
         }
         if found.isEmpty { session.fill(slot, []); execute(); return }
-        if watchingBringUp {
+        if watchingBringUp || readsAfterItsPromotions {
             // Promoted inside the command's transaction (`CaptureBatch`), counted once it ran.
             promotions = found
             session.fill(slot, [])
@@ -55,6 +55,14 @@ extension KeyedOp {
                 }
             }
         }
+    }
+
+    /// A command that only reads runs in one transaction with its promotions when it may run in
+    /// one: under maxmemory Redis makes room before each command, so a read sent after its
+    /// promotion could find the copy just taken already evicted (it may be all hot holds, or the
+    /// key sampled), and answer as if the key were nowhere.
+    var readsAfterItsPromotions: Bool {
+        plan.written.isEmpty && !own.beside && !plan.promotesApart && !plan.runsAlone && !plan.script
     }
 
     /// Ends `watchingBringUp` when no EXEC will (the command does not run as planned).

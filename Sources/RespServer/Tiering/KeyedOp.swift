@@ -163,8 +163,8 @@ final class KeyedOp {
             runAlone(written)
             return
         }
-        if written.isEmpty && expiring.isEmpty && !watchingBringUp {
-            // It only reads: its keys are free again before it runs.
+        if written.isEmpty && expiring.isEmpty && !watchingBringUp && promotions.isEmpty {
+            // It only reads, and found its keys in hot: they are free again before it runs.
             release()
             sendCommand([args]) { [self] replies, slot in finish(slot, replies[0]) }
             return
