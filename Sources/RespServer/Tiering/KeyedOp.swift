@@ -53,7 +53,7 @@ final class KeyedOp {
     var afterFinish: (() -> Void)?
     /// The batch this command waits in, while it still takes members (`join(after:)`).
     var gathering: KeyBatch? { batch.flatMap { $0.isOpen ? $0 : nil } }
-    private var batch: KeyBatch?
+    private weak var batch: KeyBatch?
     /// Where the bring-up and the capture go.
     let own: OwnRequests
     /// Called once the command itself is on its way to hot: the client's later requests may
