@@ -13,7 +13,15 @@ extension ClientSession {
         if failure != nil { answerWithFailure(frames); return true }
         let input = client.input
         var batch = ForwardBatch()
+        // A command waiting in a batch its key's next writes may join (`joinBatch`).
+        var gathering: KeyedOp?
         for frame in frames {
+            if let previous = gathering {
+                guard let op = joinBatch(frame, after: previous) else { return false }
+                input.drain(frame.length)
+                gathering = op
+                continue
+            }
             let (facts, tiered, exec, gateBytes) = self.facts(for: frame, at: batch.bytes)
             var action = RequestRouter.route(facts, in: mode(batch))
             if !action.joinsBatch && batch.bytes > 0 {
@@ -56,8 +64,8 @@ extension ClientSession {
                 preconditionFailure("a pinned session is never routed to pin")
             case .runTiered:
                 input.drain(frame.length)
-                startTiered(tiered!.0, tiered!.1)
-                return false
+                gathering = startTiered(tiered!.0, tiered!.1)
+                if gathering == nil { return false }
             case .runExec:
                 runExec(frame, exec!)
                 return false
@@ -67,6 +75,7 @@ extension ClientSession {
                 if replication { send(&batch); return awaitReplication() }
             }
         }
+        if gathering != nil { return false }
         send(&batch)
         return true
     }

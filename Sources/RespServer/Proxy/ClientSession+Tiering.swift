@@ -29,8 +29,10 @@ extension ClientSession {
     var hot: HotClient { worker.hot }
 
     /// Runs a tiered command while the client's later requests wait; they are parsed again
-    /// once it has answered.
-    func startTiered(_ route: TieredCommand.Route, _ args: [[UInt8]]) {
+    /// once it has answered. Returns the command if it waits in a batch that later requests of
+    /// its key may join (`joinBatch`).
+    @discardableResult
+    func startTiered(_ route: TieredCommand.Route, _ args: [[UInt8]]) -> KeyedOp? {
         phase = .runningTiered
         updateReading()
         parser.reset()
@@ -39,7 +41,9 @@ extension ClientSession {
         switch route {
         case .keyed(let plan) where mayOverlap(route):
             // Later requests wait only until this one is on its way; its reply holds their place.
-            KeyedOp(session: self, args: args, plan: plan, access: access, sent: finished, done: {}).start()
+            let op = KeyedOp(session: self, args: args, plan: plan, access: access, sent: finished, done: {})
+            op.start()
+            return op.gathering == nil ? nil : op
         case .keyed(let plan):
             KeyedOp(session: self, args: args, plan: plan, access: access, done: finished).start()
         case .flush(let all):
@@ -59,6 +63,19 @@ extension ClientSession {
         case .get, .mget:
             break
         }
+        return nil
+    }
+
+    /// The request after `previous` (a command waiting in an open `KeyBatch`), if it joins that
+    /// batch: a write of the same key the router would run tiered at once, with nothing the
+    /// session must notice or judge first. Returns it then (it is the one later requests wait
+    /// for now); nil: nothing was done, and the request waits to be parsed again.
+    func joinBatch(_ frame: RequestFrame, after previous: KeyedOp) -> KeyedOp? {
+        guard worker.proxyAuth == nil, !frame.isEmpty, frame.name != Commands.quit, frame.name != Commands.tiers,
+              !pinned, worker.canShare(frame), let access = worker.tierAccess,
+              case (.keyed(let plan), let args)? = tieredRoute(frame, at: 0), mayOverlap(.keyed(plan)) else { return nil }
+        let op = KeyedOp(session: self, args: args, plan: plan, access: access, sent: { [self] in tieredFinished() }, done: {})
+        return op.join(after: previous) ? op : nil
     }
 
     /// Whether a tiered command may travel as it is, its reply read on the way back: a blocking

@@ -14,6 +14,9 @@ struct CommandInfo {
     /// ACL categories without the '@' ("string", "hash", "scripting" …).
     var categories: Set<String> = []
     var keySpecs: [KeySpec] = []
+    /// What tiering asks of the command on every request, worked out once when the table is
+    /// built (nil for an entry made elsewhere: worked out when asked).
+    var tiering: WriteRule.Facts?
     var isWrite: Bool { flags.contains("write") }
     var isReadonly: Bool { flags.contains("readonly") }
 
@@ -31,6 +34,9 @@ struct CommandInfo {
 struct CommandTable {
     private(set) var commands: [CommandName: CommandInfo] = [:]
     private(set) var subcommands: [String: CommandInfo] = [:]
+    /// Commands with subcommands: only their requests are looked up in `subcommands` (a lookup
+    /// builds a lowercased name, for every request otherwise).
+    private var containers: Set<String> = []
 
     var count: Int { commands.count }
     var allNames: [String] { commands.values.map(\.name) }
@@ -39,7 +45,7 @@ struct CommandTable {
     func info(subcommand: String) -> CommandInfo? { subcommands[subcommand.lowercased()] }
     /// The subcommand a request of container `name` names ("object|encoding"), if it is one.
     func subcommand(of name: String, _ args: [[UInt8]]) -> CommandInfo? {
-        guard args.count > 1, !subcommands.isEmpty else { return nil }
+        guard args.count > 1, containers.contains(name) else { return nil }
         return subcommands[name + "|" + String(decoding: args[1], as: UTF8.self).lowercased()]
     }
 
@@ -62,13 +68,16 @@ struct CommandTable {
         let reply = r.assumingMemoryBound(to: redisReply.self).pointee
         guard reply.type == REDIS_REPLY_ARRAY else { return nil }
         for i in 0..<Int(reply.elements) {
-            guard let entry = reply.element[i], let info = CommandTable.parse(entry.pointee) else { continue }
+            guard let entry = reply.element[i], var info = CommandTable.parse(entry.pointee) else { continue }
+            info.tiering = WriteRule.Facts(info)
             commands[CommandName(info.name)] = info
             // Redis 7: element 9 lists subcommands in the same shape.
             if entry.pointee.elements >= 10, let subs = entry.pointee.element[9], subs.pointee.type == REDIS_REPLY_ARRAY {
                 for j in 0..<Int(subs.pointee.elements) {
-                    if let s = subs.pointee.element[j], let sub = CommandTable.parse(s.pointee) {
+                    if let s = subs.pointee.element[j], var sub = CommandTable.parse(s.pointee) {
+                        sub.tiering = WriteRule.Facts(sub)
                         subcommands[sub.name] = sub
+                        containers.insert(info.name)
                     }
                 }
             }

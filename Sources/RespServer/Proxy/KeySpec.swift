@@ -29,10 +29,12 @@ struct KeySpec: Equatable {
     let flags: Set<String>
 
     /// The command reads the key's value or existence before it acts (RO, RW, RM: a remove
-    /// answers whether the key existed).
-    var reads: Bool { !flags.isDisjoint(with: ["RO", "RW", "RM", "access"]) }
+    /// answers whether the key existed). Stored, as `writes` and `isKey`: asked for every request.
+    let reads: Bool
     /// The command may change or delete the key.
-    var writes: Bool { !flags.isDisjoint(with: ["RW", "OW", "RM", "insert", "update", "delete"]) }
+    let writes: Bool
+    /// Not `not_key` (an argument that names a key but is not one, such as a channel).
+    let isKey: Bool
 
     /// Argument indexes holding keys for `args` (name first), as Redis finds them; a spec that
     /// cannot be followed (unknown, a malformed `numkeys`) contributes nothing, and Redis's own
@@ -99,6 +101,9 @@ struct KeySpec: Equatable {
         self.begin = begin
         self.find = find
         self.flags = flags
+        reads = !flags.isDisjoint(with: ["RO", "RW", "RM", "access"])
+        writes = !flags.isDisjoint(with: ["RW", "OW", "RM", "insert", "update", "delete"])
+        isKey = !flags.contains("not_key")
     }
 
     private static func begin(_ r: redisReply) -> Begin {

@@ -8,8 +8,9 @@ import Tiers
 ///
 /// What holds as for each command alone (`KeyedOp`, `KeyedOp+Fold`):
 /// - Order: the batch is one holder of the key's lock, so the states below follow hot's order.
-///   A client has at most one command in a batch (its later requests wait until it answers),
-///   and a batch stops taking commands once it holds the lock, so each client's order holds.
+///   A client's commands in a batch are consecutive requests of its pipeline, in its order (its
+///   later requests wait until the last of them answers: `KeyedOp.join(after:)`), and a batch
+///   stops taking commands once it holds the lock, so each client's order holds.
 /// - Each command is sent on its own client's route, one after another in one loop pass on the
 ///   shared connection (so nothing else comes between them), and its reply is the element of
 ///   EXEC's array in its place; the `+QUEUED` it got holds its place among its client's replies.
@@ -33,6 +34,11 @@ final class KeyBatch {
     private var apart: [KeyedOp] = []
     private var readBack = false
     private var probed = false
+    /// Until the key's lock comes: later commands of the key may still join.
+    private(set) var isOpen = true
+    /// Bounds one transaction (and how long hot runs it): a full batch takes no more members,
+    /// the next command of the key leads a new one.
+    static let maxMembers = 1024
 
     /// The leader's loop's (every member is of that loop). Kept apart from `members`, which may
     /// be left empty when every client has left the shared route (closed, say) before the lock came.
@@ -52,6 +58,7 @@ final class KeyBatch {
     /// The key's lock is the batch's: no more members; run them.
     func granted() {
         core.batches.close(self)
+        isOpen = false
         if members.count == 1 { members[0].bringUp(); return }
         for m in members { m.lockKeys = [] }
         apart = members.filter { !$0.session.onSharedRoute }
@@ -202,7 +209,7 @@ final class KeyBatch {
 final class KeyBatches: @unchecked Sendable {
     enum Joined {
         /// The command waits in an open batch of the loop.
-        case joined
+        case joined(KeyBatch)
         /// The command leads a new batch: it takes the key's lock for it.
         case leads(KeyBatch)
         /// Another loop's batch (or one of another capture) gathers for the key: it goes alone.
@@ -214,14 +221,26 @@ final class KeyBatches: @unchecked Sendable {
     func join(_ op: KeyedOp, key: TierKey) -> Joined {
         let loop = ObjectIdentifier(op.access.loop)
         return open.withLock { open in
-            guard let (owner, batch) = open[key] else {
+            guard let (owner, batch) = open[key], batch.members.count < KeyBatch.maxMembers else {
+                // A full batch still waits for the lock: the new one takes it after it (FIFO).
                 let batch = KeyBatch(leader: op, key: key)
                 open[key] = (loop, batch)
                 return .leads(batch)
             }
             guard owner == loop, batch.capture == op.plan.capture else { return .apart }
             batch.add(op)
-            return .joined
+            return .joined(batch)
+        }
+    }
+
+    /// Adds `op` to `batch` if that is still the key's open batch and has room: the next request
+    /// of a client whose command waits in it (`KeyedOp.join(after:)`).
+    func join(_ op: KeyedOp, batch: KeyBatch) -> Bool {
+        open.withLock { open in
+            guard open[batch.key]?.batch === batch, batch.capture == op.plan.capture,
+                  batch.members.count < KeyBatch.maxMembers else { return false }
+            batch.add(op)
+            return true
         }
     }
 

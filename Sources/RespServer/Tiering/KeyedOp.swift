@@ -51,6 +51,9 @@ final class KeyedOp {
     private let done: () -> Void
     /// Runs once this command has answered: the next of a failed batch's commands (`KeyBatch`).
     var afterFinish: (() -> Void)?
+    /// The batch this command waits in, while it still takes members (`join(after:)`).
+    var gathering: KeyBatch? { batch.flatMap { $0.isOpen ? $0 : nil } }
+    private weak var batch: KeyBatch?
     /// Where the bring-up and the capture go.
     let own: OwnRequests
     /// Called once the command itself is on its way to hot: the client's later requests may
@@ -93,10 +96,12 @@ final class KeyedOp {
         guard access.hasLowerTiers, !lockKeys.isEmpty || needsDefaultTTL else { passThrough(); return }
         if let key = batchKey() {
             switch core.batches.join(self, key: key) {
-            case .joined:
+            case .joined(let batch):
                 lockKeys = []      // its batch's leader takes the key for it
+                self.batch = batch
                 return
             case .leads(let batch):
+                self.batch = batch
                 core.whenNotSwapping(on: access.loop) { [self] in
                     core.locks.acquire(lockKeys, on: access.loop) { batch.granted() }
                 }
@@ -109,6 +114,20 @@ final class KeyedOp {
         core.whenNotSwapping(on: access.loop) { [self] in
             core.locks.acquire(lockKeys, on: access.loop) { [self] in bringUp() }
         }
+    }
+
+    /// Joins the batch `previous` (the client's request just before this one) waits in, if that
+    /// still takes members and this command could share it: a pipeline of one client's writes
+    /// of a key then goes in one transaction, not one per round trip. The client's later
+    /// requests then wait for this command instead of `previous`. False: nothing was done.
+    func join(after previous: KeyedOp) -> Bool {
+        guard let batch = previous.gathering, access.hasLowerTiers else { return false }
+        lockKeys = (plan.bringUp + plan.written).map(tierKey).filter(core.isTiered)
+        defer { lockKeys = [] }    // its batch's leader takes the key for it
+        guard batchKey() == batch.key, core.batches.join(self, batch: batch) else { return false }
+        self.batch = batch
+        previous.sent = nil
+        return true
     }
 
     // MARK: - Bring up

@@ -32,7 +32,27 @@ enum WriteRule {
     private static let strings: Set<String> = ["string", "bitmap", "hyperloglog"]
     private static let anyType: Set<String> = ["keyspace", "scripting"]
 
+    /// What `kind` and `plan` ask of a command's entry on every request, worked out once
+    /// (`CommandInfo.tiering`): each is a lookup in a set of strings otherwise.
+    struct Facts {
+        let kind: Kind
+        let isWrite: Bool
+        let isScript: Bool
+        let capture: KeyCapture
+
+        init(_ info: CommandInfo) {
+            kind = WriteRule.kind(info)
+            isWrite = info.isWrite
+            isScript = WriteRule.isScript(info.name)
+            let stringKeys = !info.categories.isDisjoint(with: strings) && info.categories.isDisjoint(with: anyType)
+            capture = stringKeys && !isScript ? .string : .dump
+        }
+    }
+
+    static func facts(_ info: CommandInfo) -> Facts { info.tiering ?? Facts(info) }
+
     static func kind(_ info: CommandInfo) -> Kind {
+        if let known = info.tiering { return known.kind }
         let scripted = isScript(info.name)
         guard !info.keySpecs.isEmpty || scripted || info.name == "sort" || info.name == "sort_ro" else { return .none }
         if info.flags.contains("blocking") && !scripted {
@@ -48,13 +68,14 @@ enum WriteRule {
     /// Redis itself rejects (hot answers it alone).
     static func plan(_ info: CommandInfo, _ args: [[UInt8]], scripts: ScriptFlags) -> TieredCommand.KeyedPlan? {
         guard info.arity > 0 ? args.count == info.arity : args.count >= -info.arity else { return nil }
+        let facts = facts(info)
         var plan = TieredCommand.KeyedPlan()
-        let writes = info.isWrite || (isScript(info.name) && scripts.mayWrite(info.name, args))
-        for spec in info.keySpecs where !spec.flags.contains("not_key") {
+        let writes = facts.isWrite || (facts.isScript && scripts.mayWrite(info.name, args))
+        for spec in info.keySpecs where spec.isKey {
             for i in spec.keyIndexes(args) {
                 let key = TieredCommand.KeyArg(index: i)
-                if spec.reads || isScript(info.name) { plan.bringUp.append(key) }
-                if writes && (spec.writes || isScript(info.name)) { plan.written.append(key) }
+                if spec.reads || facts.isScript { plan.bringUp.append(key) }
+                if writes && (spec.writes || facts.isScript) { plan.written.append(key) }
             }
         }
         switch info.name {
@@ -75,15 +96,14 @@ enum WriteRule {
         default:
             break
         }
-        if info.isWrite && plan.written.isEmpty && info.name != "sort" {
+        if facts.isWrite && plan.written.isEmpty && info.name != "sort" {
             // A write whose key specs call every key read-only still changes them (XREADGROUP
             // moves its group's last id and pending entries): what it reads is what it writes.
             plan.written = plan.bringUp
         }
-        plan.script = isScript(info.name)
-        let stringKeys = !info.categories.isDisjoint(with: strings) && info.categories.isDisjoint(with: anyType)
-        plan.capture = stringKeys && !plan.script ? .string : .dump
-        plan.runsAlone = kind(info) == .alone
+        plan.script = facts.isScript
+        plan.capture = facts.capture
+        plan.runsAlone = facts.kind == .alone
         return plan.bringUp.isEmpty && plan.written.isEmpty ? nil : plan
     }
 
