@@ -244,6 +244,24 @@ final class KeyedOp {
         sync(states(capture, elements), reply: reply, slot: slot)
     }
 
+    /// Hot would not run the command inside the transaction: the client's watches come back,
+    /// the promotions go on their own, then `alone` runs the command as hot will take it.
+    private func runApart(_ slot: ReplySlot, _ watch: WatchGuard?, _ alone: @escaping () -> Void) {
+        let go = { [self] in
+            if promotions.isEmpty { session.fill(slot, []); alone() } else { promoteApart(slot, then: alone) }
+        }
+        if let watch { watch.restore(go) } else { go() }
+    }
+
+    /// Hot lost a brought-up key after its EXISTS: nothing ran; bring the keys up again.
+    private func bringUpAgain(_ slot: ReplySlot) {
+        session.fill(slot, [])
+        bringUpAttempts += 1
+        existed = []
+        promotions = []
+        bringUp()
+    }
+
     /// `answering`: the client's slot when this transaction runs again after its first run
     /// (`KeyedOp+Fold`), the client's later requests having followed that one.
     func runTransaction(_ capture: CaptureBatch, _ written: [TierKey], _ watch: WatchGuard?, answering: ReplySlot? = nil) {
@@ -261,10 +279,7 @@ final class KeyedOp {
             if queued.starts(with: Array("-OOM ".utf8)) {
                 // Over maxmemory Redis queues nothing, though it may run the command outside
                 // MULTI (one that adds no data, a script flagged allow-oom): let it judge.
-                restored { [self] in
-                    let alone = { [self] in runThenCapture(capture.expiring, written) }
-                    if promotions.isEmpty { session.fill(slot, []); alone() } else { promoteApart(slot, then: alone) }
-                }
+                runApart(slot, watch) { [self] in runThenCapture(capture.expiring, written) }
                 return
             }
             // So did a promotion refused while queueing (OOM: what Redis says to a write it cannot take).
@@ -275,12 +290,7 @@ final class KeyedOp {
                 return
             }
             if watch == nil, watchingBringUp, let exec = replies.last, ReplyParts.isNull(exec) {
-                // Hot lost a brought-up key after its EXISTS: nothing ran; bring up again.
-                session.fill(slot, [])
-                bringUpAttempts += 1
-                existed = []
-                promotions = []
-                bringUp()
+                bringUpAgain(slot)
                 return
             }
             fireSent()
@@ -295,12 +305,9 @@ final class KeyedOp {
             guard let elements = capture.elements(replies) else {
                 // EXEC itself failed (e.g. the user may not run GET/DUMP/PTTL): hot did not run the
                 // command; let it run alone, untiered, so the client gets Redis's own answer.
-                restored { [self] in
-                    let alone = { [self] in
-                        release()
-                        passThrough()
-                    }
-                    if promotions.isEmpty { session.fill(slot, []); alone() } else { promoteApart(slot, then: alone) }
+                runApart(slot, watch) { [self] in
+                    release()
+                    passThrough()
                 }
                 return
             }

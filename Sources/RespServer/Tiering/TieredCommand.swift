@@ -137,13 +137,7 @@ enum TieredCommand {
         case "mget":
             return argc >= 2 ? .mget : nil
         case "set":
-            guard argc >= 3 else { return nil }
-            let options = Set(args[3...].map { String(decoding: $0, as: UTF8.self).uppercased() })
-            let reads = !options.isDisjoint(with: ["NX", "XX", "GET", "KEEPTTL"])
-            let ownExpiry = !options.isDisjoint(with: ["EX", "PX", "EXAT", "PXAT", "KEEPTTL"])
-            return .keyed(KeyedPlan(bringUp: reads ? [key(1)] : [], written: [key(1)],
-                                    defaultTTL: ownExpiry ? .never : options.contains("NX") ? .ifCreated : .always,
-                                    blind: reads ? nil : BlindWrite.set(args)))
+            return setRoute(args)
         case "setex", "psetex":
             return argc == 4 ? .keyed(KeyedPlan(written: [key(1)],
                                                 blind: BlindWrite.setex(args, millis: name.description == "psetex"))) : nil
@@ -167,19 +161,7 @@ enum TieredCommand {
         case "rename", "renamenx":
             return argc == 3 ? .keyed(KeyedPlan(bringUp: [key(1), key(2)], written: [key(1), key(2)], capture: .dump)) : nil
         case "copy":
-            guard argc >= 3 else { return nil }
-            var db: Int?
-            var i = 3
-            while i < argc {
-                let option = String(decoding: args[i], as: UTF8.self).uppercased()
-                if option == "REPLACE" { i += 1; continue }
-                guard option == "DB", i + 1 < argc, let n = Int(String(decoding: args[i + 1], as: UTF8.self)),
-                      n >= 0 else { return nil }
-                db = n
-                i += 2
-            }
-            let destination = KeyArg(index: 2, db: db)
-            return .keyed(KeyedPlan(bringUp: [key(1), destination], written: [destination], capture: .dump))
+            return copyRoute(args)
         case "watch":
             // Brought up first, so that a promotion after the WATCH cannot fire it.
             return argc >= 2 ? .keyed(KeyedPlan(bringUp: (1..<argc).map(key), promotesApart: true)) : nil
@@ -207,6 +189,35 @@ enum TieredCommand {
             return argc == 3 || argc == 4 ? .keyed(KeyedPlan(bringUp: [key(1)], written: [key(1)], capture: .dump)) : nil
         }
         return nil
+    }
+
+    /// `SET k v [options]`: a blind write unless an option makes it read what hot holds.
+    private static func setRoute(_ args: [[UInt8]]) -> Route? {
+        guard args.count >= 3 else { return nil }
+        let options = Set(args[3...].map { String(decoding: $0, as: UTF8.self).uppercased() })
+        let reads = !options.isDisjoint(with: ["NX", "XX", "GET", "KEEPTTL"])
+        let ownExpiry = !options.isDisjoint(with: ["EX", "PX", "EXAT", "PXAT", "KEEPTTL"])
+        let key = KeyArg(index: 1)
+        return .keyed(KeyedPlan(bringUp: reads ? [key] : [], written: [key],
+                                defaultTTL: ownExpiry ? .never : options.contains("NX") ? .ifCreated : .always,
+                                blind: reads ? nil : BlindWrite.set(args)))
+    }
+
+    /// `COPY src dst [DB n] [REPLACE]`: the destination may be in another database.
+    private static func copyRoute(_ args: [[UInt8]]) -> Route? {
+        guard args.count >= 3 else { return nil }
+        var db: Int?
+        var i = 3
+        while i < args.count {
+            let option = String(decoding: args[i], as: UTF8.self).uppercased()
+            if option == "REPLACE" { i += 1; continue }
+            guard option == "DB", i + 1 < args.count, let n = Int(String(decoding: args[i + 1], as: UTF8.self)),
+                  n >= 0 else { return nil }
+            db = n
+            i += 2
+        }
+        let destination = KeyArg(index: 2, db: db)
+        return .keyed(KeyedPlan(bringUp: [KeyArg(index: 1), destination], written: [destination], capture: .dump))
     }
 
     /// Names worth a look at dispatch (a cheap filter before `route` copies arguments).
