@@ -76,7 +76,7 @@ extension TierAccess {
         var p = KeyPlan()
         for role in configured {
             if role == placement.store { p.put = (role, entry) }
-            else if !core.absentBelow.isKnownAbsent(key, in: role) { p.deletes.append(role) }
+            else if !isKnownAbsent(key, in: role) { p.deletes.append(role) }
         }
         return .success(p)
     }

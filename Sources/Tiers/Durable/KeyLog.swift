@@ -138,7 +138,7 @@ public final class KeyLog {
         pthread_mutex_init(&lock, nil)
         // unowned(unsafe): deinit stops the writer before the object goes, and a plain unowned
         // reference would trap when the last batch runs during deinit.
-        writer = WorkerThread { [unowned(unsafe) self] jobs in writeBatch(jobs) }
+        writer = WorkerThread(name: "tp-keylog") { [unowned(unsafe) self] jobs in writeBatch(jobs) }
     }
 
     deinit {
