@@ -35,6 +35,8 @@ public final class DirectoryTier: SharedTier {
     /// What the worker-side jobs capture instead of `self`, so the tier is never released (and
     /// its threads joined) from one of its own worker threads.
     private let files: DirectoryFiles
+    /// Names this tier may hold (`mayHold`): a write-through skips its delete here otherwise.
+    let presence = PresenceFilter()
 
     /// Uses (creating if needed) the directory at `path`.
     public init(path: String, compressThreshold: Int = 1 << 20, sync: Sync = .full, workers: Int = 2,
@@ -48,10 +50,11 @@ public final class DirectoryTier: SharedTier {
         try FileOps.makeDirectories(root)
         files = DirectoryFiles(compressThreshold: compressThreshold, sync: sync, valueLimit: valueLimit, cipher: cipher)
         var pool = [WorkerThread<Job>]()
-        for _ in 0..<max(1, workers) {
-            pool.append(WorkerThread(maxBatch: 64) { jobs in for job in jobs { job.loop.execute(job.work()) } })
+        for i in 0..<max(1, workers) {
+            pool.append(WorkerThread(name: "tp-dir\(i)", maxBatch: 64) { jobs in for job in jobs { job.loop.execute(job.work()) } })
         }
         self.workers = pool
+        try Self.startPresenceWalk(root: root, into: presence)
     }
 
     deinit { close() }
@@ -68,7 +71,7 @@ public final class DirectoryTier: SharedTier {
 
     public func put(_ items: [(TierKey, Entry)], on loop: EventLoop, _ done: @escaping ([Result<Void, TierError>]) -> Void) {
         let files = self.files
-        dispatch(items, key: { $0.0 }, on: loop, done) { item, path in files.write(item.0, item.1, path) }
+        dispatch(items, key: { $0.0 }, on: loop, noting: true, done) { item, path in files.write(item.0, item.1, path) }
     }
 
     public func delete(_ keys: [TierKey], on loop: EventLoop, _ done: @escaping ([Result<Void, TierError>]) -> Void) {
@@ -152,7 +155,8 @@ public final class DirectoryTier: SharedTier {
     }
 
     /// Runs `op` for each item on its key's worker; gathers results on `loop` in item order.
-    private func dispatch<Item, T>(_ items: [Item], key: (Item) -> TierKey, on loop: EventLoop,
+    /// `noting`: the op may create the file, so its name joins `presence` before it starts.
+    private func dispatch<Item, T>(_ items: [Item], key: (Item) -> TierKey, on loop: EventLoop, noting: Bool = false,
                                    _ done: @escaping ([Result<T, TierError>]) -> Void,
                                    _ op: @escaping (Item, String) -> Result<T, TierError>) {
         if items.isEmpty {
@@ -163,6 +167,7 @@ public final class DirectoryTier: SharedTier {
         let gather = Gather<T>(count: items.count, done)
         for (i, item) in items.enumerated() {
             let (path, hash) = location(of: key(item))
+            if noting { presence.insert(hash) }
             submit(hash, on: loop, closed: { gather.set(i, .failure($0)) }) {
                 let result = op(item, path)
                 return { gather.set(i, result) }

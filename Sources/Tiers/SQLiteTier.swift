@@ -27,7 +27,7 @@ public final class SQLiteTier: SharedTier {
         self.name = "sqlite:\(path)"
         self.valueLimit = valueLimit
         self.cipher = cipher
-        worker = WorkerThread { jobs in Self.runBatch(jobs, database) }
+        worker = WorkerThread(name: "tp-sqlite") { jobs in Self.runBatch(jobs, database) }
     }
 
     deinit { close() }

@@ -13,9 +13,13 @@ public protocol SharedTier: AnyObject {
     func check(on loop: EventLoop, _ done: @escaping (Result<String, TierError>) -> Void)
     /// `Tier.list`, completing on `loop`.
     func list(db: Int, after: String?, limit: Int, on loop: EventLoop, _ done: @escaping (Result<KeyPage, TierError>) -> Void)
+    /// `Tier.mayHold`.
+    func mayHold(_ key: TierKey) -> Bool
 }
 
 extension SharedTier {
+    public func mayHold(_ key: TierKey) -> Bool { true }
+
     /// The `Tier` whose completions run on `loop`. Cheap; make one per loop and keep it.
     public func tier(for loop: EventLoop) -> Tier { LoopBoundTier(shared: self, loop: loop) }
 }
@@ -67,4 +71,6 @@ final class LoopBoundTier: Tier {
     func list(db: Int, after: String?, limit: Int, _ done: @escaping (Result<KeyPage, TierError>) -> Void) {
         shared.list(db: db, after: after, limit: limit, on: loop, done)
     }
+
+    func mayHold(_ key: TierKey) -> Bool { shared.mayHold(key) }
 }

@@ -63,9 +63,15 @@ public protocol Tier: AnyObject {
     func list(db: Int, after: String?, limit: Int, _ done: @escaping (Result<KeyPage, TierError>) -> Void)
     /// Connects with the configured credentials and reports "ok" or what is wrong (for `tiers check`).
     func check(_ done: @escaping (Result<String, TierError>) -> Void)
+    /// False only when the tier certainly holds no entry of `key` (nothing of this process has
+    /// begun writing it there, and it was not there at start): a delete there can be skipped.
+    /// Any thread may ask.
+    func mayHold(_ key: TierKey) -> Bool
 }
 
 extension Tier {
+    /// Most tiers cannot tell: every delete goes out.
+    public func mayHold(_ key: TierKey) -> Bool { true }
     public func getMany(_ keys: [TierKey], _ done: @escaping ([Result<Entry?, TierError>]) -> Void) {
         fanOut(keys.count, { i, cb in self.get(keys[i], cb) }, done)
     }

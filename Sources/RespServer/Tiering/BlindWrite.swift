@@ -66,9 +66,12 @@ struct BlindWrite {
 
     /// The states `args` leaves its keys in, read at `now`, last write of a repeated key winning.
     func states(_ args: [[UInt8]], db: Int, now: Int64) -> [(TierKey, KeyState)] {
+        let expires = expiry.at(now)
+        if pairs.count == 1 {  // SET, SETEX, PSETEX: no repeat to look for
+            return [(TierKey(db: db, args[pairs[0].key]), .value(args[pairs[0].value], type: .string, expiresAtMillis: expires))]
+        }
         var out: [(TierKey, KeyState)] = []
         var seen: [TierKey: Int] = [:]
-        let expires = expiry.at(now)
         for p in pairs {
             let key = TierKey(db: db, args[p.key])
             let state = KeyState.value(args[p.value], type: .string, expiresAtMillis: expires)
@@ -81,14 +84,23 @@ struct BlindWrite {
 /// Runs one blind write's lower-tier half: `start` takes the locks (or says it cannot), the
 /// reply handler copies the states below and lets the reply out.
 enum BlindWriteRun {
+    private static let ok = Array("+OK".utf8)
+
     /// The handler for a blind write already holding `locked`'s locks.
     static func handler(_ write: BlindWrite, _ args: [[UInt8]], db: Int, locked: [TierKey], access: TierAccess,
                         hot: HotClient, homeDB: Int, fill: @escaping (ReplySlot, [UInt8]) -> Void) -> ReplyHandler {
         return { reply, slot in
             let core = access.core
-            guard reply.starts(with: Array("+OK".utf8)) else {
+            guard reply.starts(with: ok) else {
                 core.locks.release(locked)
                 fill(slot, reply)
+                return
+            }
+            // `locked` holds the tiered keys: none, nothing goes below.
+            if locked.isEmpty { fill(slot, reply); return }
+            if write.pairs.count == 1 {
+                let (key, state) = write.states(args, db: db, now: wallClockMillis())[0]
+                applyOne(key, state, locked: locked, access: access, hot: hot, homeDB: homeDB) { fill(slot, $0 ?? reply) }
                 return
             }
             let states = write.states(args, db: db, now: wallClockMillis()).filter { core.isTiered($0.0) }
@@ -113,11 +125,29 @@ enum BlindWriteRun {
                     guard remaining == 0 else { return }
                     guard let (_, error) = failed.first else { fill(slot, reply); return }
                     LowerWrite.removeEverywhere(failed.map { $0.0 }, access: access, hot: hot, homeDB: homeDB) {
-                        fill(slot, ReplyParts.errorReply("ERR tierproxy: the lower tier did not take the write, "
-                                                         + "so the key was removed from every tier: \(error)"))
+                        fill(slot, notTaken(error))
                     }
                 }
             }
         }
+    }
+
+    /// One key's state below (SET, SETEX, PSETEX: most blind writes), without the bookkeeping
+    /// of many: `done` gets nil for "let hot's reply out", else the error reply to send instead.
+    private static func applyOne(_ key: TierKey, _ state: KeyState, locked: [TierKey], access: TierAccess, hot: HotClient,
+                                 homeDB: Int, _ done: @escaping ([UInt8]?) -> Void) {
+        let core = access.core
+        core.generations.bump(key)
+        LowerWrite.apply(key, state, access: access, ordered: {
+            core.generations.bump(key)
+            core.locks.release(locked)
+        }) { result in
+            guard case .failure(let error) = result else { done(nil); return }
+            LowerWrite.removeEverywhere([key], access: access, hot: hot, homeDB: homeDB) { done(notTaken(error)) }
+        }
+    }
+
+    private static func notTaken(_ error: TierError) -> [UInt8] {
+        ReplyParts.errorReply("ERR tierproxy: the lower tier did not take the write, so the key was removed from every tier: \(error)")
     }
 }

@@ -50,7 +50,10 @@ final class CollectionCapture: @unchecked Sendable {
     }
 
     /// The key's pending state is known again (captured, deleted, or recorded unverified).
-    func clearDeferred(_ key: TierKey) { _ = deferred.withLock { $0.removeValue(forKey: key) } }
+    func clearDeferred(_ key: TierKey) {
+        // Called on every write-behind write; almost always nothing is deferred: no hashing then.
+        deferred.withLock { if !$0.isEmpty { $0.removeValue(forKey: key) } }
+    }
 
     /// True if the flusher found `key` absent on hot although its last write was deferred and saw
     /// it present, with no expiry due by `now`: hot lost it behind the proxy's back (eviction,

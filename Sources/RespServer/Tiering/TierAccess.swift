@@ -103,8 +103,15 @@ final class TierAccess {
     func isKnownAbsentBelow(_ key: TierKey) -> Bool {
         guard core.pendingState(key) == nil else { return false }
         if core.keyLog?.isPendingDelete(key) == true || core.negative.isKnownAbsent(key, now: loop.nowMillis) { return true }
-        let absent = core.absentBelow
-        return (warm == nil || absent.isKnownAbsent(key, in: .warm)) && (cold == nil || absent.isKnownAbsent(key, in: .cold))
+        return (warm == nil || isKnownAbsent(key, in: .warm)) && (cold == nil || isKnownAbsent(key, in: .cold))
+    }
+
+    /// True if `tier` cannot hold `key` now: this process deleted it there last (`AbsentBelow`),
+    /// or the tier itself knows it never held it (`Tier.mayHold`). Asked with the key's lock held.
+    func isKnownAbsent(_ key: TierKey, in role: LowerTier) -> Bool {
+        if core.absentBelow.isKnownAbsent(key, in: role) { return true }
+        guard let tier = role == .warm ? warm : cold else { return true }
+        return !tier.mayHold(physical(key))
     }
 
     /// Warm, then cold when warm does not have it. An error from a tier that had to be asked is

@@ -19,8 +19,9 @@ extension TierAccess {
         var puts: [LowerTier: [(Int, Entry)]] = [:]
         var deletes: [LowerTier: [Int]] = [:]
         let now = wallClockMillis()
+        let configured = [LowerTier.warm, .cold].filter { tier($0) != nil }
         for (i, (key, state)) in items.enumerated() where hasLowerTiers && core.isTiered(key) {
-            switch plan(key, state, now: now) {
+            switch plan(key, state, configured, now: now) {
             case .failure(let e): results[i] = .failure(e)
             case .success(let p):
                 if let (role, entry) = p.put { puts[role, default: []].append((i, entry)) }
@@ -64,8 +65,7 @@ extension TierAccess {
 
     /// The value in the tier the rule places it, no copy in the others (skipping tiers known not
     /// to hold one); no copy anywhere for an absent or expired state.
-    private func plan(_ key: TierKey, _ state: KeyState, now: Int64) -> Result<KeyPlan, TierError> {
-        let configured = [LowerTier.warm, .cold].filter { tier($0) != nil }
+    private func plan(_ key: TierKey, _ state: KeyState, _ configured: [LowerTier], now: Int64) -> Result<KeyPlan, TierError> {
         guard let entry = state.entry, !entry.isExpired(at: now) else { return .success(KeyPlan(deletes: configured)) }
         let placement: Placement
         do {
@@ -76,7 +76,7 @@ extension TierAccess {
         var p = KeyPlan()
         for role in configured {
             if role == placement.store { p.put = (role, entry) }
-            else if !core.absentBelow.isKnownAbsent(key, in: role) { p.deletes.append(role) }
+            else if !isKnownAbsent(key, in: role) { p.deletes.append(role) }
         }
         return .success(p)
     }

@@ -88,7 +88,7 @@ final class WriteBehindFlusher {
                     results[i] = r
                 }
                 core.clearPendingStates(stored)
-                core.locks.release(batch.map { $0.1 })
+                core.locks.release(distinct: batch.map { $0.1 })  // one key log batch: no repeats
                 finished()
             }
         }

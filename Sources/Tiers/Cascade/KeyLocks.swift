@@ -63,15 +63,17 @@ public final class KeyLocks: @unchecked Sendable {
 
     /// Gives back keys taken by `acquire` or `tryAcquire`; each passes to its next waiter.
     /// Release order does not matter (only taking them does), so all go under one lock.
-    public func release(_ keys: [TierKey]) {
-        let distinct = KeyLocks.distinct(keys)
+    public func release(_ keys: [TierKey]) { release(distinct: KeyLocks.distinct(keys)) }
+
+    /// `release` of keys the caller knows to be distinct (a flush batch): no set is built to
+    /// drop repeats, and each key costs one lookup.
+    public func release(distinct keys: [TierKey]) {
         let next: [Waiter] = state.withLock { held in
             var next: [Waiter] = []
-            for key in distinct {
-                guard var waiters = held[key] else { continue }
-                if waiters.isEmpty { held[key] = nil; continue }
-                next.append(waiters.removeFirst())
-                held[key] = waiters
+            for key in keys {
+                guard let i = held.index(forKey: key) else { continue }
+                if held.values[i].isEmpty { held.remove(at: i); continue }
+                next.append(held.values[i].removeFirst())
             }
             return next
         }

@@ -138,7 +138,7 @@ public final class KeyLog {
         pthread_mutex_init(&lock, nil)
         // unowned(unsafe): deinit stops the writer before the object goes, and a plain unowned
         // reference would trap when the last batch runs during deinit.
-        writer = WorkerThread { [unowned(unsafe) self] jobs in writeBatch(jobs) }
+        writer = WorkerThread(name: "tp-keylog") { [unowned(unsafe) self] jobs in writeBatch(jobs) }
     }
 
     deinit {
@@ -177,13 +177,14 @@ public final class KeyLog {
     private func mark(_ key: TierKey, _ op: Op, on loop: EventLoop, _ done: @escaping (Result<Void, TierError>) -> Void) {
         let now = wallClockMillis()
         pthread_mutex_lock(&lock)
-        var failure = broken ?? (closed ? closedError : nil) ?? admissionFailure(key)
+        let pendingSince = pending.sinceMillis(of: key)
+        var failure = broken ?? (closed ? closedError : nil) ?? (pendingSince == nil ? admissionFailure(key) : nil)
         var immediate = false
         var kick: DeferredTask?
         if failure == nil {
             let sequence = nextSequence
             nextSequence += 1
-            let since = pending.current(key)?.sinceMillis ?? now
+            let since = pendingSince ?? now
             pending.mark(key, op, sequence: sequence, sinceMillis: since)
             let record = KeyLogRecord(kind: op.recordKind, sequence: sequence, key: key, sinceMillis: since)
             // Submitting under the lock keeps file order equal to sequence order. Only `.always`
@@ -230,8 +231,8 @@ public final class KeyLog {
 
     private var closedError: TierError { .unavailable("key log \(path) is closed") }
 
+    /// Why `key`, not pending yet, may not become pending (the backlog's limits), if so.
     private func admissionFailure(_ key: TierKey) -> TierError? {
-        if pending.contains(key) { return nil }
         if pending.count >= options.maxPendingKeys {
             return .unavailable("write-behind backlog full: \(pending.count) keys pending (limit \(options.maxPendingKeys))")
         }

@@ -23,16 +23,15 @@ struct PendingSet {
 
     var count: Int { entries.count }
 
-    /// Whether marking `key` would add an entry (rather than update one).
-    func contains(_ key: TierKey) -> Bool { entries[key] != nil }
+    /// When `key` became pending, if it is.
+    func sinceMillis(of key: TierKey) -> Int64? { entries[key]?.sinceMillis }
 
     /// Applies a dirty or delete op: the latest op wins; a key not yet pending joins the tail.
     mutating func mark(_ key: TierKey, _ op: KeyLog.Op, sequence: UInt64, sinceMillis: Int64) {
-        if var e = entries[key] {
-            if e.op == .delete { deletes -= 1 }
-            e.op = op
-            e.sequence = sequence
-            entries[key] = e
+        if let i = entries.index(forKey: key) {  // updated in place: one lookup
+            if entries.values[i].op == .delete { deletes -= 1 }
+            entries.values[i].op = op
+            entries.values[i].sequence = sequence
         } else {
             entries[key] = Entry(op: op, sequence: sequence, sinceMillis: sinceMillis, epoch: sequence)
             order.append((key, sequence))
@@ -45,16 +44,13 @@ struct PendingSet {
     /// available to `take` again). Returns whether it was cleared.
     @discardableResult
     mutating func complete(_ key: TierKey, sequence: UInt64) -> Bool {
-        guard var e = entries[key] else { return false }
-        if e.checkedOut {
-            e.checkedOut = false
+        guard let i = entries.index(forKey: key) else { return false }
+        if entries.values[i].checkedOut {
+            entries.values[i].checkedOut = false
             checkedOut -= 1
         }
-        guard e.sequence == sequence else {
-            entries[key] = e
-            return false
-        }
-        entries[key] = nil
+        guard entries.values[i].sequence == sequence else { return false }
+        let e = entries.remove(at: i).value
         keyBytes -= key.bytes.count
         if e.op == .delete { deletes -= 1 }
         sweepIfMostlyStale()
@@ -68,11 +64,11 @@ struct PendingSet {
         var i = orderHead
         while i < order.count && items.count < max {
             let slot = order[i]
-            if var e = entries[slot.key], e.epoch == slot.epoch {
-                if !e.checkedOut {
-                    e.checkedOut = true
+            if let j = entries.index(forKey: slot.key), entries.values[j].epoch == slot.epoch {
+                if !entries.values[j].checkedOut {
+                    entries.values[j].checkedOut = true
                     checkedOut += 1
-                    entries[slot.key] = e
+                    let e = entries.values[j]
                     items.append(KeyLog.Item(op: e.op, key: slot.key, sequence: e.sequence, sinceMillis: e.sinceMillis))
                 }
             } else if i == orderHead {
