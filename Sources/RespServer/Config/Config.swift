@@ -76,6 +76,8 @@ struct Config {
     /// SCAN, KEYS, DBSIZE, RANDOMKEY see the lower tiers (`tiers-keyspace`).
     var tiersKeyspace = true
     var keyLogSync = KeyLog.Sync.everysec
+    /// `write-behind-delay`: ms a write-behind key stays pending before it is flushed.
+    var writeBehindDelayMillis = 1000
     var negativeCacheMillis = 0
     /// Metrics and health HTTP endpoint (0 = off) and the address it listens on.
     var metricsPort = 0

@@ -289,6 +289,12 @@ private let proxyDirectives: [Directive] = [
         guard let sync = KeyLog.Sync(rawValue: v) else { throw ConfigError("keylog-fsync must be always, everysec or no") }
         c.keyLogSync = sync
     },
+    Directive(name: "write-behind-delay", defaultArgs: "1000", doc: [
+        "Milliseconds a write-behind key waits, from its first unflushed write, before it is copied",
+        "below: every later write of it meanwhile is folded into that one copy, and a burst of writes",
+        "is answered before the lower tiers are written. Reads see the latest write all along. 0",
+        "flushes as soon as a batch is ready.",
+    ]) { c, a in c.writeBehindDelayMillis = try Units.int(try one(a, "write-behind-delay"), 0...3_600_000) },
     Directive(name: "negative-cache-ms", defaultArgs: "1000", doc: [
         "How long a key found absent in every tier is answered as absent without asking again",
         "(writes through the proxy end it at once); 0 turns the cache off.",

@@ -111,6 +111,7 @@ extension ClientSession {
         guard dbChangesInFlight == 0, let access = worker.tierAccess, !access.core.swapping else { return nil }
         let core = access.core
         var keys: [TierKey] = []
+        keys.reserveCapacity(plan.written.count)
         for k in plan.written {
             let key = TierKey(db: db, args[k.index])
             if blind.expiry == .none && core.rules.rule(for: key.bytes).ttlSeconds != nil { return nil }

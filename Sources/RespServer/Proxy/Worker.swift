@@ -139,7 +139,8 @@ final class Worker {
             access.hot = hot
             access.hotDB = config.upstream.db
             if index == 0 {
-                flusher = WriteBehindFlusher(access: access, hot: hot, homeDB: config.upstream.db)
+                flusher = WriteBehindFlusher(access: access, hot: hot, homeDB: config.upstream.db,
+                                             delayMillis: config.writeBehindDelayMillis)
                 flusher?.start()
                 FunctionFlags.refresh(hot: hot, scripts: tiering.scripts)
             }

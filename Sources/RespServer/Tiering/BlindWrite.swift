@@ -64,12 +64,15 @@ struct BlindWrite {
         return n
     }
 
+    /// The state one pair of `args` leaves its key in, read at `now`.
+    func state(of pair: Pair, _ args: [[UInt8]], db: Int, now: Int64) -> (TierKey, KeyState) {
+        (TierKey(db: db, args[pair.key]), .value(args[pair.value], type: .string, expiresAtMillis: expiry.at(now)))
+    }
+
     /// The states `args` leaves its keys in, read at `now`, last write of a repeated key winning.
     func states(_ args: [[UInt8]], db: Int, now: Int64) -> [(TierKey, KeyState)] {
+        if pairs.count == 1 { return [state(of: pairs[0], args, db: db, now: now)] }  // no repeat to look for
         let expires = expiry.at(now)
-        if pairs.count == 1 {  // SET, SETEX, PSETEX: no repeat to look for
-            return [(TierKey(db: db, args[pairs[0].key]), .value(args[pairs[0].value], type: .string, expiresAtMillis: expires))]
-        }
         var out: [(TierKey, KeyState)] = []
         var seen: [TierKey: Int] = [:]
         for p in pairs {
@@ -99,7 +102,14 @@ enum BlindWriteRun {
             // `locked` holds the tiered keys: none, nothing goes below.
             if locked.isEmpty { fill(slot, reply); return }
             if write.pairs.count == 1 {
-                let (key, state) = write.states(args, db: db, now: wallClockMillis())[0]
+                let (key, state) = write.state(of: write.pairs[0], args, db: db, now: wallClockMillis())
+                core.generations.bump(key)
+                if LowerWrite.applyAtOnce(key, state, access: access) {  // write-behind: no closures
+                    core.generations.bump(key)
+                    core.locks.release(locked)
+                    fill(slot, reply)
+                    return
+                }
                 applyOne(key, state, locked: locked, access: access, hot: hot, homeDB: homeDB) { fill(slot, $0 ?? reply) }
                 return
             }
@@ -137,7 +147,6 @@ enum BlindWriteRun {
     private static func applyOne(_ key: TierKey, _ state: KeyState, locked: [TierKey], access: TierAccess, hot: HotClient,
                                  homeDB: Int, _ done: @escaping ([UInt8]?) -> Void) {
         let core = access.core
-        core.generations.bump(key)
         LowerWrite.apply(key, state, access: access, ordered: {
             core.generations.bump(key)
             core.locks.release(locked)

@@ -88,9 +88,9 @@ enum DeferredWrite {
         core.stats.deferredCollectionWrites.add(writes ?? keys.count)
         for (key, expiry) in keys {
             core.generations.bump(key)
-            core.setPendingState(key, nil)
+            // Captured state unknown: the flusher reads the collection from hot.
             core.collections.markDeferred(key, expiresAtMillis: expiry)
-            log.markDirty(key, on: access.loop) { result in
+            log.markDirty(key, captured: .unknown, on: access.loop) { result in
                 if case .failure(let e) = result { Log.warning("A written collection could not be recorded for its flush: \(e)") }
                 remaining -= 1
                 if remaining == 0 { then() }

@@ -51,7 +51,7 @@ struct LowerKeyPages {
             let core = access.core
             guard !listed.isExpired(at: wallClockMillis()), core.isTiered(key),
                   filter.match.map({ $0.matches(key.bytes) }) ?? true else { return false }
-            if core.pendingState(key) == .absent || core.keyLog?.isPendingDelete(key) == true { return false }
+            if let pending = core.keyLog?.pendingState(key), pending.op == .delete || pending.captured == .absent { return false }
             return true
         }
     }

@@ -16,22 +16,39 @@ enum LowerWrite {
             done(.success(()))
         case .writeBehind:
             guard let log = core.keyLog else { writeThrough(key, state, access, ordered, done); return }
-            core.setPendingState(key, state)
-            let record: (TierKey, EventLoop, @escaping (Result<Void, TierError>) -> Void) -> Void =
-                state.entry == nil ? log.markDeleted : log.markDirty
-            record(key, access.loop) { result in
-                if case .failure(let e) = result {
-                    // Backlog full or log broken: this write goes through instead. (Its order
-                    // holds: the flusher writes only pending states, and this one is pending.)
-                    Log.warning("Write-behind could not record a key (\(e)); writing it through")
-                    writeThrough(key, state, access, nil, done)
-                    return
+            // Backlog full or log broken: this write goes through instead. (Its order holds: the
+            // flusher writes only pending states, and a refused mark left none newer.)
+            func fallBack(_ e: TierError) {
+                Log.warning("Write-behind could not record a key (\(e)); writing it through")
+                writeThrough(key, state, access, nil, done)
+            }
+            if log.marksAtOnce {  // appendfsync everysec or no: nothing to wait for, no closure
+                if let e = core.markNow(key, state, on: access.loop) { fallBack(e) } else { done(.success(())) }
+            } else {
+                core.mark(key, state.entry == nil ? .delete : .dirty, state, on: access.loop) { result in
+                    if case .failure(let e) = result { fallBack(e) } else { done(.success(())) }
                 }
-                done(.success(()))
             }
             ordered?()
         case .writeThrough:
             writeThrough(key, state, access, ordered, done)
+        }
+    }
+
+    /// `apply` when nothing is to be waited for: a hot-only key, or a write-behind state whose
+    /// mark completes at once (`KeyLog.marksAtOnce`). True if the state is in its place now;
+    /// false, having changed nothing a later `apply` would not redo, when `apply` must run.
+    static func applyAtOnce(_ key: TierKey, _ state: KeyState, access: TierAccess) -> Bool {
+        let core = access.core
+        switch core.rules.rule(for: key.bytes).policy {
+        case .hotOnly:
+            return true
+        case .writeBehind:
+            guard let log = core.keyLog, log.marksAtOnce else { return false }
+            // A refused mark (backlog full, log broken) changes nothing `apply` relies on.
+            return core.markNow(key, state, on: access.loop) == nil
+        case .writeThrough:
+            return false
         }
     }
 
@@ -45,8 +62,7 @@ enum LowerWrite {
                 // An older op still owed for this key (a delete to retry, a write-behind flush)
                 // must not undo this write when it lands: it now carries this state instead.
                 if let log = core.keyLog, log.pendingItem(key) != nil {
-                    core.setPendingState(key, state)
-                    log.markDirty(key, on: access.loop) { _ in done(.success(())) }
+                    core.mark(key, .dirty, state, on: access.loop) { _ in done(.success(())) }
                     return
                 }
                 done(.success(()))
@@ -59,9 +75,8 @@ enum LowerWrite {
                 // An error reply would have to mean the write did not happen, and hot has it
                 // already: the write is recorded durably instead and flushed later, as
                 // write-behind does (INFO: write_through_fallbacks).
-                guard let log = core.keyLog else { done(.failure(e)); return }
-                core.setPendingState(key, state)
-                log.markDirty(key, on: access.loop) { result in
+                guard core.keyLog != nil else { done(.failure(e)); return }
+                core.mark(key, .dirty, state, on: access.loop) { result in
                     if case .failure = result { done(.failure(e)); return }
                     core.stats.writeThroughFallbacks.add(1)
                     done(.success(()))
@@ -82,11 +97,10 @@ enum LowerWrite {
 
     /// Records durably that `keys` must be deleted below; until that lands they read as absent.
     static func recordDeletes(_ keys: [TierKey], access: TierAccess, _ done: @escaping () -> Void) {
-        guard let log = access.core.keyLog, !keys.isEmpty else { done(); return }
+        guard access.core.keyLog != nil, !keys.isEmpty else { done(); return }
         var remaining = keys.count
         for k in keys {
-            access.core.setPendingState(k, .absent)
-            log.markDeleted(k, on: access.loop) { result in
+            access.core.mark(k, .delete, .absent, on: access.loop) { result in
                 if case .failure(let e) = result { Log.warning("Could not record a delete to retry: \(e)") }
                 remaining -= 1
                 if remaining == 0 { done() }

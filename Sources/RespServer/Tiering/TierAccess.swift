@@ -57,11 +57,13 @@ final class TierAccess {
     func lookup(_ key: TierKey, locked: Bool = false, _ done: @escaping (Result<Found?, TierError>) -> Void) {
         guard hasLowerTiers, core.isTiered(key) else { done(.success(nil)); return }
         core.stats.lookups.add(1)
-        if let state = core.pendingState(key) {
-            done(.success(state.entry.map { Found(entry: $0, tier: .warm) }))
-            return
+        if let pending = core.keyLog?.pendingState(key) {  // the write-behind state not flushed yet
+            if let state = KeyState(pending.captured) {
+                done(.success(state.entry.map { Found(entry: $0, tier: .warm) }))
+                return
+            }
+            if pending.op == .delete { done(.success(nil)); return }
         }
-        if core.keyLog?.isPendingDelete(key) == true { done(.success(nil)); return }
         // A blocking pop may have just emptied it on hot: its older copy below must not come
         // back before that pop's own capture says what is left (`BlockingMark`).
         if core.mayBeDeletedByBlocking(key) { done(.success(nil)); return }
@@ -101,8 +103,11 @@ final class TierAccess {
     /// (`AbsentBelow`) or found it absent everywhere moments ago (the negative cache). Asked
     /// with the key's lock held.
     func isKnownAbsentBelow(_ key: TierKey) -> Bool {
-        guard core.pendingState(key) == nil else { return false }
-        if core.keyLog?.isPendingDelete(key) == true || core.negative.isKnownAbsent(key, now: loop.nowMillis) { return true }
+        if let pending = core.keyLog?.pendingState(key) {
+            if pending.captured != .unknown { return false }
+            if pending.op == .delete { return true }
+        }
+        if core.negative.isKnownAbsent(key, now: loop.nowMillis) { return true }
         return (warm == nil || isKnownAbsent(key, in: .warm)) && (cold == nil || isKnownAbsent(key, in: .cold))
     }
 

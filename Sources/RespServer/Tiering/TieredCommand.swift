@@ -93,6 +93,7 @@ enum TieredCommand {
     /// malformed in a way Redis itself will reject (wrong arity), so hot answers it alone.
     static func route(_ name: CommandName, _ args: [[UInt8]], table: CommandTable, scripts: ScriptFlags,
                       strictScripts: Bool) -> Route? {
+        if name == setName { return setRoute(args) }  // the commonest write: no table, no switch
         if names.contains(name) { return stringRoute(name, args) }
         guard var info = table.info(name) else { return nil }
         if let sub = table.subcommand(of: info.name, args) { info = sub }
@@ -221,6 +222,7 @@ enum TieredCommand {
     }
 
     /// Names worth a look at dispatch (a cheap filter before `route` copies arguments).
+    private static let setName = CommandName("set")
     static let names: Set<CommandName> = Set((
         "get mget set setex psetex setnx getset getex getdel mset msetnx append incr incrby incrbyfloat "
         + "decr decrby setrange getrange strlen exists type del unlink expire pexpire expireat pexpireat "

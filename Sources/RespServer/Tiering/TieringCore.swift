@@ -16,6 +16,27 @@ enum KeyState: Equatable {
     }
 }
 
+extension KeyState {
+    /// The state a key log entry captured; nil when only hot knows it.
+    init?(_ captured: KeyLog.Captured) {
+        switch captured {
+        case .unknown: return nil
+        case .absent: self = .absent
+        case .value(let e): self = .value(e.value, type: e.type, expiresAtMillis: e.expiresAtMillis)
+        }
+    }
+}
+
+extension KeyLog.Captured {
+    init(_ state: KeyState?) {
+        switch state {
+        case nil: self = .unknown
+        case .absent?: self = .absent
+        case .value(let v, let t, let e)?: self = .value(Entry(value: v, type: t, expiresAtMillis: e))
+        }
+    }
+}
+
 /// A lower-tier copy found by a lookup, and where.
 struct Found {
     let entry: Entry
@@ -45,10 +66,6 @@ final class TieringCore: @unchecked Sendable {
     /// Durable record of keys the lower tiers still owe (nil: it could not be opened; write-behind
     /// then answers errors, and failed deletes cannot be retried).
     let keyLog: KeyLog?
-    /// The latest state of each write-behind key not yet flushed (keyed by the lock holder's
-    /// writes, so it changes only under the key's lock). After a restart it is empty and the
-    /// flusher reads hot instead.
-    private let pendingStates = Mutex<[TierKey: KeyState]>([:])
     let stats = TieringStats()
     let collections: CollectionCapture
     /// Writes of one key waiting on its lock, gathered to run as one transaction (`KeyBatch`).
@@ -139,17 +156,35 @@ final class TieringCore: @unchecked Sendable {
     /// True if misses of `key` may look below hot, and writes of it reach the lower tiers.
     func isTiered(_ key: TierKey) -> Bool { rules.rule(for: key.bytes).policy != .hotOnly }
 
-    func pendingState(_ key: TierKey) -> KeyState? { pendingStates.withLock { $0[key] } }
-    func setPendingState(_ key: TierKey, _ state: KeyState?) {
+    // MARK: - Write-behind states
+    //
+    // The latest state of each key the lower tiers still owe lives in its key log entry (one
+    // record per key: `KeyLog.Captured`), written under the key's lock. After a restart the
+    // states are unknown and the flusher reads hot instead.
+
+    /// The state the latest unflushed write of `key` left, if known.
+    func pendingState(_ key: TierKey) -> KeyState? { keyLog?.pendingState(key).flatMap { KeyState($0.captured) } }
+
+    /// Records in the key log that `key` was written (`op` dirty) or deleted, with the state the
+    /// write left (nil: only hot knows it, and the flusher reads it there). The key log must be open.
+    func mark(_ key: TierKey, _ op: KeyLog.Op, _ state: KeyState?, on loop: EventLoop,
+              _ done: @escaping (Result<Void, TierError>) -> Void) {
         collections.clearDeferred(key)
-        pendingStates.withLock { $0[key] = state }
-    }
-    func clearPendingStates(_ keys: [TierKey]) { pendingStates.withLock { states in for k in keys { states[k] = nil } } }
-    func dropPendingStates(db: Int?) {
-        pendingStates.withLock { states in
-            if let db { states = states.filter { $0.key.db != db } } else { states.removeAll() }
+        switch op {
+        case .delete: keyLog!.markDeleted(key, on: loop, done)
+        case .dirty: keyLog!.markDirty(key, captured: KeyLog.Captured(state), on: loop, done)
         }
     }
+
+    /// `mark` for a write-behind state when marks complete at once (`KeyLog.marksAtOnce`): nil,
+    /// or why the mark was refused.
+    func markNow(_ key: TierKey, _ state: KeyState, on loop: EventLoop) -> TierError? {
+        collections.clearDeferred(key)
+        return keyLog!.markNow(key, state.entry == nil ? .delete : .dirty, captured: KeyLog.Captured(state), on: loop)
+    }
+
+    /// FLUSHDB/FLUSHALL on hot: the captured states of `db` (nil: every db) are stale.
+    func dropPendingStates(db: Int?) { keyLog?.forgetCaptured(db: db) }
 
     /// Loop 0's write-behind flusher, for its counters.
     weak var flusher: Flusher?

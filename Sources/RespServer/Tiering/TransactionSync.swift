@@ -15,12 +15,12 @@ enum TransactionSync {
     static func record(_ keys: [TierKey], ran: Bool, access: TierAccess, then answer: @escaping () -> Void) {
         let core = access.core
         let tiered = Array(Set(keys.filter(core.isTiered)))
-        guard let log = core.keyLog, ran, !tiered.isEmpty else { answer(); return }
+        guard core.keyLog != nil, ran, !tiered.isEmpty else { answer(); return }
         var remaining = tiered.count
         for key in tiered {
             core.generations.bump(key)
-            core.setPendingState(key, nil)      // an older captured state must not be flushed instead
-            log.markDirty(key, on: access.loop) { result in
+            // State unknown: an older captured state must not be flushed instead.
+            core.mark(key, .dirty, nil, on: access.loop) { result in
                 if case .failure(let e) = result { Log.warning("A key written in a transaction could not be recorded: \(e)") }
                 remaining -= 1
                 if remaining == 0 { answer() }

@@ -13,10 +13,14 @@ final class WriteBehindFlusher {
     private let homeDB: Int
     private(set) var flusher: Flusher?
 
-    init(access: TierAccess, hot: HotClient, homeDB: Int) {
+    /// `write-behind-delay`: how long a key stays pending before it is flushed.
+    private let delayMillis: Int
+
+    init(access: TierAccess, hot: HotClient, homeDB: Int, delayMillis: Int) {
         self.access = access
         self.hot = hot
         self.homeDB = homeDB
+        self.delayMillis = delayMillis
     }
 
     func start() {
@@ -24,12 +28,15 @@ final class WriteBehindFlusher {
         var options = Flusher.Options()
         options.maxInFlight = 4096
         options.batchSize = 512
+        options.delayMillis = delayMillis
         let f = Flusher(log: log, loop: access.loop, options: options) { [unowned self] items, done in
             flush(items) { [unowned self] results in
                 noteFailures(results)
                 done(results)
             }
         }
+        // SWAPDB waits for the backlog to drain: no key waits out its delay then.
+        f.rush = { [unowned self] in access.core.swapping }
         flusher = f
         access.core.flusher = f
         f.start()
@@ -82,12 +89,9 @@ final class WriteBehindFlusher {
         if remaining == 0 { done(results); return }
         if !batch.isEmpty {
             access.storeMany(batch.map { ($0.1, $0.2) }) { outcome in
-                var stored: [TierKey] = []
-                for ((i, key, _), r) in zip(batch, outcome) {
-                    if r.isSuccess && self.isLatest(items[i]) { stored.append(key) }
-                    results[i] = r
-                }
-                core.clearPendingStates(stored)
+                // A stored state leaves the key log when the flusher completes its item, and only
+                // if no newer write came (`KeyLog.complete` compares sequences).
+                for ((i, _, _), r) in zip(batch, outcome) { results[i] = r }
                 core.locks.release(distinct: batch.map { $0.1 })  // one key log batch: no repeats
                 finished()
             }
@@ -100,21 +104,12 @@ final class WriteBehindFlusher {
         }
     }
 
-    /// True if no write of the item's key came after it. A write that waited on the key's lock
-    /// ahead of this flush left its state pending, and this flush stored that state; its newer
-    /// key-log mark flushes again, and must find the state still pending: with none, it would
-    /// read hot, and a key hot has lost since would be deleted below.
-    private func isLatest(_ item: KeyLog.Item) -> Bool {
-        access.core.keyLog?.pendingItem(item.key)?.sequence ?? item.sequence == item.sequence
-    }
-
     private func flush(_ item: KeyLog.Item, _ done: @escaping (Result<Void, TierError>) -> Void) {
         let core = access.core
         let op = item.op, key = item.key
         core.locks.acquire([key], on: access.loop) { [self] in
             func write(_ state: KeyState) {
-                access.store(key, state) { [self] result in
-                    if case .success = result, isLatest(item) { core.setPendingState(key, nil) }
+                access.store(key, state) { result in
                     core.locks.release([key])
                     done(result)
                 }

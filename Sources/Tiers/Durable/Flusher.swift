@@ -23,6 +23,11 @@ public final class Flusher {
         public var batchSize = 1
         /// How long a new key may wait for its batch.
         public var intervalMillis = 100
+        /// How long a key stays pending before it is flushed (counted from when it became
+        /// pending, not from its latest write): every write of it meanwhile costs the tiers
+        /// nothing more, and under a burst the flush work waits until the burst is written.
+        /// `rush` (or `flushNow`) lifts it while true.
+        public var delayMillis = 0
         public var retryBaseMillis = 100
         public var retryMaxMillis = 30_000
         public init() {}
@@ -49,6 +54,9 @@ public final class Flusher {
     private var refill: DeferredTask?
     private var running = false
     private var waiting: [TierKey: Reactor.Timer] = [:]
+    /// True while the delay is lifted (a SWAPDB waiting for the backlog to drain).
+    public var rush: (() -> Bool)?
+    private var rushOnce = false
     private let flushed = Reactor.AtomicCounter()
     private let retries = Reactor.AtomicCounter()
     private let failures = Reactor.AtomicCounter()
@@ -87,7 +95,10 @@ public final class Flusher {
     }
 
     /// Flushes what is pending now rather than at the next tick (`TIERS FLUSH`). Call on `loop`.
-    public func flushNow() { refill?.schedule() }
+    public func flushNow() {
+        rushOnce = true
+        refill?.schedule()
+    }
 
     /// Stops taking keys and gives back those waiting to retry. Flushes already running still
     /// complete their keys when they succeed. Call on `loop`.
@@ -117,7 +128,9 @@ public final class Flusher {
         let room = options.maxInFlight - checkedOut.value
         guard room > 0 else { return }
         let size = max(1, options.batchSize)
-        let items = log.takeBatch(max: room)
+        let delayed = options.delayMillis > 0 && !rushOnce && rush?() != true
+        rushOnce = false
+        let items = log.takeBatch(max: room, dueBy: delayed ? wallClockMillis() - Int64(options.delayMillis) : .max)
         checkedOut.add(items.count)
         for start in stride(from: 0, to: items.count, by: size) {
             attempt(Array(items[start..<min(items.count, start + size)]), number: 1)
@@ -151,7 +164,9 @@ public final class Flusher {
         // load flushed a few keys at a time, so each key paid a batch's costs (a worker wake, a
         // transaction, a WAL page per key, a timer): bigger batches make them per batch again.
         // Deferred: a closure that completes synchronously must not recurse into the next flush.
-        if log.availableCount >= max(1, options.batchSize) { refill?.schedule() }
+        // With a delay, a batch that was not full says that the keys due are flushed.
+        let size = max(1, options.batchSize)
+        if log.availableCount >= size && (options.delayMillis == 0 || items.count >= size) { refill?.schedule() }
     }
 
     private func failed(_ item: KeyLog.Item, attempt: Int) {

@@ -30,6 +30,16 @@ public final class KeyLog {
         case delete = 2
     }
 
+    /// What the lower tiers are to hold for a pending key, as its latest write left it.
+    public enum Captured: Equatable, Sendable {
+        /// Not known here (after a restart, or a write whose result only hot knows): the
+        /// flusher reads hot.
+        case unknown
+        /// Deleted, or expired.
+        case absent
+        case value(Entry)
+    }
+
     /// A pending key handed to the flusher: flush `op`, then `complete(key, sequence:)`.
     public struct Item: Hashable, Sendable {
         public let op: Op
@@ -90,26 +100,26 @@ public final class KeyLog {
     public let options: Options
     public let recovery: Recovery
 
-    private var lock = pthread_mutex_t()
-    private var pending = PendingSet()
+    var lock = pthread_mutex_t()
+    var pending = PendingSet()
     private var nextSequence: UInt64
     /// Set by a failed write or sync: nothing after it can be trusted, so marks are refused.
-    private var broken: TierError?
+    var broken: TierError?
     private var closed = false
-    private var counters = Stats()
+    var counters = Stats()
     /// Under `.everysec`: records appended since the last sync, and when that was (Unix ms).
-    private var unsynced = false
+    var unsynced = false
     /// Under `.everysec` and `.no`: records marked but not yet taken by the writer.
-    private var queued = [UInt8]()
-    private var queuedRecords = 0
-    private var wakeSubmitted = false
+    var queued = [UInt8]()
+    var queuedRecords = 0
+    var wakeSubmitted = false
     /// One end-of-pass hand-off task per loop that marks (see `enqueue`).
     private var kickers: [ObjectIdentifier: DeferredTask] = [:]
-    private var lastSyncMillis: Int64 = 0
-    private let file: KeyLogFile
+    var lastSyncMillis: Int64 = 0
+    let file: KeyLogFile
     private var writer: WorkerThread<Job>!
 
-    private struct Job {
+    struct Job {
         var encoded: [UInt8]
         var records: Int
         var compact = false
@@ -164,46 +174,81 @@ public final class KeyLog {
 
     /// Records that `key` was written on hot; `done` runs on `loop` once that is durable (under
     /// `.everysec` and `.no`: before this call returns, unless the mark failed).
-    public func markDirty(_ key: TierKey, on loop: EventLoop, _ done: @escaping (Result<Void, TierError>) -> Void) {
-        mark(key, .dirty, on: loop, done)
+    /// `captured`: the state the write left, if the writer knows it (the flusher writes it
+    /// below without asking hot).
+    public func markDirty(_ key: TierKey, captured: Captured = .unknown, on loop: EventLoop,
+                          _ done: @escaping (Result<Void, TierError>) -> Void) {
+        mark(key, .dirty, captured: captured, on: loop, done)
     }
 
     /// Records that `key` was deleted and must be deleted below; `done` runs on `loop` once
     /// that is durable. From this call on, `isPendingDelete(key)` is true until it completes.
     public func markDeleted(_ key: TierKey, on loop: EventLoop, _ done: @escaping (Result<Void, TierError>) -> Void) {
-        mark(key, .delete, on: loop, done)
+        mark(key, .delete, captured: .absent, on: loop, done)
     }
 
-    private func mark(_ key: TierKey, _ op: Op, on loop: EventLoop, _ done: @escaping (Result<Void, TierError>) -> Void) {
+    /// Under `.everysec` and `.no`, where a mark does not wait for the disk: records that `key`
+    /// was written (`op` dirty) or deleted, and returns nil, or why the mark was refused. No
+    /// completion to call: a write-behind reply pays one lock and one append here.
+    public func markNow(_ key: TierKey, _ op: Op, captured: Captured, on loop: EventLoop) -> TierError? {
+        precondition(options.sync != .always, "under appendfsync always a mark waits for its fdatasync")
         let now = wallClockMillis()
         pthread_mutex_lock(&lock)
-        let pendingSince = pending.sinceMillis(of: key)
-        var failure = broken ?? (closed ? closedError : nil) ?? (pendingSince == nil ? admissionFailure(key) : nil)
-        var immediate = false
-        var kick: DeferredTask?
-        if failure == nil {
-            let sequence = nextSequence
-            nextSequence += 1
-            let since = pendingSince ?? now
-            pending.mark(key, op, sequence: sequence, sinceMillis: since)
-            let record = KeyLogRecord(kind: op.recordKind, sequence: sequence, key: key, sinceMillis: since)
-            // Submitting under the lock keeps file order equal to sequence order. Only `.always`
-            // makes the mark wait for the writer.
-            if options.sync == .always {
-                if writer.submit(Job(encoded: record.encoded, records: 1, loop: loop, done: done)) {
-                    counters.appends += 1
-                } else {
-                    failure = closedError
-                }
+        let admitted = admitLocked(key, op, captured: captured, now: now)
+        let kick = (try? admitted.get()).flatMap { enqueue($0, kickOn: loop) }
+        pthread_mutex_unlock(&lock)
+        kick?.schedule()
+        if case .failure(let e) = admitted { return e }
+        return nil
+    }
+
+    /// True if marks complete before the disk has them (`.everysec`, `.no`): `markNow` applies.
+    public var marksAtOnce: Bool { options.sync != .always }
+
+    private func mark(_ key: TierKey, _ op: Op, captured: Captured, on loop: EventLoop,
+                      _ done: @escaping (Result<Void, TierError>) -> Void) {
+        if options.sync != .always {
+            if let failure = markNow(key, op, captured: captured, on: loop) {
+                loop.execute { done(.failure(failure)) }
             } else {
-                kick = enqueue(record, kickOn: loop)
-                immediate = true
+                done(.success(()))
             }
+            return
+        }
+        let now = wallClockMillis()
+        pthread_mutex_lock(&lock)
+        var failure: TierError?
+        switch admitLocked(key, op, captured: captured, now: now) {
+        case .success(let record):
+            // Submitting under the lock keeps file order equal to sequence order.
+            if writer.submit(Job(encoded: record.encoded, records: 1, loop: loop, done: done)) {
+                counters.appends += 1
+            } else {
+                failure = closedError
+            }
+        case .failure(let e):
+            failure = e
         }
         pthread_mutex_unlock(&lock)
         if let failure { loop.execute { done(.failure(failure)) } }
-        kick?.schedule()
-        if immediate { done(.success(())) }
+    }
+
+    /// With the lock held: makes `key` pending with `op` and returns the record that says so, or
+    /// why it may not (the log is broken or closed, or the backlog is full for a new key).
+    /// A refused mark of a key already pending forgets its captured state: the write that was
+    /// to replace it happened on hot, so the flusher must read hot.
+    private func admitLocked(_ key: TierKey, _ op: Op, captured: Captured, now: Int64) -> Result<KeyLogRecord, TierError> {
+        if let failure = broken ?? (closed ? closedError : nil) {
+            pending.forgetCaptured(key)
+            return .failure(failure)
+        }
+        let sequence = nextSequence
+        guard let since = pending.markIfRoom(key, op, sequence: sequence, now: now, captured: captured,
+                                             maxKeys: options.maxPendingKeys, maxKeyBytes: options.maxPendingKeyBytes) else {
+            return .failure(admissionFailure(key) ?? .unavailable("write-behind backlog full"))
+        }
+        nextSequence += 1
+        return .success(KeyLogRecord(kind: op.recordKind, sequence: sequence, key: key, sinceMillis: since))
     }
 
     /// Hands the queued records to the writer (once per loop pass that marked: see `enqueue`).
@@ -225,7 +270,7 @@ public final class KeyLog {
     }
 
     /// Under `.everysec`, with the lock held: records are unsynced and the last sync is a second old.
-    private func syncDue(_ unsynced: Bool, now: Int64) -> Bool {
+    func syncDue(_ unsynced: Bool, now: Int64) -> Bool {
         options.sync == .everysec && unsynced && now - lastSyncMillis >= 1000
     }
 
@@ -249,6 +294,17 @@ public final class KeyLog {
         withLock { pending.current(key)?.op == .delete }
     }
 
+    /// The latest op of `key` and the state its write left, if it is pending.
+    public func pendingState(_ key: TierKey) -> (op: Op, captured: Captured)? {
+        withLock { pending.state(key) }
+    }
+
+    /// Forgets the captured states of the pending keys of `db` (nil: every db): FLUSHDB on hot
+    /// made them stale, so their flushes read hot.
+    public func forgetCaptured(db: Int?) {
+        withLock { pending.forgetCaptured(db: db) }
+    }
+
     /// Pending keys not checked out: what `takeBatch` could hand out now.
     public var availableCount: Int { withLock { pending.count - pending.checkedOut } }
 
@@ -259,8 +315,10 @@ public final class KeyLog {
 
     /// Up to `max` pending keys, oldest first, none already handed out. Each stays checked out
     /// until `complete` or `release`, so one key is never flushed twice at once.
-    public func takeBatch(max: Int) -> [Item] {
-        withLock { pending.take(max: max) }
+    /// `dueBy`: only keys that became pending by then (Unix ms), so a key written often waits
+    /// to be flushed once (`Flusher.Options.delayMillis`).
+    public func takeBatch(max: Int, dueBy: Int64 = .max) -> [Item] {
+        withLock { pending.take(max: max, dueBy: dueBy) }
     }
 
     /// Marks `key` flushed up to `sequence`. If a newer op arrived meanwhile the key stays
@@ -287,7 +345,7 @@ public final class KeyLog {
     /// lock is released), so a pass's marks cost one hand-off, not one each; records queued
     /// without a loop go with the next hand-off or the flusher's tick.
     private func enqueue(_ record: KeyLogRecord, kickOn loop: EventLoop? = nil) -> DeferredTask? {
-        queued += record.encoded
+        record.encode(into: &queued)
         queuedRecords += 1
         counters.appends += 1
         guard let loop else { return nil }
@@ -338,89 +396,7 @@ public final class KeyLog {
     func suspendWriter() { writer.suspend() }
     func resumeWriter() { writer.resume() }
 
-    // MARK: - Writer thread
-
-    private func writeBatch(_ jobs: [Job]) {
-        var encoded = [UInt8]()
-        var records = 0
-        var compactAsked = false
-        // Only marks are waited for; a batch of nothing but "done" records needs no fdatasync.
-        var mustSync = false
-        for job in jobs {
-            encoded += job.encoded
-            records += job.records
-            compactAsked = compactAsked || job.compact
-            mustSync = mustSync || (job.done != nil && !job.compact) || job.sync
-        }
-        if options.sync != .always {
-            let now = wallClockMillis()
-            let due: Bool = withLock {
-                encoded += queued
-                records += queuedRecords
-                queued.removeAll(keepingCapacity: true)
-                queuedRecords = 0
-                wakeSubmitted = false
-                return syncDue(unsynced || records > 0, now: now)
-            }
-            mustSync = mustSync || due
-        }
-        // The snapshot may include marks queued after this batch: re-applying their records
-        // later yields the same state, so that is harmless.
-        var snapshot: [KeyLogRecord]?
-        var appendResult = Result<Void, TierError>.success(())
-        withLock {
-            if let broken { appendResult = .failure(broken); return }
-            let total = file.records + records
-            let dead = total - pending.count
-            if compactAsked || (total >= options.compactMinRecords && Double(dead) >= options.compactDeadFraction * Double(total)) {
-                snapshot = pending.snapshot()
-            }
-        }
-        var compactResult = appendResult
-        if case .success = appendResult {
-            var compacted = false
-            if let snapshot {
-                do throws(TierError) {
-                    try file.rewrite(snapshot)
-                    compacted = true
-                } catch {
-                    compactResult = .failure(error)  // the old file is intact: append to it instead
-                }
-            }
-            var synced = compacted
-            if !compacted && (records > 0 || mustSync) {
-                do throws(TierError) {
-                    if records > 0 { try file.append(encoded, records: records, sync: mustSync) } else { try file.sync() }
-                    synced = mustSync
-                } catch {
-                    appendResult = .failure(error)
-                }
-            }
-            withLock {
-                if compacted || appendResult.isSuccess { counters.written += records }
-                if compacted { counters.compactions += 1 }
-                if synced {
-                    counters.syncs += 1
-                    unsynced = false
-                    lastSyncMillis = wallClockMillis()
-                } else if records > 0 {
-                    unsynced = true
-                }
-                if case .failure(let e) = appendResult { broken = e }
-                counters.fileRecords = file.records
-                counters.fileBytes = file.bytes
-            }
-        }
-        var completions = CompletionBatch()
-        for job in jobs {
-            guard let loop = job.loop, let done = job.done else { continue }
-            let result = job.compact ? compactResult : appendResult
-            completions.add(loop) { done(result) }
-        }
-        completions.deliver()
-    }
-
-    private func withLock<T>(_ body: () -> T) -> T {
+    func withLock<T>(_ body: () -> T) -> T {
         pthread_mutex_lock(&lock)
         defer { pthread_mutex_unlock(&lock) }
         return body()

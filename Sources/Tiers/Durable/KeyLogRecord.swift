@@ -43,7 +43,7 @@ struct KeyLogRecord: Equatable {
     /// Appends this record's bytes to `out`.
     func encode(into out: inout [UInt8]) {
         let start = out.count
-        out.append(contentsOf: [0, 0, 0, 0, 0, 0, 0, 0])  // length and CRC, filled below
+        out.append(contentsOf: repeatElement(0, count: Self.framing))  // length and CRC, filled below
         out.append(kind.rawValue)
         Self.appendLE(&out, sequence)
         Self.appendLE(&out, UInt64(bitPattern: Int64(key.db)))
@@ -57,6 +57,7 @@ struct KeyLogRecord: Equatable {
 
     var encoded: [UInt8] {
         var out = [UInt8]()
+        out.reserveCapacity(Self.framing + Self.fixedBody + key.bytes.count)
         encode(into: &out)
         return out
     }
