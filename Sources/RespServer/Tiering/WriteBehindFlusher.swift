@@ -64,20 +64,31 @@ final class WriteBehindFlusher {
         lastFailureLogMillis = now
     }
 
-    /// A batch: the keys whose locks are free now and whose state was captured go below in one
-    /// `storeMany`; the others (held by a write, or pending since before a restart) one by one.
+    /// A batch: the keys whose state was captured go below in one `storeMany`; the others
+    /// (written in place, pending since before a restart, or held by a write) one by one.
+    ///
+    /// A write-behind key's captured state is stored without the key's lock, so a client's write
+    /// of a key being flushed does not wait for the tier (nor take the slow way round a busy
+    /// lock). That is safe because such a key is written below by this flusher alone, and it
+    /// stays pending until its flush completes with the sequence it was taken at: a write
+    /// meanwhile leaves a newer sequence and state, reads are answered from that state, and it is
+    /// flushed again. A key of another policy may have a write-through writer storing it too, so
+    /// its flush holds the lock as before.
     private func flush(_ items: [KeyLog.Item], _ done: @escaping ([Result<Void, TierError>]) -> Void) {
         let core = access.core
         var results = [Result<Void, TierError>](repeating: .success(()), count: items.count)
         var batch: [(Int, TierKey, KeyState)] = []
+        var locked: [TierKey] = []
         var single: [Int] = []
         for (i, item) in items.enumerated() {
-            if core.locks.tryAcquire(item.key) {
+            let lockFree = core.rules.rule(for: item.key.bytes).policy == .writeBehind
+            if lockFree || core.locks.tryAcquire(item.key) {
                 if let state = core.pendingState(item.key) ?? (item.op == .delete ? .absent : nil) {
                     batch.append((i, item.key, state))
+                    if !lockFree { locked.append(item.key) }
                     continue
                 }
-                core.locks.release([item.key])
+                if !lockFree { core.locks.release([item.key]) }
             }
             single.append(i)
         }
@@ -92,7 +103,7 @@ final class WriteBehindFlusher {
                 // A stored state leaves the key log when the flusher completes its item, and only
                 // if no newer write came (`KeyLog.complete` compares sequences).
                 for ((i, _, _), r) in zip(batch, outcome) { results[i] = r }
-                core.locks.release(distinct: batch.map { $0.1 })  // one key log batch: no repeats
+                core.locks.release(distinct: locked)  // one key log batch: no repeats
                 finished()
             }
         }
