@@ -51,9 +51,14 @@ final class KeyedOp {
     private let done: () -> Void
     /// Runs once this command has answered: the next of a failed batch's commands (`KeyBatch`).
     var afterFinish: (() -> Void)?
-    /// The batch this command waits in, while it still takes members (`join(after:)`).
+    /// The batch this command waits in, while it still takes members (`follow`).
     var gathering: KeyBatch? { batch.flatMap { $0.isOpen ? $0 : nil } }
     private weak var batch: KeyBatch?
+    /// The client's next writes of the key, in its order, joined to this command's batch right
+    /// after it (`follow`): records, not commands of their own, unless the batch cannot run them.
+    var followers: [Follower] = []
+    /// The last follower's plan, if the client's next request of the same command may reuse it.
+    var repeated: RepeatedPlan?
     /// Where the bring-up and the capture go.
     let own: OwnRequests
     /// Called once the command itself is on its way to hot: the client's later requests may
@@ -116,18 +121,10 @@ final class KeyedOp {
         }
     }
 
-    /// Joins the batch `previous` (the client's request just before this one) waits in, if that
-    /// still takes members and this command could share it: a pipeline of one client's writes
-    /// of a key then goes in one transaction, not one per round trip. The client's later
-    /// requests then wait for this command instead of `previous`. False: nothing was done.
-    func join(after previous: KeyedOp) -> Bool {
-        guard let batch = previous.gathering, access.hasLowerTiers else { return false }
-        lockKeys = (plan.bringUp + plan.written).map(tierKey).filter(core.isTiered)
-        defer { lockKeys = [] }    // its batch's leader takes the key for it
-        guard batchKey() == batch.key, core.batches.join(self, batch: batch) else { return false }
-        self.batch = batch
-        previous.sent = nil
-        return true
+    /// `other` answers after this command now: the client's later requests wait for it instead.
+    func handSent(to other: KeyedOp) {
+        other.sent = sent
+        sent = nil
     }
 
     // MARK: - Bring up
