@@ -201,7 +201,10 @@ extension ClientSession {
         for i in 0...last {
             expectReply(handler: { [self] reply, slot in
                 collected.append(reply)
-                if i < last { fill(slot, []) } else { done(collected, slot) }
+                // Only the last slot is filled the full way (its output released, flushed): the
+                // replies before it are all intercepted here, so nothing waits behind their slots
+                // that does not wait behind the last one too.
+                if i < last { slot.reply = [] } else { done(collected, slot) }
             })
         }
         sendProxyRequest(bytes, replies: count)

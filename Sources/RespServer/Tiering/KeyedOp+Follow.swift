@@ -36,10 +36,12 @@ extension KeyedOp {
               !plan.promotesApart, !plan.runsAlone, !plan.script, session.onSharedRoute,
               session.watchedKeys.isEmpty else { return false }
         let key = batch.key
-        func isKey(_ k: TieredCommand.KeyArg) -> Bool { (k.db ?? db) == key.db && session.argument(frame, k.index, is: key.bytes) }
+        let request = frame.inlineArgs.map(ReplyParts.command) ?? session.client.input.copy(frame.length)
+        func isKey(_ k: TieredCommand.KeyArg) -> Bool {
+            (k.db ?? db) == key.db && session.argument(frame, k.index, in: request, is: key.bytes)
+        }
         guard plan.written.allSatisfy(isKey), plan.bringUp.allSatisfy(isKey),
               plan.defaultTTL == .never || core.rules.rule(for: key.bytes).ttlSeconds == nil else { return false }
-        let request = frame.inlineArgs.map(ReplyParts.command) ?? session.client.input.copy(frame.length)
         followers.append(Follower(request: request, plan: plan))
         batch.followed()
         if let routed { learnPlan(frame.name, routed, plan) }
@@ -53,19 +55,23 @@ extension KeyedOp {
         return r.plan
     }
 
-    /// Keeps `plan` for the client's next requests when what `TieredCommand.route` makes of a
-    /// request of `name` depends on its length alone: a command described by `WriteRule` (not
-    /// by hand: SET's options decide what it reads), no subcommands, no script, every key found
-    /// at a fixed index or range (not after a keyword or a count), none of WriteRule's special
-    /// cases (SORT's STORE, RESTORE's REPLACE, MOVE's db).
+    /// Keeps `plan` for the client's next requests of the same command and length, if their plan
+    /// cannot differ (`planDependsOnLengthAlone`).
     private func learnPlan(_ name: CommandName, _ args: [[UInt8]], _ plan: TieredCommand.KeyedPlan) {
-        repeated = nil
-        let table = session.worker.commandTable
-        guard !TieredCommand.names.contains(name), let info = table.info(name), table.subcommand(of: info.name, args) == nil,
+        let reusable = KeyedOp.planDependsOnLengthAlone(name, table: session.worker.commandTable)
+        repeated = reusable ? RepeatedPlan(name: name, argc: args.count, plan: plan) : nil
+    }
+
+    /// Whether what `TieredCommand.route` makes of a request of command `name` depends on its
+    /// length alone: a command described by `WriteRule` (not by hand: SET's
+    /// options decide what it reads), not a container of subcommands, no script, not blocking,
+    /// every key found at a fixed index or range (not after a keyword or a count), none of
+    /// WriteRule's special cases (SORT's STORE, RESTORE's REPLACE, MOVE's db).
+    static func planDependsOnLengthAlone(_ name: CommandName, table: CommandTable) -> Bool {
+        guard !TieredCommand.names.contains(name), let info = table.info(name), !table.hasSubcommands(info.name),
               WriteRule.kind(info) == .keyed, !WriteRule.isScript(info.name),
-              info.name != "sort" && info.name != "restore" && info.name != "move",
-              info.keySpecs.allSatisfy(KeyedOp.foundByPosition) else { return }
-        repeated = RepeatedPlan(name: name, argc: args.count, plan: plan)
+              info.name != "sort" && info.name != "restore" && info.name != "move" else { return false }
+        return info.keySpecs.allSatisfy(foundByPosition)
     }
 
     private static func foundByPosition(_ spec: KeySpec) -> Bool {
@@ -94,20 +100,13 @@ extension KeyedOp {
 }
 
 extension ClientSession {
-    /// Whether argument `index` of `frame` (at the front of the client's input) is `bytes`,
-    /// compared where it lies.
-    func argument(_ frame: RequestFrame, _ index: Int, is bytes: [UInt8]) -> Bool {
+    /// Whether argument `index` of `frame` is `bytes`; `request`: the frame's bytes (RESP),
+    /// copied from the client's input (for an inline request, re-encoded: its arguments are kept).
+    func argument(_ frame: RequestFrame, _ index: Int, in request: [UInt8], is bytes: [UInt8]) -> Bool {
         guard index < frame.argc else { return false }
         if let inline = frame.inlineArgs { return inline[index] == bytes }
         let span = worker.spans[frame.spanStart + index]
-        guard span.count == bytes.count else { return false }
-        var at = 0
-        var same = true
-        client.input.withSegments(offset: span.offset, limit: span.count) { segment in
-            same = segment.elementsEqual(bytes[at..<(at + segment.count)])
-            at += segment.count
-            return same
-        }
-        return same && at == bytes.count
+        return span.count == bytes.count && span.offset + span.count <= request.count
+            && request[span.offset..<(span.offset + span.count)].elementsEqual(bytes)
     }
 }
