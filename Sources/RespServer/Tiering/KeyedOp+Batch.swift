@@ -118,7 +118,9 @@ final class KeyBatch {
         }
     }
 
-    private static func isQueued(_ reply: [UInt8]) -> Bool { reply == Array("+QUEUED\r\n".utf8) }
+    static let queuedReply = Array("+QUEUED\r\n".utf8)
+
+    private static func isQueued(_ reply: [UInt8]) -> Bool { reply == queuedReply }
 
     /// `exec`: EXEC's reply if hot queued everything. `head` and `tail`: the proxy's elements
     /// before and after the commands'.

@@ -57,7 +57,7 @@ extension KeyedOp {
 
     /// Keeps `plan` for the client's next requests of the same command and length, if their plan
     /// cannot differ (`planDependsOnLengthAlone`).
-    private func learnPlan(_ name: CommandName, _ args: [[UInt8]], _ plan: TieredCommand.KeyedPlan) {
+    func learnPlan(_ name: CommandName, _ args: [[UInt8]], _ plan: TieredCommand.KeyedPlan) {
         let reusable = KeyedOp.planDependsOnLengthAlone(name, table: session.worker.commandTable)
         repeated = reusable ? RepeatedPlan(name: name, argc: args.count, plan: plan) : nil
     }

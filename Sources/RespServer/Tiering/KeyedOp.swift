@@ -1,3 +1,4 @@
+import RESP
 import Reactor
 import Tiers
 
@@ -104,9 +105,11 @@ final class KeyedOp {
             case .joined(let batch):
                 lockKeys = []      // its batch's leader takes the key for it
                 self.batch = batch
+                learnPlan(CommandName(args[0]), args, plan)
                 return
             case .leads(let batch):
                 self.batch = batch
+                learnPlan(CommandName(args[0]), args, plan)
                 core.whenNotSwapping(on: access.loop) { [self] in
                     core.locks.acquire(lockKeys, on: access.loop) { batch.granted() }
                 }
@@ -280,8 +283,8 @@ final class KeyedOp {
                 return
             }
             // So did a promotion refused while queueing (OOM: what Redis says to a write it cannot take).
-            if let refused = replies[1..<capture.commandIndex].first(where: { $0 != Array("+QUEUED\r\n".utf8) })
-                ?? (queued != Array("+QUEUED\r\n".utf8) ? queued : nil) {
+            if let refused = replies[1..<capture.commandIndex].first(where: { $0 != KeyBatch.queuedReply })
+                ?? (queued != KeyBatch.queuedReply ? queued : nil) {
                 promotions = []
                 restored { self.finish(slot, refused) }
                 return
