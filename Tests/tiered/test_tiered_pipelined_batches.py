@@ -1,4 +1,4 @@
-"""One client's pipeline of writes to one key joins the key's batch (`KeyedOp.join(after:)`):
+"""One client's pipeline of writes to one key joins the key's batch (`KeyedOp.follow`):
 while a batch waits for the key's lock, the client's next requests that write the same key go
 in it too, so fifty clients pipelining sixteen writes each cost hot a transaction per few hundred
 writes, not per fifty. Nothing else changes: each client's replies come in its order (a request
@@ -159,3 +159,46 @@ def test_batched_writes_do_not_hold_memory(make_stack, backend):
     grown = rss_kb(s.proxy.pid) - before
     writes = clients * per_round * rounds
     assert grown < 24_000, f"the proxy grew {grown} kB over {writes} batched writes"
+
+
+# Holds the key's lock as BUSY does, writing nothing (hot over maxmemory still runs it).
+READING_BUSY = BUSY.replace("HINCRBY', KEYS[1], 'script', 1", "HLEN', KEYS[1]")
+
+
+def test_writes_of_a_batch_hot_will_not_queue_each_run_alone_in_order(make_stack, backend, reference):
+    """Hot over maxmemory queues no write, so a batch's transaction aborts: then every write in
+    it runs alone, those that followed a client's first write into the batch too, each client's
+    in its order, and each gets Redis's own reply (what a reference over maxmemory answers)."""
+    s = make_stack(backend, rules=("* policy write-through",), flags={"threads": 1})
+    if not s.tiered:
+        pytest.skip("the proxy's own batching")
+    clients = 4
+    pipelines = [[("HSET", "pb:oom", f"c{i}:{n}", "v") for n in range(12)] + [("HLEN", "pb:oom")]
+                 for i in range(clients)]
+    with s.client() as c, reference.client() as r:
+        for target in (c, r):
+            target.hset("pb:oom", "seed", "1")
+    targets = [s.hot(), reference.client()]
+    conns = [s.raw(timeout=60) for _ in range(clients + 1)]
+    try:
+        for t in targets:
+            t.config_set("maxmemory-policy", "noeviction")
+            t.config_set("maxmemory", 1)
+        busy, writers = conns[0], conns[1:]
+        busy.send(encode_command("EVAL", READING_BUSY, "1", "pb:oom", "300000"))
+        for w, cmds in zip(writers, pipelines):
+            w.send(b"".join(encode_command(*c) for c in cmds))
+        assert busy.read_reply(timeout=60).raw == b":1\r\n"
+        got = [[w.read_reply(timeout=60).raw for _ in cmds] for w, cmds in zip(writers, pipelines)]
+        want = [_reference_replies(reference, cmds) for cmds in pipelines]
+    finally:
+        for t in targets:
+            t.config_set("maxmemory", 0)
+            t.close()
+        for conn in conns:
+            conn.close()
+    assert want[0][0].startswith(b"-OOM"), f"the reference took the write: {want[0][0]!r}"
+    diffs = [(i, n, g[n], w[n]) for i, (g, w) in enumerate(zip(got, want)) for n in range(len(g)) if g[n] != w[n]]
+    assert not diffs, f"replies differ from Redis's: {diffs[:4]}"
+    with s.client() as c, reference.client() as r:
+        assert c.hgetall("pb:oom") == r.hgetall("pb:oom")

@@ -69,13 +69,17 @@ extension ClientSession {
     /// The request after `previous` (a command waiting in an open `KeyBatch`), if it joins that
     /// batch: a write of the same key the router would run tiered at once, with nothing the
     /// session must notice or judge first. Returns it then (it is the one later requests wait
-    /// for now); nil: nothing was done, and the request waits to be parsed again.
+    /// for now: `previous`, which answers for it too); nil: nothing was done, and the request
+    /// waits to be parsed again.
     func joinBatch(_ frame: RequestFrame, after previous: KeyedOp) -> KeyedOp? {
         guard worker.proxyAuth == nil, !frame.isEmpty, frame.name != Commands.quit, frame.name != Commands.tiers,
-              !pinned, worker.canShare(frame), let access = worker.tierAccess,
-              case (.keyed(let plan), let args)? = tieredRoute(frame, at: 0), mayOverlap(.keyed(plan)) else { return nil }
-        let op = KeyedOp(session: self, args: args, plan: plan, access: access, sent: { [self] in tieredFinished() }, done: {})
-        return op.join(after: previous) ? op : nil
+              !pinned, worker.canShare(frame), worker.tierAccess != nil else { return nil }
+        // The same command as the one before: routed as that was (`KeyedOp.repeatedPlan`).
+        if let plan = previous.repeatedPlan(frame.name, argc: frame.argc), sequenced && !inTransaction, mayOverlap(.keyed(plan)) {
+            return previous.follow(frame, plan, routed: nil) ? previous : nil
+        }
+        guard case (.keyed(let plan), let args)? = tieredRoute(frame, at: 0), mayOverlap(.keyed(plan)) else { return nil }
+        return previous.follow(frame, plan, routed: args) ? previous : nil
     }
 
     /// Whether a tiered command may travel as it is, its reply read on the way back: a blocking
@@ -181,22 +185,30 @@ extension ClientSession {
     func sendComposed(_ commands: [[[UInt8]]], _ done: @escaping (_ replies: [[UInt8]], _ slot: ReplySlot) -> Void) {
         // Nothing to send (e.g. a capture with no key to read): no reply, and a slot nobody waits on.
         guard !commands.isEmpty else { done([], ReplySlot()); return }
-        if isClosed || failure != nil {
-            let error = ReplyParts.errorReply("ERR tierproxy: client connection closed")
-            done(commands.map { _ in error }, ReplySlot())
-            return
-        }
         var bytes = [UInt8]()
         for c in commands { RESPWriter.command(c, into: &bytes) }
+        sendComposed(encoded: bytes, count: commands.count, done)
+    }
+
+    /// As `sendComposed`, for `count` (at least one) commands already in RESP, back to back.
+    func sendComposed(encoded bytes: [UInt8], count: Int, _ done: @escaping (_ replies: [[UInt8]], _ slot: ReplySlot) -> Void) {
+        if isClosed || failure != nil {
+            let error = ReplyParts.errorReply("ERR tierproxy: client connection closed")
+            done(Array(repeating: error, count: count), ReplySlot())
+            return
+        }
         var collected: [[UInt8]] = []
-        let last = commands.count - 1
+        let last = count - 1
         for i in 0...last {
             expectReply(handler: { [self] reply, slot in
                 collected.append(reply)
-                if i < last { fill(slot, []) } else { done(collected, slot) }
+                // Only the last slot is filled the full way (its output released, flushed): the
+                // replies before it are all intercepted here, so nothing waits behind their slots
+                // that does not wait behind the last one too.
+                if i < last { slot.reply = [] } else { done(collected, slot) }
             })
         }
-        sendProxyRequest(bytes, replies: commands.count)
+        sendProxyRequest(bytes, replies: count)
     }
 
     /// A tiered write queued in the client's own transaction: its keys are copied below once

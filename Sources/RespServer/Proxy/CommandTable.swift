@@ -49,6 +49,9 @@ struct CommandTable {
         return subcommands[name + "|" + String(decoding: args[1], as: UTF8.self).lowercased()]
     }
 
+    /// Whether `name` (lowercase) is a container of subcommands, such as CONFIG or XGROUP.
+    func hasSubcommands(_ name: String) -> Bool { containers.contains(name) }
+
     /// The subcommands of a container command such as CONFIG ("config|get", "config|set" …).
     func subcommands(of name: String) -> [CommandInfo] {
         let prefix = name.lowercased() + "|"

@@ -8,12 +8,14 @@ import Tiers
 ///
 /// What holds as for each command alone (`KeyedOp`, `KeyedOp+Fold`):
 /// - Order: the batch is one holder of the key's lock, so the states below follow hot's order.
-///   A client's commands in a batch are consecutive requests of its pipeline, in its order (its
-///   later requests wait until the last of them answers: `KeyedOp.join(after:)`), and a batch
-///   stops taking commands once it holds the lock, so each client's order holds.
-/// - Each command is sent on its own client's route, one after another in one loop pass on the
-///   shared connection (so nothing else comes between them), and its reply is the element of
-///   EXEC's array in its place; the `+QUEUED` it got holds its place among its client's replies.
+///   A client's commands in a batch are consecutive requests of its pipeline, in its order: a
+///   member and its `followers` (its later requests wait until the member answers for them
+///   all: `KeyedOp.follow`), and a batch stops taking commands once it holds the lock, so each
+///   client's order holds.
+/// - Each member's commands are sent on its own client's route, one member after another in one
+///   loop pass on the shared connection (so nothing else comes between them), and each reply is
+///   the element of EXEC's array in its place; the `+QUEUED` of the member's last command holds
+///   the place of all their replies among its client's replies, which go out together.
 /// - Hot lost the key (`EXISTS` said 0) while a lower tier holds it: the commands ran on nothing;
 ///   the batch runs again as `MULTI; EXISTS k; DEL k; RESTORE k …; cmd1; …; EXEC`, each client
 ///   getting the second run's reply. Should the lookup fail, what they made is deleted and each
@@ -32,6 +34,10 @@ final class KeyBatch {
     private var slots: [ReplySlot?] = []
     /// Commands that could not go on the shared connection: each runs alone after the batch.
     private var apart: [KeyedOp] = []
+    /// Commands joined as members' followers (`KeyedOp.follow`).
+    private var followerCount = 0
+    /// Commands in the transaction, the members' and their followers'.
+    private var commandCount: Int { members.count + followerCount }
     private var readBack = false
     private var probed = false
     /// Until the key's lock comes: later commands of the key may still join.
@@ -53,18 +59,26 @@ final class KeyBatch {
 
     fileprivate func add(_ op: KeyedOp) { members.append(op) }
 
+    /// Whether a member may take one more follower. Only this batch's loop adds followers or
+    /// members, so the count is read without the lock `KeyBatches` holds for other loops.
+    var hasRoom: Bool { isOpen && commandCount < KeyBatch.maxMembers }
+
+    /// A member took a follower.
+    func followed() { followerCount += 1 }
+
     private var core: TieringCore { access.core }
 
     /// The key's lock is the batch's: no more members; run them.
     func granted() {
         core.batches.close(self)
         isOpen = false
-        if members.count == 1 { members[0].bringUp(); return }
+        if commandCount == 1 { members[0].bringUp(); return }
         for m in members { m.lockKeys = [] }
-        apart = members.filter { !$0.session.onSharedRoute }
+        apart = members.filter { !$0.session.onSharedRoute }.flatMap { $0.unfollowed() }
         members = members.filter { $0.session.onSharedRoute }
+        followerCount = members.reduce(0) { $0 + $1.followers.count }
         slots = Array(repeating: nil, count: members.count)
-        guard members.count > 1 else {
+        guard commandCount > 1 else {
             let alone = members + apart
             apart = []
             runAlone(alone, from: 0)
@@ -91,9 +105,9 @@ final class KeyBatch {
             if replies.dropFirst().contains(where: { !KeyBatch.isQueued($0) }) { queued = false }
         }
         for (i, m) in members.enumerated() {
-            m.session.sendComposed([m.args]) { [self] replies, slot in
+            m.session.sendComposed(encoded: m.requests, count: 1 + m.followers.count) { [self] replies, slot in
                 if slots[i] == nil { slots[i] = slot } else { m.session.fill(slot, []) }
-                if !KeyBatch.isQueued(replies[0]) { queued = false }
+                if replies.contains(where: { !KeyBatch.isQueued($0) }) { queued = false }
             }
         }
         leader.sendComposed(tail) { [self] replies, slot in
@@ -104,13 +118,15 @@ final class KeyBatch {
         }
     }
 
-    private static func isQueued(_ reply: [UInt8]) -> Bool { reply == Array("+QUEUED\r\n".utf8) }
+    static let queuedReply = Array("+QUEUED\r\n".utf8)
+
+    private static func isQueued(_ reply: [UInt8]) -> Bool { reply == queuedReply }
 
     /// `exec`: EXEC's reply if hot queued everything. `head` and `tail`: the proxy's elements
     /// before and after the commands'.
     private func execReplied(_ exec: [UInt8]?, head: Int, tail: Int, restoring found: Found?) {
-        guard let exec, let elements = ReplyParts.elements(exec), elements.count == head + members.count + tail else {
-            if found != nil { undo { [self] in runAlone(members, from: 0) } } else { runAlone(members, from: 0) }
+        guard let exec, let elements = ReplyParts.elements(exec), elements.count == head + commandCount + tail else {
+            if found != nil { undo { [self] in runEachAlone() } } else { runEachAlone() }
             return
         }
         if found == nil, ReplyParts.integer(elements[0]) == 0, !access.isKnownAbsentBelow(key) {
@@ -128,7 +144,7 @@ final class KeyBatch {
 
     /// The transaction ran: its captures go below, then each client gets its command's reply.
     private func ran(_ elements: [ArraySlice<UInt8>], head: Int, restoring found: Found?) {
-        let replies = elements[head..<(head + members.count)].map { Array($0) }
+        let replies = Array(elements[head..<(head + commandCount)])
         let promoted = { [self] (then: @escaping () -> Void) in
             guard let found else { then(); return }
             core.stats.promotions.add(1)
@@ -143,7 +159,7 @@ final class KeyBatch {
         let now = wallClockMillis()
         var states: [(TierKey, KeyState)] = []
         var present: [(TierKey, Int64?)] = []
-        var at = head + members.count
+        var at = head + commandCount
         if readBack, let state = capture.state(elements[at], elements[at + 1], now: now) {
             if capture == .dump, case .value(let v, _, _) = state { core.collections.noteSize(key, bytes: v.count) }
             states.append((key, state))
@@ -158,8 +174,8 @@ final class KeyBatch {
         core.generations.bump(key)
         let session = members[0].session
         promoted { [self] in
-            KeyedOp.syncBelow(states, present: present, writes: members.count, session: session, access: access) { [self] failed in
-                answer(failed.map { e in replies.map { _ in e } } ?? replies)
+            KeyedOp.syncBelow(states, present: present, writes: commandCount, session: session, access: access) { [self] failed in
+                answer(failed.map { e in replies.map { _ in e[...] } } ?? replies)
             }
         }
     }
@@ -174,16 +190,27 @@ final class KeyBatch {
         }
     }
 
-    private func answer(_ reply: [UInt8]) { answer(members.map { _ in reply }) }
+    private func answer(_ reply: [UInt8]) { answer(Array(repeating: reply[...], count: commandCount)) }
 
-    /// Each client gets its reply in its place; the key goes to its next holder.
-    private func answer(_ replies: [[UInt8]]) {
+    /// Each client gets its replies (one per command, in the batch's order) in their place; the
+    /// key goes to its next holder.
+    private func answer(_ replies: [ArraySlice<UInt8>]) {
         let next = apart
         apart = []
         if next.isEmpty { releaseKey() }
-        for (i, m) in members.enumerated() { m.finish(slots[i] ?? ReplySlot(), replies[i]) }
+        var at = 0
+        for (i, m) in members.enumerated() {
+            let n = 1 + m.followers.count
+            var reply = Array(replies[at])
+            for r in replies[(at + 1)..<(at + n)] { reply += r }
+            at += n
+            m.finish(slots[i] ?? ReplySlot(), reply)
+        }
         if !next.isEmpty { runAlone(next, from: 0) }
     }
+
+    /// Every command runs alone, members and followers, in the batch's order.
+    private func runEachAlone() { runAlone(members.flatMap { $0.unfollowed() }, from: 0) }
 
     /// `ops[index...]` run one at a time as if never batched, the key still held for them.
     private func runAlone(_ ops: [KeyedOp], from index: Int) {
@@ -230,17 +257,6 @@ final class KeyBatches: @unchecked Sendable {
             guard owner == loop, batch.capture == op.plan.capture else { return .apart }
             batch.add(op)
             return .joined(batch)
-        }
-    }
-
-    /// Adds `op` to `batch` if that is still the key's open batch and has room: the next request
-    /// of a client whose command waits in it (`KeyedOp.join(after:)`).
-    func join(_ op: KeyedOp, batch: KeyBatch) -> Bool {
-        open.withLock { open in
-            guard open[batch.key]?.batch === batch, batch.capture == op.plan.capture,
-                  batch.members.count < KeyBatch.maxMembers else { return false }
-            batch.add(op)
-            return true
         }
     }
 

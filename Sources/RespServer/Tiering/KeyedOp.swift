@@ -1,3 +1,4 @@
+import RESP
 import Reactor
 import Tiers
 
@@ -51,9 +52,14 @@ final class KeyedOp {
     private let done: () -> Void
     /// Runs once this command has answered: the next of a failed batch's commands (`KeyBatch`).
     var afterFinish: (() -> Void)?
-    /// The batch this command waits in, while it still takes members (`join(after:)`).
+    /// The batch this command waits in, while it still takes members (`follow`).
     var gathering: KeyBatch? { batch.flatMap { $0.isOpen ? $0 : nil } }
     private weak var batch: KeyBatch?
+    /// The client's next writes of the key, in its order, joined to this command's batch right
+    /// after it (`follow`): records, not commands of their own, unless the batch cannot run them.
+    var followers: [Follower] = []
+    /// The last follower's plan, if the client's next request of the same command may reuse it.
+    var repeated: RepeatedPlan?
     /// Where the bring-up and the capture go.
     let own: OwnRequests
     /// Called once the command itself is on its way to hot: the client's later requests may
@@ -99,9 +105,11 @@ final class KeyedOp {
             case .joined(let batch):
                 lockKeys = []      // its batch's leader takes the key for it
                 self.batch = batch
+                learnPlan(CommandName(args[0]), args, plan)
                 return
             case .leads(let batch):
                 self.batch = batch
+                learnPlan(CommandName(args[0]), args, plan)
                 core.whenNotSwapping(on: access.loop) { [self] in
                     core.locks.acquire(lockKeys, on: access.loop) { batch.granted() }
                 }
@@ -116,18 +124,10 @@ final class KeyedOp {
         }
     }
 
-    /// Joins the batch `previous` (the client's request just before this one) waits in, if that
-    /// still takes members and this command could share it: a pipeline of one client's writes
-    /// of a key then goes in one transaction, not one per round trip. The client's later
-    /// requests then wait for this command instead of `previous`. False: nothing was done.
-    func join(after previous: KeyedOp) -> Bool {
-        guard let batch = previous.gathering, access.hasLowerTiers else { return false }
-        lockKeys = (plan.bringUp + plan.written).map(tierKey).filter(core.isTiered)
-        defer { lockKeys = [] }    // its batch's leader takes the key for it
-        guard batchKey() == batch.key, core.batches.join(self, batch: batch) else { return false }
-        self.batch = batch
-        previous.sent = nil
-        return true
+    /// `other` answers after this command now: the client's later requests wait for it instead.
+    func handSent(to other: KeyedOp) {
+        other.sent = sent
+        sent = nil
     }
 
     // MARK: - Bring up
@@ -283,8 +283,8 @@ final class KeyedOp {
                 return
             }
             // So did a promotion refused while queueing (OOM: what Redis says to a write it cannot take).
-            if let refused = replies[1..<capture.commandIndex].first(where: { $0 != Array("+QUEUED\r\n".utf8) })
-                ?? (queued != Array("+QUEUED\r\n".utf8) ? queued : nil) {
+            if let refused = replies[1..<capture.commandIndex].first(where: { $0 != KeyBatch.queuedReply })
+                ?? (queued != KeyBatch.queuedReply ? queued : nil) {
                 promotions = []
                 restored { self.finish(slot, refused) }
                 return
