@@ -3,8 +3,8 @@ import Tiers
 import Reactor
 
 /// Where the session meets the tiering code (Sources/RespServer/Tiering): which requests are
-/// tiered, how a tiered command runs while the client's later requests wait, and the
-/// interface the tiering code uses to send and answer (`sendComposed`, `fill`).
+/// tiered, how a tiered command runs while the client's later requests wait, and how the
+/// tiering code sends and answers for the client (`sendComposed`, `fill`: `TieredClient`).
 extension ClientSession {
     /// The tiered handling `frame` needs beyond forwarding (GET and MGET need none: their
     /// replies are read on the way back), with its arguments; nil for every other command.
