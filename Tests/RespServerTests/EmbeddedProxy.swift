@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import Reactor
 import Tiers
@@ -30,8 +31,17 @@ final class EmbeddedProxy {
         }
     }
 
-    init() throws {
-        let config = Config()
+    /// The proxy's own files (key log, database map, the default embedded tiers), one directory
+    /// per proxy: tests run in parallel, and two key logs on one file do not end well.
+    private let dataDir: String
+
+    init(_ configure: (inout Config) -> Void = { _ in }) throws {
+        var template = Array("/tmp/embedded-proxy-XXXXXX".utf8CString)
+        guard let dir = mkdtemp(&template) else { throw ConfigError("mkdtemp failed") }
+        dataDir = String(cString: dir)
+        var config = Config()
+        config.dataDir = dataDir
+        configure(&config)
         let tiering = TieringCore(config: config)
         let clientCount = AtomicCounter()
         worker = Worker(index: 0, config: config,
@@ -44,6 +54,8 @@ final class EmbeddedProxy {
             return c
         }
     }
+
+    deinit { try? FileManager.default.removeItem(atPath: dataDir) }
 
     /// A client connects: a session on an embedded connection.
     func connect() -> EmbeddedClient {

@@ -60,6 +60,26 @@ import Testing
         #expect(proxy.store.log == ["set", "get"])
     }
 
+    @Test func whatFollowsQuitStaysUnreadWhenTheSharedLinkDrains() throws {
+        // The requests before QUIT take the shared link over its high-water mark, which pauses
+        // the client; the drain that lifts the pause must not read, nor send, what follows QUIT.
+        let proxy = try EmbeddedProxy { $0.proxyBufferHighWater = 64 }
+        let client = proxy.connect()
+        proxy.holdsReplies = true
+        let before = (0..<8).flatMap { Self.command(["SET", "k\($0)", String(repeating: "v", count: 20)]) }
+        client.send(before + Array("QUIT\r\n".utf8))
+        proxy.run()
+        #expect(!client.connection.isReading)
+        client.send(Self.command(["SET", "after", "1"]) + Array("PING\r\n".utf8))
+        proxy.run()
+        proxy.holdsReplies = false
+        proxy.run()
+        #expect(client.receivedText() == String(repeating: "+OK\r\n", count: 9))
+        #expect(client.isClosed)
+        #expect(proxy.store.strings[Array("after".utf8)] == nil)
+        #expect(proxy.store.log == Array(repeating: "set", count: 8))
+    }
+
     @Test func anOverLongInlineRequestGetsRedisErrorAndTheClose() throws {
         let proxy = try EmbeddedProxy()
         let client = proxy.connect()
