@@ -4,69 +4,85 @@
 enum InlineSplitter {
     /// The arguments, or nil for unbalanced quotes (or a closing quote not followed by a space).
     static func split(_ line: UnsafeRawBufferPointer) -> [[UInt8]]? {
-        // The C string ends at its first NUL (the request parser never passes one).
-        var n = line.count
-        if let nul = line.firstIndex(of: 0) { n = nul }
-        // Reads past the end give 0, exactly like the C code reading the terminator.
-        @inline(__always) func at(_ i: Int) -> UInt8 { i < n ? line[i] : 0 }
-        // A closing quote must be followed by a space or by the end of the line.
-        @inline(__always) func closesCleanly(_ quote: Int) -> Bool { at(quote + 1) == 0 || isCSpace(at(quote + 1)) }
-
+        let text = CLine(line)
         var args: [[UInt8]] = []
         var p = 0
         while true {
-            while p < n && isCSpace(line[p]) { p += 1 }
-            if p >= n { return args }
-            var current: [UInt8] = []
-            var inDouble = false, inSingle = false, done = false
-            while !done {
-                let c = at(p)
-                if inDouble {
-                    if c == UInt8(ascii: "\\") && at(p + 1) == UInt8(ascii: "x"),
-                       let hi = hexValue(at(p + 2)), let lo = hexValue(at(p + 3)) {
-                        current.append(hi << 4 | lo)
-                        p += 3
-                    } else if c == UInt8(ascii: "\\") && at(p + 1) != 0 {
-                        p += 1
-                        switch at(p) {
-                        case UInt8(ascii: "n"): current.append(0x0A)
-                        case UInt8(ascii: "r"): current.append(0x0D)
-                        case UInt8(ascii: "t"): current.append(0x09)
-                        case UInt8(ascii: "b"): current.append(0x08)
-                        case UInt8(ascii: "a"): current.append(0x07)
-                        case let other: current.append(other)
-                        }
-                    } else if c == UInt8(ascii: "\"") {
-                        guard closesCleanly(p) else { return nil }
-                        done = true
-                    } else if c == 0 {
-                        return nil
-                    } else {
-                        current.append(c)
-                    }
-                } else if inSingle {
-                    if c == UInt8(ascii: "\\") && at(p + 1) == UInt8(ascii: "'") {
-                        p += 1
-                        current.append(UInt8(ascii: "'"))
-                    } else if c == UInt8(ascii: "'") {
-                        guard closesCleanly(p) else { return nil }
-                        done = true
-                    } else if c == 0 {
-                        return nil
-                    } else {
-                        current.append(c)
-                    }
+            while p < text.count && isCSpace(text[p]) { p += 1 }
+            if p >= text.count { return args }
+            guard let arg = argument(text, from: &p) else { return nil }
+            args.append(arg)
+        }
+    }
+
+    /// The line as the C code sees it: it ends at its first NUL (the request parser never passes
+    /// one), and reads past the end give 0, exactly like reading the terminator.
+    struct CLine {
+        let bytes: UnsafeRawBufferPointer
+        let count: Int
+
+        init(_ bytes: UnsafeRawBufferPointer) {
+            self.bytes = bytes
+            count = bytes.firstIndex(of: 0) ?? bytes.count
+        }
+
+        @inline(__always) subscript(_ i: Int) -> UInt8 { i < count ? bytes[i] : 0 }
+
+        /// A closing quote must be followed by a space or by the end of the line.
+        @inline(__always) func closesCleanly(_ quote: Int) -> Bool { self[quote + 1] == 0 || isCSpace(self[quote + 1]) }
+    }
+
+    /// One argument starting at `p` (not a space), `p` left after it: `sdssplitargs`'s inner
+    /// loop, one state machine over the three ways a byte is read (plain, in "…", in '…'), kept
+    /// whole: its tests come in Redis's order, which decides the corner cases. nil: unbalanced quotes.
+    private static func argument(_ text: CLine, from p: inout Int) -> [UInt8]? {
+        let backslash = UInt8(ascii: "\\"), double = UInt8(ascii: "\""), single = UInt8(ascii: "'")
+        var current: [UInt8] = []
+        var quote: UInt8?      // the quote the argument is inside, if any
+        var done = false
+        while !done {
+            let c = text[p]
+            if let quote {
+                if quote == double && c == backslash && text[p + 1] == UInt8(ascii: "x"),
+                   let hi = hexValue(text[p + 2]), let lo = hexValue(text[p + 3]) {
+                    current.append(hi << 4 | lo)
+                    p += 3
+                } else if quote == double && c == backslash && text[p + 1] != 0 {
+                    p += 1
+                    current.append(unescaped(text[p]))
+                } else if quote == single && c == backslash && text[p + 1] == single {
+                    p += 1
+                    current.append(single)
+                } else if c == quote {
+                    guard text.closesCleanly(p) else { return nil }
+                    done = true
+                } else if c == 0 {
+                    return nil
                 } else {
-                    switch c {
-                    case 0x20, 0x0A, 0x0D, 0x09, 0: done = true
-                    case UInt8(ascii: "\""): inDouble = true
-                    case UInt8(ascii: "'"): inSingle = true
-                    default: current.append(c)
-                    }
+                    current.append(c)
                 }
-                if p < n { p += 1 }
+            } else {
+                switch c {
+                case 0x20, 0x0A, 0x0D, 0x09, 0: done = true
+                case double, single: quote = c
+                default: current.append(c)
+                }
             }
-            args.append(current)
+            if p < text.count { p += 1 }
+        }
+        return current
+    }
+
+    /// The byte a backslash escape inside double quotes stands for (`\n \r \t \b \a`; any other
+    /// byte stands for itself).
+    @inline(__always) static func unescaped(_ c: UInt8) -> UInt8 {
+        switch c {
+        case UInt8(ascii: "n"): return 0x0A
+        case UInt8(ascii: "r"): return 0x0D
+        case UInt8(ascii: "t"): return 0x09
+        case UInt8(ascii: "b"): return 0x08
+        case UInt8(ascii: "a"): return 0x07
+        default: return c
         }
     }
 

@@ -54,6 +54,8 @@ public final class Connection {
     var readEvent: OpaquePointer?
     /// Bytes to make room for per read.
     static let readSize = 16384
+    /// Embedded (tests): the in-memory peer this connection talks to instead of a socket.
+    public let embeddedPeer: EmbeddedPeer?
 
     /// Wraps an accepted socket. With `tls`, the connection is established once the client's
     /// handshake is done (a failed one, or one not done within the handshake timeout, is
@@ -62,6 +64,7 @@ public final class Connection {
         self.loop = loop
         self.isEstablished = tls == nil
         self.usesTLS = tls != nil
+        embeddedPeer = nil
         setNoDelay(fd)
         bev = bufferevent_socket_new(loop.base, fd, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue))
         install()
@@ -82,6 +85,7 @@ public final class Connection {
         self.loop = loop
         self.isEstablished = false
         self.usesTLS = tls != nil
+        embeddedPeer = nil
         bev = bufferevent_socket_new(loop.base, -1, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue))
         if let tls {
             guard let ssl = tls.makeSSL(), let channel = TLSChannel(ssl: ssl, accepting: false) else {
@@ -96,6 +100,18 @@ public final class Connection {
             bufferevent_socket_connect(bev, UnsafeMutablePointer(mutating: sa), Int32(len))
         }
         if rc != 0 { report(String(cString: strerror(errno))) }
+    }
+
+    /// A connection to an in-memory peer, no socket (`EmbeddedPeer`, the habit of SwiftNIO's
+    /// `EmbeddedChannel`): `flush()` hands the output to the peer at once, and the peer's bytes
+    /// arrive when `deliverFromPeer()` is called. An outgoing one is established by `establish()`.
+    public init(embeddedOn loop: EventLoop, established: Bool) {
+        self.loop = loop
+        isEstablished = established
+        usesTLS = false
+        embeddedPeer = EmbeddedPeer()
+        bev = bufferevent_socket_new(loop.base, -1, 0)
+        install()
     }
 
     /// Reports a failure from the loop, so the owner sees one path for every failure (and never
@@ -176,6 +192,7 @@ public final class Connection {
     public func flush() -> Bool {
         guard let b = bev, isEstablished else { return false }
         if usesTLS { return tlsFlush() }
+        if let peer = embeddedPeer { return peer.take(bufferevent_get_output(b)) }
         let out = bufferevent_get_output(b)
         if writeEventOn { return evbuffer_get_length(out) == 0 }
         if evbuffer_get_length(out) > 0 {

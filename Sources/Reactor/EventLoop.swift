@@ -40,6 +40,12 @@ public final class EventLoop {
         isRunning = false
     }
 
+    /// Runs what is ready now (deferred tasks, `execute`d work, ready events) without waiting,
+    /// then returns: how a test drives a loop it does not give a thread.
+    public func runPending() {
+        event_base_loop(base, Int32(EVLOOP_NONBLOCK))
+    }
+
     /// Stops `run()` after the current callbacks. Call from the loop's own thread (or via `execute`).
     public func stop() { event_base_loopbreak(base) }
 

@@ -10,7 +10,8 @@ extension ClientSession {
     func run(_ taker: ReplyTaker, _ reply: [UInt8], _ slot: ReplySlot) {
         switch taker {
         case .handler(let handler): handler(reply, slot)
-        case .readThrough(let key): ReadThrough.get(TierKey(db: db, key), nullReply: reply, session: self, slot: slot)
+        case .readThrough(let key):
+            ReadThrough.get(TierKey(db: db, key), nullReply: reply, session: self, access: worker.tierAccess!, slot: slot)
         }
     }
 

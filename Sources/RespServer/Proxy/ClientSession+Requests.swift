@@ -298,10 +298,10 @@ extension ClientSession {
             let keys = transactionWrites
             return { [unowned self] reply, slot in TransactionSync.run(keys, execReply: reply, access: access) { self.fill(slot, reply) } }
         }
-        if worker.tierAccess != nil && !inTransaction && name == Commands.mget && frame.argc >= 2 {
+        if let access = worker.tierAccess, !inTransaction && name == Commands.mget && frame.argc >= 2 {
             let keys = (1..<frame.argc).map { argumentBytes(frame, $0, at: offset) }
             return { [unowned self] reply, slot in
-                ReadThrough.mget(keys, db: self.db, reply: reply, session: self, slot: slot)
+                ReadThrough.mget(keys, db: self.db, reply: reply, session: self, access: access, slot: slot)
             }
         }
         if name == Commands.info {

@@ -3,8 +3,8 @@ import Tiers
 import Reactor
 
 /// Where the session meets the tiering code (Sources/RespServer/Tiering): which requests are
-/// tiered, how a tiered command runs while the client's later requests wait, and the
-/// interface the tiering code uses to send and answer (`sendComposed`, `fill`).
+/// tiered, how a tiered command runs while the client's later requests wait, and how the
+/// tiering code sends and answers for the client (`sendComposed`, `fill`: `TieredClient`).
 extension ClientSession {
     /// The tiered handling `frame` needs beyond forwarding (GET and MGET need none: their
     /// replies are read on the way back), with its arguments; nil for every other command.
@@ -23,10 +23,6 @@ extension ClientSession {
         return TieredCommand.route(frame.name, args, table: worker.commandTable, scripts: core.scripts,
                                    strictScripts: core.strictScripts).map { ($0, args) }
     }
-
-    var tierAccess: TierAccess? { worker.tierAccess }
-
-    var hot: HotClient { worker.hot }
 
     /// Runs a tiered command while the client's later requests wait; they are parsed again
     /// once it has answered. Returns the command if it waits in a batch that later requests of
@@ -86,15 +82,15 @@ extension ClientSession {
     /// command with nothing to bring up, or a blind write whose keys' locks it could take. Its
     /// reply's handler is left in `nextHandler`.
     func travelsAsItIs(_ tiered: (TieredCommand.Route, [[UInt8]])) -> Bool {
-        if case (.blocking(let plan), let args) = tiered, let core = worker.tierAccess?.core,
-           dbChangesInFlight > 0 || BlockingRun.fastPath(plan, args, db: db, access: worker.tierAccess!) {
+        if case (.blocking(let plan), let args) = tiered, let access = worker.tierAccess,
+           dbChangesInFlight > 0 || BlockingRun.fastPath(plan, args, db: db, access: access) {
             // Nothing to bring up (or its db is not settled yet): it runs as it is, and what
             // it took is captured once it has answered (`BlockedWrite`).
             let written = plan.written.map { TierKey(db: $0.db ?? db, args[$0.index]) }
             if !written.isEmpty {
-                let mark = BlockingMark(plan.deletes.map { TierKey(db: $0.db ?? db, args[$0.index]) }, core: core)
+                let mark = BlockingMark(plan.deletes.map { TierKey(db: $0.db ?? db, args[$0.index]) }, core: access.core)
                 nextHandler = { [unowned self] reply, slot in
-                    BlockedWrite.answered(written, reply: reply, session: self) { [weak self] in
+                    BlockedWrite.answered(written, reply: reply, session: self, access: access) { [weak self] in
                         mark?.release()     // before the reply (`BlockingMark`)
                         self?.fill(slot, reply)
                     }

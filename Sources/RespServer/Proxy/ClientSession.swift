@@ -96,9 +96,14 @@ final class ClientSession: ConnectionDelegate, UpstreamLinkDelegate {
     /// CLIENT TRACKING is on: the proxy's own reads go beside this connection (`OwnRequests`).
     var tracking = ClientTracking()
 
-    init(worker: Worker, fd: Int32, tls: TLSServer? = nil) {
+    convenience init(worker: Worker, fd: Int32, tls: TLSServer? = nil) {
+        self.init(worker: worker, client: Connection(loop: worker.loop, fd: fd, tls: tls))
+    }
+
+    /// A session on `client`: an accepted socket, or an embedded connection (tests).
+    init(worker: Worker, client: Connection) {
         self.worker = worker
-        self.client = Connection(loop: worker.loop, fd: fd, tls: tls)
+        self.client = client
         self.parser = RequestParser(maxBulkLength: worker.config.protoMaxBulkLen)
         self.db = worker.config.upstream.db
         self.lastInteraction = worker.loop.nowMillis

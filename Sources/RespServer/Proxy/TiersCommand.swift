@@ -76,7 +76,7 @@ enum TiersCommand {
             done(arrayReply(names.map { Array($0.utf8) }))
         }
         // Writes of this pass still queued go first: the answer is about what was written before.
-        session.tierAccess?.sendQueuedStores()
+        session.worker.tierAccess?.sendQueuedStores()
         for (i, (name, tier)) in tiers.enumerated() {
             guard let tier else { finish(); continue }
             tier.get(tierKey) { result in

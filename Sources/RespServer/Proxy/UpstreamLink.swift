@@ -46,7 +46,8 @@ final class UpstreamLink: ConnectionDelegate {
         gauge = delegate is SharedUpstream ? .sharedLinks : delegate is ClientSession ? .pinnedLinks : .proxyLinks
         metrics.add(gauge)
         metrics.add(.upstreamConnections)
-        connection = Connection(loop: worker.loop, connectingTo: address, tls: worker.config.upstreamTLS)
+        connection = worker.makeUpstreamConnection?()
+            ?? Connection(loop: worker.loop, connectingTo: address, tls: worker.config.upstreamTLS)
         handshakeOwed = 0
         connection.delegate = self
         // The credential may not be there yet (Key Vault, the token endpoint): hold until it is.

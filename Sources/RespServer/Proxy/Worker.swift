@@ -38,6 +38,10 @@ final class Worker {
     private var parkedClients: [(fd: Int32, tls: TLSServer?)] = []
     private var tableSettled = false
 
+    /// Tests: makes the connection an `UpstreamLink` talks to Redis on (an embedded one);
+    /// nil: a TCP (or TLS) connection to `upstreamAddress`.
+    var makeUpstreamConnection: (() -> Connection)?
+
     var frames: [RequestFrame] = []
     var spans: [ArgSpan] = []
     var replyEnds: [ReplyEnd] = []

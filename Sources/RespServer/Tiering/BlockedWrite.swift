@@ -8,13 +8,13 @@ import Tiers
 /// cannot come back from below). A key hot loses between the reply and that read is taken as
 /// deleted (docs/semantics.md §13).
 enum BlockedWrite {
-    static func answered(_ keys: [TierKey], reply: [UInt8], session: ClientSession, then answer: @escaping () -> Void) {
-        let access = session.tierAccess!
+    static func answered(_ keys: [TierKey], reply: [UInt8], session: any TieredClient, access: TierAccess,
+                         then answer: @escaping () -> Void) {
         let core = access.core
         let tiered = KeyLocks.ordered(keys.filter(core.isTiered))
         // An error or a timeout (null) took nothing.
         guard !tiered.isEmpty, !ReplyParts.isError(reply), !ReplyParts.isNull(reply) else { answer(); return }
-        let hot: HotClient = session.hot, homeDB = session.worker.config.upstream.db
+        let hot: HotClient = session.hot, homeDB = session.homeDB
         core.locks.acquire(tiered, on: access.loop) {
             let capture = CaptureBatch(command: nil, expiring: [], written: tiered, capture: .dump, home: homeDB)
             hot.send(capture.commands) { captured in

@@ -18,7 +18,7 @@ import Tiers
 /// once it answered (`BlockedWrite`). Keys known absent below are not asked about at all
 /// (`fastPath`): a blocking command on a key that is nowhere costs what it costs direct.
 final class BlockingRun {
-    private let session: ClientSession
+    private let session: any TieredClient
     private let args: [[UInt8]]
     private let plan: TieredCommand.BlockingPlan
     private let access: TierAccess
@@ -26,7 +26,7 @@ final class BlockingRun {
     private let done: () -> Void
     private var locked: [TierKey] = []
 
-    init(session: ClientSession, args: [[UInt8]], plan: TieredCommand.BlockingPlan, access: TierAccess,
+    init(session: any TieredClient, args: [[UInt8]], plan: TieredCommand.BlockingPlan, access: TierAccess,
          done: @escaping () -> Void) {
         self.session = session
         self.args = args
@@ -62,7 +62,7 @@ final class BlockingRun {
 
     // MARK: - Bring up, beside the client's connection
 
-    private var homeDB: Int { session.worker.config.upstream.db }
+    private var homeDB: Int { session.homeDB }
 
     private func bringUp() {
         let keys = locked.filter { !access.isKnownAbsentBelow($0) }
@@ -119,10 +119,10 @@ final class BlockingRun {
     private func run() {
         let written = plan.written.map(tierKey)
         let mark = BlockingMark(plan.deletes.map(tierKey), core: core)
-        session.sendComposed([args]) { [session] replies, slot in
+        session.sendComposed([args]) { [session, access] replies, slot in
             let reply = replies[0]
             guard !written.isEmpty else { mark?.release(); session.fill(slot, reply); return }
-            BlockedWrite.answered(written, reply: reply, session: session) {
+            BlockedWrite.answered(written, reply: reply, session: session, access: access) {
                 // Before the reply: a client that saw it may look the keys up at once, from any loop.
                 mark?.release()
                 session.fill(slot, reply)

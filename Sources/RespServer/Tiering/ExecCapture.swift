@@ -30,7 +30,7 @@ struct ExecCapture {
 
     /// Takes the keys' locks, sends the captures and EXEC on the client's connection, and
     /// answers EXEC's slot once the states are below; then `done`.
-    func run(session: ClientSession, access: TierAccess, hot: HotClient, homeDB: Int, done: @escaping () -> Void) {
+    func run(session: any TieredClient, access: TierAccess, hot: HotClient, homeDB: Int, done: @escaping () -> Void) {
         // The queued commands may leave any type: DUMP reads each (`KeyCapture`).
         let commands = keys.flatMap { KeyCapture.dump.commands($0.bytes) } + [[Array("EXEC".utf8)]]
         access.core.locks.acquire(keys, on: access.loop) { [self] in
@@ -51,7 +51,7 @@ struct ExecCapture {
 
     /// EXEC alone, then the captures beside the client's connection; their replies are joined to
     /// EXEC's as if they had been queued in it.
-    private func runBeside(_ own: OwnRequests, session: ClientSession, access: TierAccess, hot: HotClient, homeDB: Int,
+    private func runBeside(_ own: OwnRequests, session: any TieredClient, access: TierAccess, hot: HotClient, homeDB: Int,
                            done: @escaping () -> Void) {
         let answer: (ReplySlot, [UInt8]) -> Void = { slot, reply in
             session.fill(slot, reply)

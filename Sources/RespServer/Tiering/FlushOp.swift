@@ -4,7 +4,7 @@ import Tiers
 /// below, so it is refused unless `tiers-allow-flush yes`; then the lower tiers of that db (or
 /// of every db) are emptied too before the reply.
 enum FlushOp {
-    static func run(_ args: [[UInt8]], all: Bool, session: ClientSession, access: TierAccess,
+    static func run(_ args: [[UInt8]], all: Bool, session: any TieredClient, access: TierAccess,
                     done: @escaping () -> Void) {
         let core = access.core
         guard core.allowFlush else {
@@ -30,7 +30,7 @@ enum FlushOp {
     /// Answers `-ERR tierproxy: <reason>` in place of `args`, unless Redis itself refuses it
     /// first: it is queued in a transaction that is then discarded, so NOAUTH, ACL and arity
     /// are judged by Redis and nothing runs.
-    static func refuse(_ args: [[UInt8]], because reason: String, session: ClientSession, done: @escaping () -> Void) {
+    static func refuse(_ args: [[UInt8]], because reason: String, session: any TieredClient, done: @escaping () -> Void) {
         // DISCARD clears the client's watches: a guard keeps them.
         let watch = WatchGuard(session: session)
         let judge = {

@@ -29,13 +29,13 @@ extension KeyedOp {
     /// lower tier took them, or the error the client gets when one did not (`removeEverywhere`).
     /// `writes`: how many commands the deferred keys' marks stand for (a `KeyBatch` runs several).
     static func syncBelow(_ states: [(TierKey, KeyState)], present: [(TierKey, Int64?)], writes: Int? = nil,
-                          session: ClientSession, access: TierAccess, then: @escaping ([UInt8]?) -> Void) {
+                          session: any TieredClient, access: TierAccess, then: @escaping ([UInt8]?) -> Void) {
         let below = { applyBelow(states, session: session, access: access, then: then) }
         if present.isEmpty { below(); return }
         DeferredWrite.record(present, writes: writes, access: access, then: below)
     }
 
-    private static func applyBelow(_ states: [(TierKey, KeyState)], session: ClientSession, access: TierAccess,
+    private static func applyBelow(_ states: [(TierKey, KeyState)], session: any TieredClient, access: TierAccess,
                                    then: @escaping ([UInt8]?) -> Void) {
         if states.isEmpty { then(nil); return }
         var remaining = states.count
@@ -52,11 +52,11 @@ extension KeyedOp {
     /// A write a lower tier did not take must not leave an older value readable there: the key
     /// is removed from hot too and its delete recorded durably (retried until it lands; reads
     /// see it absent meanwhile). The client gets an error: its write may not have happened.
-    private static func synced(_ failures: [(TierKey, TierError)], session: ClientSession, access: TierAccess,
+    private static func synced(_ failures: [(TierKey, TierError)], session: any TieredClient, access: TierAccess,
                                then: @escaping ([UInt8]?) -> Void) {
         guard let (_, error) = failures.first else { then(nil); return }
         LowerWrite.removeEverywhere(failures.map { $0.0 }, access: access, hot: session.hot,
-                                    homeDB: session.worker.config.upstream.db) {
+                                    homeDB: session.homeDB) {
             then(ReplyParts.errorReply("ERR tierproxy: the lower tier did not take the write, "
                                        + "so the key was removed from every tier: \(error)"))
         }

@@ -7,7 +7,7 @@ import Tiers
 /// requests follow at once if they take key locks too (keyed and blocking commands: a pipeline
 /// of them is not serialised by round trips); any other (a `GET`, which takes no lock, among
 /// them) waits for every earlier reply while a folded command is in doubt
-/// (`ClientSession.foldsInDoubt`), so it cannot see what a command made of nothing.
+/// (`TieredClient.foldsInDoubt`), so it cannot see what a command made of nothing.
 ///
 /// Hot almost always holds the key (or it is new): `EXISTS` says 1, or 0 and nothing below holds
 /// it, and the transaction's reply stands. When hot had lost a key that a lower tier still holds,

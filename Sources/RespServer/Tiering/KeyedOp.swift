@@ -21,7 +21,7 @@ import Tiers
 /// 4. copy each written key's state below, as its rule says (write-through: before the reply;
 ///    write-behind: recorded durably first), then release the keys and answer.
 final class KeyedOp {
-    let session: ClientSession
+    let session: any TieredClient
     let args: [[UInt8]]
     let plan: TieredCommand.KeyedPlan
     let access: TierAccess
@@ -66,7 +66,7 @@ final class KeyedOp {
     /// follow it from then on (they reach hot after it, on the same connection).
     private var sent: (() -> Void)?
 
-    init(session: ClientSession, args: [[UInt8]], plan: TieredCommand.KeyedPlan, access: TierAccess,
+    init(session: any TieredClient, args: [[UInt8]], plan: TieredCommand.KeyedPlan, access: TierAccess,
          sent: (() -> Void)? = nil, done: @escaping () -> Void) {
         self.session = session
         self.args = args

@@ -9,7 +9,7 @@ enum KeyspaceOp {
         case scan, keys, dbsize, randomkey
     }
 
-    static func run(_ command: Command, _ args: [[UInt8]], session: ClientSession, access: TierAccess,
+    static func run(_ command: Command, _ args: [[UInt8]], session: any TieredClient, access: TierAccess,
                     done: @escaping () -> Void) {
         guard access.core.settings.keyspaceSeesBelow, access.hasLowerTiers else { passThrough(args, session, done); return }
         let pages = LowerKeyPages(access: access, db: session.db)
@@ -27,7 +27,7 @@ enum KeyspaceOp {
 
     /// Hot's KEYS, and the live keys below that hot does not hold: each key once. Hot answers
     /// first, so a request Redis refuses (NOAUTH, an ACL) costs no listing.
-    private static func keys(_ args: [[UInt8]], pages: LowerKeyPages, session: ClientSession, _ done: @escaping () -> Void) {
+    private static func keys(_ args: [[UInt8]], pages: LowerKeyPages, session: any TieredClient, _ done: @escaping () -> Void) {
         session.sendComposed([args]) { replies, slot in
             guard let hot = ReplyParts.elements(replies[0]) else { session.fill(slot, replies[0]); done(); return }
             let pattern = args[1] == [UInt8(ascii: "*")] ? nil : GlobPattern(args[1])
@@ -48,7 +48,7 @@ enum KeyspaceOp {
 
     /// Hot's DBSIZE plus the live keys below that hot does not hold (one EXISTS per 1000). Hot
     /// judges the request first, so one Redis refuses costs no listing.
-    private static func dbsize(_ args: [[UInt8]], pages: LowerKeyPages, session: ClientSession, _ done: @escaping () -> Void) {
+    private static func dbsize(_ args: [[UInt8]], pages: LowerKeyPages, session: any TieredClient, _ done: @escaping () -> Void) {
         session.sendComposed([args]) { replies, judged in
             guard ReplyParts.integer(replies[0]) != nil else { session.fill(judged, replies[0]); done(); return }
             // The answer takes a later slot; this one shows nothing, and is filled last, so the
@@ -78,7 +78,7 @@ enum KeyspaceOp {
     }
 
     /// Hot's RANDOMKEY; only when hot has no key, one from the first lower page that has a live one.
-    private static func randomKey(_ args: [[UInt8]], pages: LowerKeyPages, session: ClientSession, _ done: @escaping () -> Void) {
+    private static func randomKey(_ args: [[UInt8]], pages: LowerKeyPages, session: any TieredClient, _ done: @escaping () -> Void) {
         session.sendComposed([args]) { replies, slot in
             guard ReplyParts.isNull(replies[0]) else { session.fill(slot, replies[0]); done(); return }
             func look(_ index: Int, _ after: String?) {
@@ -108,21 +108,21 @@ enum KeyspaceOp {
     /// client's route; while the client tracks keys, the probes go beside it, on the loop's own
     /// connection in the client's db, so Redis does not take them for reads the client caches
     /// (docs/semantics.md §12).
-    static func withProbes(_ probes: [[[UInt8]]], then command: [[UInt8]], session: ClientSession,
+    static func withProbes(_ probes: [[[UInt8]]], then command: [[UInt8]], session: any TieredClient,
                            _ done: @escaping (_ probed: [[UInt8]], _ reply: [UInt8], _ slot: ReplySlot) -> Void) {
-        guard session.tracking.on, !probes.isEmpty else {
+        guard session.tracksKeys, !probes.isEmpty else {
             session.sendComposed(probes + [command]) { replies, slot in done(Array(replies.dropLast()), replies[replies.count - 1], slot) }
             return
         }
         let select = { (db: Int) in [Array("SELECT".utf8), Array(String(db).utf8)] }
-        session.hot.send([select(session.db)] + probes + [select(session.worker.config.upstream.db)]) { replies in
+        session.hot.send([select(session.db)] + probes + [select(session.homeDB)]) { replies in
             let probed = Array(replies.dropFirst().dropLast())
             session.sendComposed([command]) { replies, slot in done(probed, replies[0], slot) }
         }
     }
 
     /// Runs the request on hot and answers hot's reply.
-    static func passThrough(_ args: [[UInt8]], _ session: ClientSession, _ done: @escaping () -> Void) {
+    static func passThrough(_ args: [[UInt8]], _ session: any TieredClient, _ done: @escaping () -> Void) {
         session.sendComposed([args]) { replies, slot in
             session.fill(slot, replies[0])
             done()
@@ -130,7 +130,7 @@ enum KeyspaceOp {
     }
 
     /// Answers `reply` in the request's place (a PING holds the place among the replies).
-    static func answer(_ session: ClientSession, _ reply: [UInt8], _ done: @escaping () -> Void) {
+    static func answer(_ session: any TieredClient, _ reply: [UInt8], _ done: @escaping () -> Void) {
         session.sendComposed([[Array("PING".utf8)]]) { _, slot in
             session.fill(slot, reply)
             done()

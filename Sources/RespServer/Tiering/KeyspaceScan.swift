@@ -12,14 +12,14 @@ import Tiers
 /// keeps no idle time, and such keys are returned again too.
 final class KeyspaceScan {
     private let args: [[UInt8]]
-    private let session: ClientSession
+    private let session: any TieredClient
     private let access: TierAccess
     private let done: () -> Void
     private let pages: LowerKeyPages
     private var filter = KeyFilter()
     private var count = 10
 
-    init(_ args: [[UInt8]], session: ClientSession, access: TierAccess, done: @escaping () -> Void) {
+    init(_ args: [[UInt8]], session: any TieredClient, access: TierAccess, done: @escaping () -> Void) {
         self.args = args
         self.session = session
         self.access = access

@@ -11,20 +11,20 @@ import Tiers
 /// invalidations for keys it never read. Then they go beside it, on the loop's own connection,
 /// and only the command itself runs on the client's; the key locks keep the proxy's ordering.
 struct OwnRequests {
-    let session: ClientSession
+    let session: any TieredClient
     /// On the loop's own connection rather than the client's.
     let beside: Bool
 
-    init(session: ClientSession) {
+    init(session: any TieredClient) {
         self.session = session
-        beside = session.tracking.on
+        beside = session.tracksKeys
     }
 
     /// The db the route's connection is in when a batch starts (and must be in when it ends).
-    var homeDB: Int { beside ? session.worker.config.upstream.db : session.db }
+    var homeDB: Int { beside ? session.homeDB : session.db }
 
     /// Sends `commands` at once; `done` gets every reply and a slot to fill: the client's slot
-    /// (see `ClientSession.sendComposed`), or, beside, one the client never sees.
+    /// (see `TieredClient.sendComposed`), or, beside, one the client never sees.
     func send(_ commands: [[[UInt8]]], _ done: @escaping (_ replies: [[UInt8]], _ slot: ReplySlot) -> Void) {
         if beside { session.hot.send(commands) { done($0, ReplySlot()) } } else { session.sendComposed(commands, done) }
     }

@@ -9,9 +9,8 @@ enum ReadThrough {
     static let wrongType = Array("-WRONGTYPE Operation against a key holding the wrong kind of value\r\n".utf8)
 
     /// Hot answered nil to GET `key`: answer from below, in `slot`.
-    static func get(_ key: TierKey, nullReply: [UInt8], session: ClientSession, slot: ReplySlot) {
+    static func get(_ key: TierKey, nullReply: [UInt8], session: any TieredClient, access: TierAccess, slot: ReplySlot) {
         guard ReplyParts.isNull(nullReply) else { session.fill(slot, nullReply); return }
-        let access = session.tierAccess!
         let generation = access.core.generations.snapshot(key)
         access.lookup(key) { result in
             switch result {
@@ -21,7 +20,7 @@ enum ReadThrough {
                 session.fill(slot, nullReply)
             case .success(let found?):
                 // Answered once hot holds it too: the client's next command finds it there.
-                promote(key, found, since: generation, session: session) {
+                promote(key, found, since: generation, session: session, access: access) {
                     session.fill(slot, found.entry.type == .string ? ReplyParts.bulkReply(found.entry.value) : wrongType)
                 }
             }
@@ -30,14 +29,14 @@ enum ReadThrough {
 
     /// Hot answered MGET with `reply`; its nil positions are looked up below. Any tier error
     /// answers the whole command with one error (a RESP2 array cannot carry one).
-    static func mget(_ keys: [[UInt8]], db: Int, reply: [UInt8], session: ClientSession, slot: ReplySlot) {
+    static func mget(_ keys: [[UInt8]], db: Int, reply: [UInt8], session: any TieredClient, access: TierAccess,
+                     slot: ReplySlot) {
         guard let elements = ReplyParts.elements(reply), elements.count == keys.count else {
             session.fill(slot, reply)   // an error (NOAUTH, NOPERM …), or not what MGET answers
             return
         }
         let missing = elements.indices.filter { ReplyParts.isNull(elements[$0]) }
         if missing.isEmpty { session.fill(slot, reply); return }
-        let access = session.tierAccess!
         var found = [Int: Found]()
         var failure: TierError?
         var remaining = missing.count
@@ -64,7 +63,7 @@ enum ReadThrough {
                     if promoting == 0 { session.fill(slot, out) }
                     for (n, j) in missing.enumerated() {
                         guard let f = found[j] else { continue }
-                        promote(TierKey(db: db, keys[j]), f, since: generations[n], session: session) {
+                        promote(TierKey(db: db, keys[j]), f, since: generations[n], session: session, access: access) {
                             promoting -= 1
                             if promoting == 0 { session.fill(slot, out) }
                         }
@@ -77,8 +76,7 @@ enum ReadThrough {
     /// Writes a found copy to hot (and to warm when it came from cold), on the loop's own hot
     /// connection, only if no tiered command holds the key and none wrote it since it was read.
     private static func promote(_ key: TierKey, _ found: Found, since generation: KeyGeneration,
-                                session: ClientSession, then answer: @escaping () -> Void) {
-        let access = session.tierAccess!
+                                session: any TieredClient, access: TierAccess, then answer: @escaping () -> Void) {
         let core = access.core
         guard !found.entry.isExpired(at: wallClockMillis()), !core.swapping, core.locks.tryAcquire(key) else { answer(); return }
         // A tiered write of the key that ended after the lookup began (a delete, say) may have
@@ -86,9 +84,9 @@ enum ReadThrough {
         guard core.generations.unchanged(since: generation) else { core.locks.release([key]); answer(); return }
         // From here every tiered write of the key waits for the lock; one that came before is in
         // hot already, and NX lets it win.
-        var batch = DBBatch(home: session.worker.config.upstream.db)
+        var batch = DBBatch(home: session.homeDB)
         batch.add(Promotion.setCommand(key, found.entry), db: key.db)
-        session.worker.hot.send(batch.finish()) { replies in
+        session.hot.send(batch.finish()) { replies in
             if batch.ours(replies).first.map({ !ReplyParts.isError($0) }) == true {   // not BUSYKEY either
                 core.stats.promotions.add(1)
                 access.metrics.promoted(found.tier)

@@ -8,7 +8,7 @@ import Tiers
 /// `tier-timeout`, else the SWAPDB is refused and nothing changed). Like FLUSHDB it rearranges
 /// whole databases, so it needs `tiers-allow-flush yes`.
 enum SwapOp {
-    static func run(_ args: [[UInt8]], session: ClientSession, access: TierAccess, done: @escaping () -> Void) {
+    static func run(_ args: [[UInt8]], session: any TieredClient, access: TierAccess, done: @escaping () -> Void) {
         let core = access.core
         guard core.allowFlush, let map = core.databases else {
             FlushOp.refuse(args, because: core.databases == nil
@@ -59,14 +59,14 @@ enum SwapOp {
         QuietPoll(access: access, deadline: deadline, then).check()
     }
 
-    private static func passThrough(_ args: [[UInt8]], session: ClientSession, done: @escaping () -> Void) {
+    private static func passThrough(_ args: [[UInt8]], session: any TieredClient, done: @escaping () -> Void) {
         session.sendComposed([args]) { replies, slot in
             session.fill(slot, replies[0])
             done()
         }
     }
 
-    private static func answer(_ session: ClientSession, _ reply: [UInt8], _ done: @escaping () -> Void) {
+    private static func answer(_ session: any TieredClient, _ reply: [UInt8], _ done: @escaping () -> Void) {
         session.sendComposed([[Array("PING".utf8)]]) { _, slot in
             session.fill(slot, reply)
             done()

@@ -166,16 +166,8 @@ enum TieredCommand {
         case "watch":
             // Brought up first, so that a promotion after the WATCH cannot fire it.
             return argc >= 2 ? .keyed(KeyedPlan(bringUp: (1..<argc).map(key), promotesApart: true)) : nil
-        case "flushdb", "flushall":
-            return .flush(all: name.description == "flushall")
-        case "swapdb":
-            return argc == 3 ? .swapdb : nil
-        case "scan":
-            return argc >= 2 ? .keyspace(.scan) : nil
-        case "keys":
-            return argc == 2 ? .keyspace(.keys) : nil
-        case "dbsize", "randomkey":
-            return argc == 1 ? .keyspace(name.description == "dbsize" ? .dbsize : .randomkey) : nil
+        case "flushdb", "flushall", "swapdb", "scan", "keys", "dbsize", "randomkey":
+            return keyspaceRoute(name.description, argc)
         default:
             break
         }
@@ -190,6 +182,22 @@ enum TieredCommand {
             return argc == 3 || argc == 4 ? .keyed(KeyedPlan(bringUp: [key(1)], written: [key(1)], capture: .dump)) : nil
         }
         return nil
+    }
+
+    /// The commands of the whole keyspace (of one database, or all), which name no key.
+    private static func keyspaceRoute(_ name: String, _ argc: Int) -> Route? {
+        switch name {
+        case "flushdb", "flushall":
+            return .flush(all: name == "flushall")
+        case "swapdb":
+            return argc == 3 ? .swapdb : nil
+        case "scan":
+            return argc >= 2 ? .keyspace(.scan) : nil
+        case "keys":
+            return argc == 2 ? .keyspace(.keys) : nil
+        default:   // dbsize, randomkey
+            return argc == 1 ? .keyspace(name == "dbsize" ? .dbsize : .randomkey) : nil
+        }
     }
 
     /// `SET k v [options]`: a blind write unless an option makes it read what hot holds.

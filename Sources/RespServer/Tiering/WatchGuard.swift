@@ -15,7 +15,7 @@ import Tiers
 /// watches a key of the proxy's (`fireKey`) that the probe then sets and deletes inside one
 /// MULTI, so no other client ever sees it.
 final class WatchGuard {
-    private let session: ClientSession
+    private let session: any TieredClient
     private let watched: [TierKey]
     private let probe: ProbeConnection
     private var fired = false
@@ -24,11 +24,11 @@ final class WatchGuard {
     /// deleted in one transaction).
     static let fireKey = Array("tierproxy:watch-fired".utf8)
 
-    init?(session: ClientSession) {
+    init?(session: any TieredClient) {
         guard !session.watchedKeys.isEmpty else { return nil }
         self.session = session
         self.watched = session.watchedKeys
-        self.probe = session.worker.watchProbe
+        self.probe = session.watchProbe
     }
 
     /// Before the proxy's transaction: the probe watches the client's keys.
