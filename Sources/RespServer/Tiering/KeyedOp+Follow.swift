@@ -36,7 +36,7 @@ extension KeyedOp {
               !plan.promotesApart, !plan.runsAlone, !plan.script, session.onSharedRoute,
               session.watchedKeys.isEmpty else { return false }
         let key = batch.key
-        let request = frame.inlineArgs.map(ReplyParts.command) ?? session.client.input.copy(frame.length)
+        let request = frame.inlineArgs.map(ReplyParts.command) ?? session.requestBytes(frame)
         func isKey(_ k: TieredCommand.KeyArg) -> Bool {
             (k.db ?? db) == key.db && session.argument(frame, k.index, in: request, is: key.bytes)
         }
@@ -58,7 +58,7 @@ extension KeyedOp {
     /// Keeps `plan` for the client's next requests of the same command and length, if their plan
     /// cannot differ (`planDependsOnLengthAlone`).
     func learnPlan(_ name: CommandName, _ args: [[UInt8]], _ plan: TieredCommand.KeyedPlan) {
-        let reusable = KeyedOp.planDependsOnLengthAlone(name, table: session.worker.commandTable)
+        let reusable = KeyedOp.planDependsOnLengthAlone(name, table: session.commandTable)
         repeated = reusable ? RepeatedPlan(name: name, argc: args.count, plan: plan) : nil
     }
 
@@ -96,17 +96,5 @@ extension KeyedOp {
         followers = []
         handSent(to: ops[ops.count - 1])
         return [self] + ops
-    }
-}
-
-extension ClientSession {
-    /// Whether argument `index` of `frame` is `bytes`; `request`: the frame's bytes (RESP),
-    /// copied from the client's input (for an inline request, re-encoded: its arguments are kept).
-    func argument(_ frame: RequestFrame, _ index: Int, in request: [UInt8], is bytes: [UInt8]) -> Bool {
-        guard index < frame.argc else { return false }
-        if let inline = frame.inlineArgs { return inline[index] == bytes }
-        let span = worker.spans[frame.spanStart + index]
-        return span.count == bytes.count && span.offset + span.count <= request.count
-            && request[span.offset..<(span.offset + span.count)].elementsEqual(bytes)
     }
 }

@@ -1,3 +1,4 @@
+import RESP
 import Tiers
 
 /// What a tiered command needs from the client it runs for, and all the tiering code may see of
@@ -29,6 +30,14 @@ protocol TieredClient: AnyObject {
     /// Sends `commands` on the client's route as one write; `done` gets every reply and the slot
     /// of the last one, which it must fill exactly once.
     func sendComposed(_ commands: [[[UInt8]]], _ done: @escaping (_ replies: [[UInt8]], _ slot: ReplySlot) -> Void)
+    /// `sendComposed` for requests already encoded: `bytes` holds `count` of them.
+    func sendComposed(encoded bytes: [UInt8], count: Int, _ done: @escaping (_ replies: [[UInt8]], _ slot: ReplySlot) -> Void)
+    /// The command table the loop routes by.
+    var commandTable: CommandTable { get }
+    /// `frame`'s bytes as the client sent them (RESP; the frame is at the front of its input).
+    func requestBytes(_ frame: RequestFrame) -> [UInt8]
+    /// Whether argument `index` of `frame` is `bytes`; `request`: `requestBytes(frame)`.
+    func argument(_ frame: RequestFrame, _ index: Int, in request: [UInt8], is bytes: [UInt8]) -> Bool
     /// Gives `slot` the bytes the client is to see there (empty: nothing).
     func fill(_ slot: ReplySlot, _ reply: [UInt8])
 }
