@@ -1,3 +1,4 @@
+import RESP
 import Testing
 import Tiers
 @testable import RespServer
@@ -30,6 +31,18 @@ import Tiers
             sent += commands.map { $0.map { String(decoding: $0, as: UTF8.self) }.joined(separator: " ") }
             done(commands.map { Array(answer($0).utf8) }, ReplySlot(awaited: true))
         }
+
+        /// Requests the batch path sends already encoded: recorded as their raw bytes.
+        func sendComposed(encoded bytes: [UInt8], count: Int, _ done: @escaping ([[UInt8]], ReplySlot) -> Void) {
+            sent.append(String(decoding: bytes, as: UTF8.self))
+            done(Array(repeating: Array("+QUEUED\r\n".utf8), count: count), ReplySlot(awaited: true))
+        }
+
+        var commandTable: CommandTable { worker.commandTable }
+
+        // No request frames reach the tiering code in these tests (nothing follows a batch).
+        func requestBytes(_ frame: RequestFrame) -> [UInt8] { [] }
+        func argument(_ frame: RequestFrame, _ index: Int, in request: [UInt8], is bytes: [UInt8]) -> Bool { false }
 
         func fill(_ slot: ReplySlot, _ reply: [UInt8]) {
             slot.reply = reply
