@@ -13,6 +13,17 @@ extension KeyLog {
         var mustSync = false
     }
 
+    /// Rewrites the file now with one record per pending key; `done` runs on `loop`.
+    public func compact(on loop: EventLoop, _ done: @escaping (Result<Void, TierError>) -> Void) {
+        if !writer.submit(Job(encoded: [], records: 0, compact: true, loop: loop, done: done)) {
+            let failure = closedError
+            loop.execute { done(.failure(failure)) }
+        }
+    }
+
+    func suspendWriter() { writer.suspend() }
+    func resumeWriter() { writer.resume() }
+
     func writeBatch(_ jobs: [Job]) {
         var batch = WriterBatch()
         for job in jobs {

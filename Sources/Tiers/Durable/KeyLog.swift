@@ -117,7 +117,7 @@ public final class KeyLog {
     private var kickers: [ObjectIdentifier: DeferredTask] = [:]
     var lastSyncMillis: Int64 = 0
     let file: KeyLogFile
-    private var writer: WorkerThread<Job>!
+    var writer: WorkerThread<Job>!
 
     struct Job {
         var encoded: [UInt8]
@@ -274,7 +274,7 @@ public final class KeyLog {
         options.sync == .everysec && unsynced && now - lastSyncMillis >= 1000
     }
 
-    private var closedError: TierError { .unavailable("key log \(path) is closed") }
+    var closedError: TierError { .unavailable("key log \(path) is closed") }
 
     /// Why `key`, not pending yet, may not become pending (the backlog's limits), if so.
     private func admissionFailure(_ key: TierKey) -> TierError? {
@@ -385,16 +385,6 @@ public final class KeyLog {
     /// The write or sync failure that made the log refuse marks, if any (for INFO and logs).
     public var writeFailure: TierError? { withLock { broken } }
 
-    /// Rewrites the file now with one record per pending key; `done` runs on `loop`.
-    public func compact(on loop: EventLoop, _ done: @escaping (Result<Void, TierError>) -> Void) {
-        if !writer.submit(Job(encoded: [], records: 0, compact: true, loop: loop, done: done)) {
-            let failure = closedError
-            loop.execute { done(.failure(failure)) }
-        }
-    }
-
-    func suspendWriter() { writer.suspend() }
-    func resumeWriter() { writer.resume() }
 
     func withLock<T>(_ body: () -> T) -> T {
         pthread_mutex_lock(&lock)
