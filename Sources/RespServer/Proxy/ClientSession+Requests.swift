@@ -166,7 +166,7 @@ extension ClientSession {
         f.takesKeyLocks = takesKeyLocks(tiered?.0)
         // Only routes that take key locks have fast ways, and only those pass folds in doubt.
         if foldsInDoubt > 0 && !f.takesKeyLocks { return (f, nil, nil, nil) }
-        if let t = tiered, travelsAsItIs(t) { tiered = nil }
+        if let t = tiered, travelsAsItIs(t, shared: f.mayShare) { tiered = nil }
         if let (route, _) = tiered { f.tiered = .run(mayOverlap: mayOverlap(route)) }
         var exec: ExecCapture?
         if inTransaction && frame.name == Commands.exec, let access = worker.tierAccess {

@@ -81,7 +81,8 @@ extension ClientSession {
     /// Whether a tiered command may travel as it is, its reply read on the way back: a blocking
     /// command with nothing to bring up, or a blind write whose keys' locks it could take. Its
     /// reply's handler is left in `nextHandler`.
-    func travelsAsItIs(_ tiered: (TieredCommand.Route, [[UInt8]])) -> Bool {
+    /// `shared`: the request goes on the loop's shared connection (else on the client's own).
+    func travelsAsItIs(_ tiered: (TieredCommand.Route, [[UInt8]]), shared: Bool) -> Bool {
         if case (.blocking(let plan), let args) = tiered, let access = worker.tierAccess,
            dbChangesInFlight > 0 || BlockingRun.fastPath(plan, args, db: db, access: access) {
             // Nothing to bring up (or its db is not settled yet): it runs as it is, and what
@@ -97,7 +98,8 @@ extension ClientSession {
                 }
             }
             return true
-        } else if case (.keyed(let plan), let args) = tiered, let blind = plan.blind, let handler = pipelined(blind, plan, args) {
+        } else if case (.keyed(let plan), let args) = tiered, let blind = plan.blind,
+                  let handler = pipelined(blind, plan, args, shared: shared) {
             // Travels as it is, pipelined; its reply is read on the way back.
             nextHandler = handler
             return true
@@ -107,18 +109,29 @@ extension ClientSession {
 
     /// A blind write's reply handler, with its keys' locks taken; nil when it must take the
     /// ordinary tiered way instead (a key busy, a SELECT still in flight, a rule's default expiry).
-    func pipelined(_ blind: BlindWrite, _ plan: TieredCommand.KeyedPlan, _ args: [[UInt8]]) -> ReplyHandler? {
+    func pipelined(_ blind: BlindWrite, _ plan: TieredCommand.KeyedPlan, _ args: [[UInt8]], shared: Bool) -> ReplyHandler? {
         guard dbChangesInFlight == 0, let access = worker.tierAccess, !access.core.swapping else { return nil }
         let core = access.core
         var keys: [TierKey] = []
         keys.reserveCapacity(plan.written.count)
+        var allWriteBehind = true
         for k in plan.written {
             let key = TierKey(db: db, args[k.index])
-            if blind.expiry == .none && core.rules.rule(for: key.bytes).ttlSeconds != nil { return nil }
-            guard core.isTiered(key), !keys.contains(key) else { continue }
+            let rule = core.rules.rule(for: key.bytes)
+            if blind.expiry == .none && rule.ttlSeconds != nil { return nil }
+            guard rule.policy != .hotOnly, !keys.contains(key) else { continue }
+            allWriteBehind = allWriteBehind && rule.policy == .writeBehind
             keys.append(key)
         }
-        guard core.locks.tryAcquire(keys) else { return nil }
+        // Write-behind states are applied in reply order, and one connection answers in the
+        // order hot applied its writes: blind writes of one key on that connection need not
+        // wait for one another (`KeyLocks.tryAcquire(_:sharedBy:)`). A write-through one must:
+        // its copies below could overtake each other.
+        let connection: AnyObject? = shared ? worker.shared : dedicated
+        let locked = allWriteBehind && core.keyLog?.marksAtOnce == true && connection != nil
+            ? core.locks.tryAcquire(keys, sharedBy: ObjectIdentifier(connection!))
+            : core.locks.tryAcquire(keys)
+        guard locked else { return nil }
         nextHandlerLocks = keys
         return BlindWriteRun.handler(blind, args, db: db, locked: keys, access: access, hot: worker.hot,
                                      homeDB: worker.config.upstream.db) { [unowned self] slot, reply in fill(slot, reply) }

@@ -15,8 +15,16 @@ public final class KeyLocks: @unchecked Sendable {
         let resume: () -> Void
     }
 
-    /// Held keys and who waits for each; a key absent here is free.
-    private let state = Mutex<[TierKey: [Waiter]]>([:])
+    /// A held key: how many hold it (more than one only when shared, see `tryAcquire(_:sharedBy:)`)
+    /// and who waits for it.
+    private struct Held {
+        var waiters: [Waiter] = []
+        var holders = 1
+        var sharedBy: ObjectIdentifier?
+    }
+
+    /// Held keys; a key absent here is free.
+    private let state = Mutex<[TierKey: Held]>([:])
 
     public init() {}
 
@@ -33,8 +41,8 @@ public final class KeyLocks: @unchecked Sendable {
             let key = keys[i]
             let next = i + 1
             let taken: Bool = state.withLock { held in
-                if held[key] == nil { held[key] = []; return true }
-                held[key]!.append(Waiter(loop: loop) { [self] in acquire(keys, from: next, on: loop, granted) })
+                if held[key] == nil { held[key] = Held(); return true }
+                held[key]!.waiters.append(Waiter(loop: loop) { [self] in acquire(keys, from: next, on: loop, granted) })
                 return false
             }
             if !taken { return }
@@ -47,7 +55,7 @@ public final class KeyLocks: @unchecked Sendable {
     public func tryAcquire(_ key: TierKey) -> Bool {
         state.withLock { held in
             if held[key] != nil { return false }
-            held[key] = []
+            held[key] = Held()
             return true
         }
     }
@@ -56,7 +64,25 @@ public final class KeyLocks: @unchecked Sendable {
     public func tryAcquire(_ keys: [TierKey]) -> Bool {
         state.withLock { held in
             if keys.contains(where: { held[$0] != nil }) { return false }
-            for key in keys { held[key] = [] }
+            for key in keys { held[key] = Held() }
+            return true
+        }
+    }
+
+    /// `tryAcquire(keys)` for writes that travel on one connection to hot, `owner`: a key held
+    /// only by writes of the same owner, with nobody waiting, is taken once more. Such writes
+    /// reach hot and answer in the order they were sent, so their results can be applied in
+    /// reply order without excluding one another; anyone else waits until the last of them
+    /// lets go, and once someone waits, the owner's next write waits too.
+    public func tryAcquire(_ keys: [TierKey], sharedBy owner: ObjectIdentifier) -> Bool {
+        state.withLock { held in
+            for key in keys {
+                guard let h = held[key] else { continue }
+                if h.sharedBy != owner || !h.waiters.isEmpty { return false }
+            }
+            for key in keys {
+                if let i = held.index(forKey: key) { held.values[i].holders += 1 } else { held[key] = Held(sharedBy: owner) }
+            }
             return true
         }
     }
@@ -72,8 +98,10 @@ public final class KeyLocks: @unchecked Sendable {
             var next: [Waiter] = []
             for key in keys {
                 guard let i = held.index(forKey: key) else { continue }
-                if held.values[i].isEmpty { held.remove(at: i); continue }
-                next.append(held.values[i].removeFirst())
+                if held.values[i].holders > 1 { held.values[i].holders -= 1; continue }
+                if held.values[i].waiters.isEmpty { held.remove(at: i); continue }
+                next.append(held.values[i].waiters.removeFirst())
+                held.values[i].sharedBy = nil  // the next holder has it alone
             }
             return next
         }
