@@ -3,7 +3,7 @@ import Testing
 import Reactor
 @testable import Tiers
 
-/// KeyLocks: one holder per key at a time, waiters served in order on their own loops, several
+/// KeyLocks: one holder per key at a time (or one owner's writes together), waiters served in order on their own loops, several
 /// keys taken without deadlock whatever order callers name them in.
 @Suite struct KeyLocksTests {
     @Test func freeKeysAreGrantedAtOnceAndHeldKeysWait() throws {
@@ -26,6 +26,31 @@ import Reactor
         }
         #expect(served == [1, 2])
         #expect(locks.heldCount == 0)
+    }
+
+    @Test func oneOwnersWritesShareAKeyAndEveryoneElseWaitsForTheLast() throws {
+        let locks = KeyLocks()
+        let h = LoopHarness()
+        let a = TierKey("a")
+        final class Connection {}
+        let mine = ObjectIdentifier(Connection.self), other = ObjectIdentifier(KeyLocks.self)
+        #expect(locks.tryAcquire([a], sharedBy: mine))
+        #expect(locks.tryAcquire([a], sharedBy: mine), "the same owner takes it again")
+        #expect(!locks.tryAcquire([a], sharedBy: other), "another owner does not")
+        #expect(!locks.tryAcquire(a), "nor does an exclusive taker")
+        let served: Bool = try h.wait("an exclusive waiter") { done in
+            var granted = false
+            locks.acquire([a], on: h.loop) { granted = true; locks.release([a]); done(granted) }
+            #expect(!locks.tryAcquire([a], sharedBy: mine), "once someone waits, the owner waits too")
+            locks.release([a])
+            #expect(!granted, "one holder is left")
+            locks.release([a])
+        }
+        #expect(served)
+        #expect(locks.heldCount == 0)
+        #expect(locks.tryAcquire(a), "after an exclusive holder the key is plain again")
+        #expect(!locks.tryAcquire([a], sharedBy: mine))
+        locks.release([a])
     }
 
     @Test func opposingOrdersOnTwoLoopsNeverDeadlock() throws {
