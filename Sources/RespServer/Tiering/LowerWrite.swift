@@ -15,19 +15,17 @@ enum LowerWrite {
             ordered?()
             done(.success(()))
         case .writeBehind:
-            guard let log = core.keyLog else { writeThrough(key, state, access, ordered, done); return }
-            // Backlog full or log broken: this write goes through instead. (Its order holds: the
-            // flusher writes only pending states, and a refused mark left none newer.)
-            func fallBack(_ e: TierError) {
-                Log.warning("Write-behind could not record a key (\(e)); writing it through")
-                writeThrough(key, state, access, nil, done)
-            }
-            if log.marksAtOnce {  // appendfsync everysec or no: nothing to wait for, no closure
-                if let e = core.markNow(key, state, on: access.loop) { fallBack(e) } else { done(.success(())) }
-            } else {
-                core.mark(key, state.entry == nil ? .delete : .dirty, state, on: access.loop) { result in
-                    if case .failure(let e) = result { fallBack(e) } else { done(.success(())) }
+            guard core.keyLog != nil else { writeThrough(key, state, access, ordered, done); return }
+            core.mark(key, state.entry == nil ? .delete : .dirty, state, on: access.loop) { result in
+                if case .failure(let e) = result {
+                    // Backlog full or log broken: this write goes through instead. (Its order
+                    // holds: the flusher writes only pending states, and a refused mark left
+                    // none newer.)
+                    Log.warning("Write-behind could not record a key (\(e)); writing it through")
+                    writeThrough(key, state, access, nil, done)
+                    return
                 }
+                done(.success(()))
             }
             ordered?()
         case .writeThrough:

@@ -36,25 +36,29 @@ struct PendingSet {
 
     var count: Int { entries.count }
 
-    /// When `key` became pending, if it is.
-    func sinceMillis(of key: TierKey) -> Int64? { entries[key]?.sinceMillis }
-
     /// Applies a dirty or delete op: the latest op wins; a key not yet pending joins the tail.
     mutating func mark(_ key: TierKey, _ op: KeyLog.Op, sequence: UInt64, sinceMillis: Int64,
                        captured: KeyLog.Captured = .unknown) {
         if let i = entries.index(forKey: key) {  // updated in place: one lookup
-            if entries.values[i].op == .delete { deletes -= 1 }
-            entries.values[i].op = op
-            entries.values[i].sequence = sequence
-            entries.values[i].captured = captured
-            if captured == .unknown { markUrgent(at: i) }
-        } else {
-            entries[key] = Entry(op: op, sequence: sequence, sinceMillis: sinceMillis, epoch: sequence, captured: captured)
-            order.append((key, sequence))
-            keyBytes += key.bytes.count
-            if captured == .unknown, let i = entries.index(forKey: key) { markUrgent(at: i) }
+            reMark(at: i, op, sequence: sequence, captured: captured)
+            return
         }
+        entries[key] = Entry(op: op, sequence: sequence, sinceMillis: sinceMillis, epoch: sequence, captured: captured)
+        order.append((key, sequence))
+        keyBytes += key.bytes.count
         if op == .delete { deletes += 1 }
+        if captured == .unknown, let i = entries.index(forKey: key) { markUrgent(at: i) }
+    }
+
+    /// The latest op of a key already pending: its place in `order` and `sinceMillis` stay.
+    private mutating func reMark(at i: Dictionary<TierKey, Entry>.Index, _ op: KeyLog.Op, sequence: UInt64,
+                                 captured: KeyLog.Captured) {
+        if entries.values[i].op == .delete { deletes -= 1 }
+        if op == .delete { deletes += 1 }
+        entries.values[i].op = op
+        entries.values[i].sequence = sequence
+        entries.values[i].captured = captured
+        if captured == .unknown { markUrgent(at: i) }
     }
 
     private mutating func markUrgent(at i: Dictionary<TierKey, Entry>.Index) {
@@ -69,12 +73,7 @@ struct PendingSet {
     mutating func markIfRoom(_ key: TierKey, _ op: KeyLog.Op, sequence: UInt64, now: Int64, captured: KeyLog.Captured,
                              maxKeys: Int, maxKeyBytes: Int) -> Int64? {
         if let i = entries.index(forKey: key) {
-            if entries.values[i].op == .delete { deletes -= 1 }
-            if op == .delete { deletes += 1 }
-            entries.values[i].op = op
-            entries.values[i].sequence = sequence
-            entries.values[i].captured = captured
-            if captured == .unknown { markUrgent(at: i) }
+            reMark(at: i, op, sequence: sequence, captured: captured)
             return entries.values[i].sinceMillis
         }
         guard entries.count < maxKeys, keyBytes + key.bytes.count <= maxKeyBytes else { return nil }
@@ -135,12 +134,7 @@ struct PendingSet {
             if let j = entries.index(forKey: slot.key), entries.values[j].epoch == slot.epoch {
                 // `order` is the order keys became pending in: the rest are younger still.
                 if entries.values[j].sinceMillis > dueBy { break }
-                if !entries.values[j].checkedOut {
-                    entries.values[j].checkedOut = true
-                    checkedOut += 1
-                    let e = entries.values[j]
-                    items.append(KeyLog.Item(op: e.op, key: slot.key, sequence: e.sequence, sinceMillis: e.sinceMillis))
-                }
+                if !entries.values[j].checkedOut { checkOut(at: j, into: &items) }
             } else if i == orderHead {
                 orderHead += 1  // stale at the front: drop it for good
             }
@@ -156,11 +150,7 @@ struct PendingSet {
             urgentHead += 1
             guard let j = entries.index(forKey: slot.key), entries.values[j].epoch == slot.epoch else { continue }
             entries.values[j].urgent = false
-            guard !entries.values[j].checkedOut else { continue }
-            entries.values[j].checkedOut = true
-            checkedOut += 1
-            let e = entries.values[j]
-            items.append(KeyLog.Item(op: e.op, key: slot.key, sequence: e.sequence, sinceMillis: e.sinceMillis))
+            if !entries.values[j].checkedOut { checkOut(at: j, into: &items) }
         }
         if urgentHead == urgent.count {
             urgent.removeAll(keepingCapacity: urgent.count <= 4096)
@@ -169,6 +159,13 @@ struct PendingSet {
             urgent.removeFirst(urgentHead)
             urgentHead = 0
         }
+    }
+
+    private mutating func checkOut(at j: Dictionary<TierKey, Entry>.Index, into items: inout [KeyLog.Item]) {
+        entries.values[j].checkedOut = true
+        checkedOut += 1
+        let e = entries.values[j]
+        items.append(KeyLog.Item(op: e.op, key: entries.keys[j], sequence: e.sequence, sinceMillis: e.sinceMillis))
     }
 
     /// The latest op of `key`, if pending (a retry flushes what is current, not what was taken).
